@@ -1,0 +1,257 @@
+//! Every label key, annotation, field manager and object name fedilab uses,
+//! spelled once.
+//!
+//! Other crates build names and label sets only through this module, so
+//! teardown-by-label and the objects that carry those labels can never drift
+//! apart.
+
+use std::collections::BTreeMap;
+
+use crate::types::{InstanceName, LabName};
+
+/// `app.kubernetes.io/managed-by`.
+pub const MANAGED_BY_KEY: &str = "app.kubernetes.io/managed-by";
+/// The value of [`MANAGED_BY_KEY`] on everything fedilab creates.
+pub const MANAGED_BY: &str = "fedilab";
+/// The lab an object belongs to.
+pub const LAB_KEY: &str = "fedilab.dev/lab";
+/// The instance an object belongs to.
+pub const INSTANCE_KEY: &str = "fedilab.dev/instance";
+/// `app.kubernetes.io/component`: see [`Component`].
+pub const COMPONENT_KEY: &str = "app.kubernetes.io/component";
+/// `app.kubernetes.io/name`: the server software, such as `mastodon`.
+pub const APP_NAME_KEY: &str = "app.kubernetes.io/name";
+
+/// The server-side apply field manager for lab objects.
+pub const FIELD_MANAGER: &str = "fedilab";
+
+/// The field manager for a lab's share of objects that several labs write
+/// (the `coredns-custom` ConfigMap), so labs never take each other's keys.
+pub fn lab_field_manager(lab: &LabName) -> String {
+    format!("fedilab-{lab}")
+}
+
+/// k3s's namespace for CoreDNS and Traefik.
+pub const KUBE_SYSTEM: &str = "kube-system";
+/// The ConfigMap whose `*.server` keys k3s's CoreDNS imports.
+pub const COREDNS_CUSTOM_CONFIGMAP: &str = "coredns-custom";
+/// CoreDNS's Deployment, restarted after its custom config changes.
+pub const COREDNS_DEPLOYMENT: &str = "coredns";
+/// The HelmChartConfig that customises k3s's packaged Traefik.
+pub const TRAEFIK_HELM_CHART_CONFIG: &str = "traefik";
+/// The Ingress class of k3s's Traefik.
+pub const TRAEFIK_INGRESS_CLASS: &str = "traefik";
+/// Where lab names point inside the cluster (a CNAME target, hence the dot).
+pub const TRAEFIK_SERVICE_FQDN: &str = "traefik.kube-system.svc.cluster.local.";
+/// k3s's default storage class.
+pub const STORAGE_CLASS: &str = "local-path";
+
+/// The lab's namespace.
+pub fn namespace(lab: &LabName) -> String {
+    format!("fedilab-{lab}")
+}
+
+/// The lab's key in `coredns-custom` (k3s imports keys ending in `.server`).
+pub fn coredns_key(lab: &LabName) -> String {
+    format!("fedilab-{lab}.server")
+}
+
+/// The NetworkPolicy that closes egress for every pod of the lab.
+pub const EGRESS_POLICY: &str = "fedilab-egress";
+/// The ConfigMap holding the lab CA certificate.
+pub const LAB_CA_CONFIGMAP: &str = "fedilab-lab-ca";
+/// The key of the CA certificate in [`LAB_CA_CONFIGMAP`].
+pub const LAB_CA_KEY: &str = "ca.pem";
+/// The ConfigMap holding the setup Job's scripts.
+pub const SETUP_SCRIPTS_CONFIGMAP: &str = "fedilab-setup-scripts";
+
+/// The admin account fedilab creates on every Mastodon instance. Not
+/// `admin`: Mastodon reserves that name in production.
+pub const ADMIN_USERNAME: &str = "labadmin";
+/// The OAuth application that owns fedilab's API token.
+pub const OAUTH_APP_NAME: &str = "fedilab";
+
+/// The parts of an instance, as the value of [`COMPONENT_KEY`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Component {
+    /// Puma.
+    Web,
+    /// The streaming server.
+    Streaming,
+    /// Sidekiq.
+    Sidekiq,
+    /// PostgreSQL.
+    Postgres,
+    /// Redis.
+    Redis,
+    /// The one-off setup Job.
+    Setup,
+}
+
+impl Component {
+    /// Every component, in start order.
+    pub const ALL: [Component; 6] = [
+        Component::Postgres,
+        Component::Redis,
+        Component::Setup,
+        Component::Web,
+        Component::Streaming,
+        Component::Sidekiq,
+    ];
+
+    /// The label value, also the suffix of the component's object names.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Component::Web => "web",
+            Component::Streaming => "streaming",
+            Component::Sidekiq => "sidekiq",
+            Component::Postgres => "postgres",
+            Component::Redis => "redis",
+            Component::Setup => "setup",
+        }
+    }
+}
+
+/// The name of a component's workload and Service: `<instance>-<component>`.
+pub fn component_object(instance: &InstanceName, component: Component) -> String {
+    format!("{instance}-{}", component.as_str())
+}
+
+/// The instance's non-secret environment ConfigMap.
+pub fn env_configmap(instance: &InstanceName) -> String {
+    format!("{instance}-env")
+}
+
+/// The instance's Secret of generated application secrets (environment).
+pub fn env_secret(instance: &InstanceName) -> String {
+    format!("{instance}-secrets")
+}
+
+/// The instance's Secret with the admin login and API token.
+pub fn admin_secret(instance: &InstanceName) -> String {
+    format!("{instance}-admin")
+}
+
+/// The instance's TLS Secret (the leaf certificate Traefik serves).
+pub fn tls_secret(instance: &InstanceName) -> String {
+    format!("{instance}-tls")
+}
+
+/// The volume shared by web and Sidekiq for uploaded and fetched media.
+pub fn media_pvc(instance: &InstanceName) -> String {
+    format!("{instance}-media")
+}
+
+/// The instance's Ingress.
+pub fn ingress(instance: &InstanceName) -> String {
+    instance.to_string()
+}
+
+/// Keys of the admin Secret ([`admin_secret`]).
+pub mod admin_keys {
+    /// The admin's username.
+    pub const USERNAME: &str = "username";
+    /// The admin's e-mail address.
+    pub const EMAIL: &str = "email";
+    /// The admin's password.
+    pub const PASSWORD: &str = "password";
+    /// The API access token (scopes read, write, follow, push, admin).
+    pub const API_TOKEN: &str = "api-token";
+}
+
+/// Labels on every object of the lab.
+pub fn lab_labels(lab: &LabName) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (MANAGED_BY_KEY.to_owned(), MANAGED_BY.to_owned()),
+        (LAB_KEY.to_owned(), lab.to_string()),
+    ])
+}
+
+/// Labels on every object of one instance.
+pub fn instance_labels(
+    lab: &LabName,
+    instance: &InstanceName,
+    app: &str,
+) -> BTreeMap<String, String> {
+    let mut labels = lab_labels(lab);
+    labels.insert(INSTANCE_KEY.to_owned(), instance.to_string());
+    labels.insert(APP_NAME_KEY.to_owned(), app.to_owned());
+    labels
+}
+
+/// Labels on one component's objects and pods.
+pub fn component_labels(
+    lab: &LabName,
+    instance: &InstanceName,
+    app: &str,
+    component: Component,
+) -> BTreeMap<String, String> {
+    let mut labels = instance_labels(lab, instance, app);
+    labels.insert(COMPONENT_KEY.to_owned(), component.as_str().to_owned());
+    labels
+}
+
+/// The selector of one component's pods: the few labels that never change,
+/// since workload selectors are immutable.
+pub fn component_selector(
+    lab: &LabName,
+    instance: &InstanceName,
+    component: Component,
+) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (LAB_KEY.to_owned(), lab.to_string()),
+        (INSTANCE_KEY.to_owned(), instance.to_string()),
+        (COMPONENT_KEY.to_owned(), component.as_str().to_owned()),
+    ])
+}
+
+/// The label selector, as text, that finds everything of a lab.
+pub fn lab_selector(lab: &LabName) -> String {
+    format!("{MANAGED_BY_KEY}={MANAGED_BY},{LAB_KEY}={lab}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_fit_kubernetes_limits() {
+        let lab: LabName = "a"
+            .repeat(crate::types::MAX_LAB_NAME_LEN)
+            .parse()
+            .expect("valid");
+        let inst: InstanceName = "b"
+            .repeat(crate::types::MAX_INSTANCE_NAME_LEN)
+            .parse()
+            .expect("valid");
+        assert!(namespace(&lab).len() <= 63);
+        assert!(coredns_key(&lab).len() <= 253);
+        for c in Component::ALL {
+            // StatefulSet pods append "-<ordinal>" and a controller hash label.
+            assert!(component_object(&inst, c).len() <= 52, "{c:?}");
+        }
+        for name in [
+            env_configmap(&inst),
+            env_secret(&inst),
+            admin_secret(&inst),
+            tls_secret(&inst),
+            media_pvc(&inst),
+        ] {
+            assert!(name.len() <= 63, "{name}");
+        }
+    }
+
+    #[test]
+    fn selector_is_a_subset_of_labels() {
+        let lab: LabName = "main".parse().expect("valid");
+        let inst: InstanceName = "mastodon1".parse().expect("valid");
+        let labels = component_labels(&lab, &inst, "mastodon", Component::Web);
+        for (k, v) in component_selector(&lab, &inst, Component::Web) {
+            assert_eq!(labels.get(&k), Some(&v));
+        }
+        assert_eq!(
+            lab_selector(&lab),
+            "app.kubernetes.io/managed-by=fedilab,fedilab.dev/lab=main"
+        );
+    }
+}

@@ -1,0 +1,548 @@
+//! The validated lab: every default resolved once, every name a strong type.
+//!
+//! [`LabSpec::resolve`] turns a raw [`LabProfile`] plus command-line
+//! [`Overrides`] into a [`LabSpec`], or into every problem at once, each with
+//! the path of the field (or flag) it concerns. Later code never checks a
+//! name or walks a default chain again.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use crate::profile::{
+    ComponentResourcesProfile, InstanceKind, InstanceProfile, LabProfile, MastodonProfile,
+};
+use crate::types::{Cidr, Domain, Fqdn, InstanceName, LabName, MastodonVersion, Quantity};
+
+/// The lab name when a profile names none.
+pub const DEFAULT_LAB_NAME: &str = "main";
+/// The lab domain when a profile names none.
+pub const DEFAULT_DOMAIN: &str = "fediverse.local";
+/// k3s's default pod (10.42.0.0/16) and service (10.43.0.0/16) networks.
+pub const DEFAULT_EGRESS_CIDR: &str = "10.42.0.0/15";
+/// The Mastodon release fedilab's manifests were checked against.
+pub const DEFAULT_MASTODON_VERSION: &str = "v4.4.8";
+/// The Mastodon image repository (the streaming image appends `-streaming`).
+pub const DEFAULT_MASTODON_IMAGE: &str = "ghcr.io/mastodon/mastodon";
+/// The most instances one lab may have. Each Mastodon needs about 1 GiB, so
+/// the node runs out long before this; `up` checks the node's capacity.
+pub const MAX_INSTANCES: usize = 256;
+
+/// The private ranges an egress CIDR must lie within: a lab must never be
+/// able to reach public addresses.
+const PRIVATE_RANGES: &[&str] = &[
+    "10.0.0.0/8",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "100.64.0.0/10",
+    "fc00::/7",
+];
+
+/// Values given on the command line, which win over the profile.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Overrides {
+    /// `--lab NAME`.
+    pub lab: Option<String>,
+    /// `--domain D`.
+    pub domain: Option<String>,
+    /// `--instances N`: keep the profile's first N instances and add default
+    /// Mastodon instances up to N.
+    pub instances: Option<usize>,
+}
+
+/// One problem in a profile, at a path such as `instances[1].name` or, for a
+/// value that came from a flag, `--domain`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidationError {
+    /// Where the problem is.
+    pub path: String,
+    /// What is wrong, and what to do.
+    pub message: String,
+}
+
+impl fmt::Display for ValidationError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+/// Every problem found in a profile, in the order of the fields.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ValidationErrors(pub Vec<ValidationError>);
+
+impl fmt::Display for ValidationErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.0.len();
+        write!(
+            f,
+            "the lab profile has {n} problem{}:",
+            if n == 1 { "" } else { "s" }
+        )?;
+        for e in &self.0 {
+            write!(f, "\n  {e}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A validated lab, ready to build manifests from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LabSpec {
+    /// The lab's name.
+    pub name: LabName,
+    /// The lab's DNS domain.
+    pub domain: Domain,
+    /// The only networks lab pods may reach.
+    pub egress_cidrs: Vec<Cidr>,
+    /// The servers, in profile order, with unique names and hosts.
+    pub instances: Vec<InstanceSpec>,
+}
+
+/// One validated server of the lab.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InstanceSpec {
+    /// Its name.
+    pub name: InstanceName,
+    /// Its host name, `<name>.<domain>`.
+    pub host: Fqdn,
+    /// What it runs, with that kind's settings.
+    pub kind: InstanceSpecKind,
+}
+
+/// What an instance runs. New kinds (Misskey, GoToSocial, external servers)
+/// become new variants.
+#[derive(Debug, Clone, PartialEq)]
+pub enum InstanceSpecKind {
+    /// A Mastodon server.
+    Mastodon(MastodonSpec),
+}
+
+/// A Mastodon instance's resolved settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MastodonSpec {
+    /// The release.
+    pub version: MastodonVersion,
+    /// The web and Sidekiq image, with its tag.
+    pub image: String,
+    /// The streaming server's image, with its tag.
+    pub streaming_image: String,
+    /// `AUTHORIZED_FETCH`.
+    pub authorized_fetch: bool,
+    /// `LIMITED_FEDERATION_MODE`.
+    pub limited_federation: bool,
+    /// CPU and memory per component.
+    pub resources: MastodonResources,
+}
+
+/// CPU and memory for each component of a Mastodon instance.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MastodonResources {
+    /// Puma.
+    pub web: ComponentResources,
+    /// Node.js streaming.
+    pub streaming: ComponentResources,
+    /// Sidekiq.
+    pub sidekiq: ComponentResources,
+    /// PostgreSQL.
+    pub postgres: ComponentResources,
+    /// Redis.
+    pub redis: ComponentResources,
+}
+
+/// Resolved quantities for one container.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ComponentResources {
+    /// CPU request.
+    pub cpu: Quantity,
+    /// Memory request.
+    pub memory: Quantity,
+    /// Memory limit.
+    pub memory_limit: Quantity,
+}
+
+impl MastodonResources {
+    /// The defaults, sized for a developer VM: about 1.1 GiB of requests per
+    /// instance.
+    pub fn defaults() -> Self {
+        let r = |cpu: &str, memory: &str, limit: &str| ComponentResources {
+            cpu: cpu
+                .parse()
+                .unwrap_or_else(|_| unreachable!("valid constant")),
+            memory: memory
+                .parse()
+                .unwrap_or_else(|_| unreachable!("valid constant")),
+            memory_limit: limit
+                .parse()
+                .unwrap_or_else(|_| unreachable!("valid constant")),
+        };
+        MastodonResources {
+            web: r("250m", "512Mi", "1Gi"),
+            streaming: r("50m", "64Mi", "256Mi"),
+            sidekiq: r("250m", "384Mi", "1Gi"),
+            postgres: r("100m", "128Mi", "512Mi"),
+            redis: r("50m", "32Mi", "256Mi"),
+        }
+    }
+
+    /// The summed memory requests, in bytes.
+    pub fn memory_requests(&self) -> f64 {
+        [
+            &self.web,
+            &self.streaming,
+            &self.sidekiq,
+            &self.postgres,
+            &self.redis,
+        ]
+        .iter()
+        .map(|c| c.memory.value())
+        .sum()
+    }
+}
+
+impl LabSpec {
+    /// Validates `profile` with `overrides` applied and resolves every
+    /// default.
+    ///
+    /// # Errors
+    /// [`ValidationErrors`] with every problem found, never just the first.
+    pub fn resolve(
+        profile: &LabProfile,
+        overrides: &Overrides,
+    ) -> Result<LabSpec, ValidationErrors> {
+        let mut errs = Errors::default();
+
+        let (lab, lab_path) = pick(&overrides.lab, &profile.name, "--lab", "name");
+        let name = errs.check(lab_path, lab.unwrap_or(DEFAULT_LAB_NAME).parse::<LabName>());
+
+        let (domain, domain_path) = pick(&overrides.domain, &profile.domain, "--domain", "domain");
+        let domain = errs.check(
+            domain_path,
+            domain.unwrap_or(DEFAULT_DOMAIN).parse::<Domain>(),
+        );
+
+        let egress_cidrs = resolve_cidrs(profile, &mut errs);
+
+        let lab_mastodon = profile.mastodon.clone().unwrap_or_default();
+        if lab_mastodon.version.is_some() || lab_mastodon.image.is_some() {
+            // Checked once here; instances inherit the value as text and
+            // would otherwise report the same problem once each.
+            if let Some(v) = &lab_mastodon.version {
+                errs.check("mastodon.version", v.parse::<MastodonVersion>());
+            }
+            if let Some(image) = &lab_mastodon.image {
+                errs.check("mastodon.image", check_image(image));
+            }
+        }
+
+        let listed = profile.instances.clone().unwrap_or_default();
+        let instances: Vec<(String, InstanceProfile)> = match overrides.instances {
+            Some(n) => {
+                let mut kept: Vec<_> = listed
+                    .into_iter()
+                    .take(n)
+                    .enumerate()
+                    .map(|(i, p)| (format!("instances[{i}]"), p))
+                    .collect();
+                for i in kept.len()..n {
+                    kept.push((
+                        format!("--instances (instance {})", i + 1),
+                        InstanceProfile::default(),
+                    ));
+                }
+                kept
+            }
+            None => listed
+                .into_iter()
+                .enumerate()
+                .map(|(i, p)| (format!("instances[{i}]"), p))
+                .collect(),
+        };
+        let count_path = if overrides.instances.is_some() {
+            "--instances"
+        } else {
+            "instances"
+        };
+        if instances.is_empty() {
+            errs.push(count_path, "a lab needs at least one instance".to_owned());
+        } else if instances.len() > MAX_INSTANCES {
+            errs.push(
+                count_path,
+                format!(
+                    "{} instances is more than the {MAX_INSTANCES} one lab may have",
+                    instances.len()
+                ),
+            );
+        }
+
+        let mut resolved = Vec::with_capacity(instances.len());
+        let mut seen: BTreeMap<String, String> = BTreeMap::new();
+        for (index, (path, instance)) in instances.iter().enumerate() {
+            let kind = instance.kind.unwrap_or(InstanceKind::Mastodon);
+            let default_name = format!("{}{}", kind.as_str(), index + 1);
+            let raw_name = instance.name.clone().unwrap_or(default_name);
+            let inst_name = errs.check(&format!("{path}.name"), raw_name.parse::<InstanceName>());
+            if let Some(first) = seen.get(&raw_name) {
+                errs.push(
+                    &format!("{path}.name"),
+                    format!("{raw_name:?} is already the name of {first}; names must be unique"),
+                );
+            } else {
+                seen.insert(raw_name.clone(), path.clone());
+            }
+            let kind = resolve_kind(path, kind, instance, &lab_mastodon, &mut errs);
+            if let (Some(name), Some(domain), Some(kind)) = (inst_name, &domain, kind) {
+                resolved.push(InstanceSpec {
+                    host: Fqdn::new(&name, domain),
+                    name,
+                    kind,
+                });
+            }
+        }
+
+        match (errs.0.is_empty(), name, domain) {
+            (true, Some(name), Some(domain)) => Ok(LabSpec {
+                name,
+                domain,
+                egress_cidrs,
+                instances: resolved,
+            }),
+            _ => Err(ValidationErrors(errs.0)),
+        }
+    }
+
+    /// Parses a YAML profile and resolves it in one step.
+    ///
+    /// # Errors
+    /// The parse error, or every validation problem, as text for the user.
+    pub fn from_yaml(
+        text: &str,
+        origin: &str,
+        overrides: &Overrides,
+    ) -> Result<LabSpec, crate::ParseOrValidationError> {
+        let profile = LabProfile::from_yaml(text, origin)?;
+        Ok(LabSpec::resolve(&profile, overrides)?)
+    }
+
+    /// The instance called `name`, if any.
+    pub fn instance(&self, name: &str) -> Option<&InstanceSpec> {
+        self.instances.iter().find(|i| i.name.as_str() == name)
+    }
+}
+
+/// Either failure of [`LabSpec::from_yaml`].
+#[derive(Debug, thiserror::Error)]
+pub enum ParseOrValidationError {
+    /// The text is not a profile.
+    #[error(transparent)]
+    Parse(#[from] crate::ParseError),
+    /// The profile is not valid.
+    #[error(transparent)]
+    Invalid(#[from] ValidationErrors),
+}
+
+fn pick<'a>(
+    flag: &'a Option<String>,
+    field: &'a Option<String>,
+    flag_path: &'static str,
+    field_path: &'static str,
+) -> (Option<&'a str>, &'static str) {
+    match (flag, field) {
+        (Some(v), _) => (Some(v), flag_path),
+        (None, Some(v)) => (Some(v), field_path),
+        (None, None) => (None, field_path),
+    }
+}
+
+fn resolve_cidrs(profile: &LabProfile, errs: &mut Errors) -> Vec<Cidr> {
+    let private: Vec<Cidr> = PRIVATE_RANGES
+        .iter()
+        .filter_map(|r| r.parse().ok())
+        .collect();
+    let given = profile
+        .network
+        .as_ref()
+        .and_then(|n| n.egress_cidrs.clone());
+    let Some(given) = given else {
+        return DEFAULT_EGRESS_CIDR.parse().into_iter().collect();
+    };
+    if given.is_empty() {
+        errs.push(
+            "network.egress_cidrs",
+            format!("list at least one network, such as {DEFAULT_EGRESS_CIDR} (k3s's pod and service networks)"),
+        );
+    }
+    let mut out = Vec::new();
+    for (i, text) in given.iter().enumerate() {
+        let path = format!("network.egress_cidrs[{i}]");
+        let Some(cidr) = errs.check(&path, text.parse::<Cidr>()) else {
+            continue;
+        };
+        if !private.iter().any(|range| cidr.is_within(range)) {
+            errs.push(
+                &path,
+                format!(
+                    "{cidr} is not inside a private range ({}); a lab must not reach public addresses",
+                    PRIVATE_RANGES.join(", ")
+                ),
+            );
+            continue;
+        }
+        out.push(cidr);
+    }
+    out
+}
+
+fn resolve_kind(
+    path: &str,
+    kind: InstanceKind,
+    instance: &InstanceProfile,
+    lab: &MastodonProfile,
+    errs: &mut Errors,
+) -> Option<InstanceSpecKind> {
+    match kind {
+        InstanceKind::Mastodon => {
+            resolve_mastodon(path, instance, lab, errs).map(InstanceSpecKind::Mastodon)
+        }
+        InstanceKind::Misskey | InstanceKind::Gotosocial | InstanceKind::External => {
+            errs.push(
+                &format!("{path}.kind"),
+                format!("{} is not supported yet; only mastodon is", kind.as_str()),
+            );
+            None
+        }
+    }
+}
+
+fn resolve_mastodon(
+    path: &str,
+    instance: &InstanceProfile,
+    lab: &MastodonProfile,
+    errs: &mut Errors,
+) -> Option<MastodonSpec> {
+    let own = instance.mastodon.clone().unwrap_or_default();
+    if own.version.is_some() {
+        errs.push(
+            &format!("{path}.mastodon.version"),
+            format!("set the instance's release as {path}.version"),
+        );
+    }
+    if own.image.is_some() {
+        errs.push(
+            &format!("{path}.mastodon.image"),
+            format!("set the instance's image as {path}.image"),
+        );
+    }
+    // An inherited value was checked at lab level: only report it there.
+    let version = match &instance.version {
+        Some(v) => errs.check(&format!("{path}.version"), v.parse::<MastodonVersion>()),
+        None => lab
+            .version
+            .as_deref()
+            .unwrap_or(DEFAULT_MASTODON_VERSION)
+            .parse::<MastodonVersion>()
+            .ok(),
+    };
+    let image = match &instance.image {
+        Some(i) => errs.check(&format!("{path}.image"), check_image(i)),
+        None => Some(
+            lab.image
+                .clone()
+                .unwrap_or_else(|| DEFAULT_MASTODON_IMAGE.to_owned()),
+        ),
+    };
+    let resources = resolve_resources(path, instance, errs);
+    let (version, image, resources) = (version?, image?, resources?);
+    Some(MastodonSpec {
+        image: format!("{image}:{}", version.tag()),
+        streaming_image: format!("{image}-streaming:{}", version.tag()),
+        version,
+        authorized_fetch: own
+            .authorized_fetch
+            .or(lab.authorized_fetch)
+            .unwrap_or(false),
+        limited_federation: own
+            .limited_federation
+            .or(lab.limited_federation)
+            .unwrap_or(false),
+        resources,
+    })
+}
+
+fn check_image(image: &str) -> Result<String, String> {
+    let ok = !image.is_empty()
+        && !image.contains(':') // the tag comes from the version
+        && !image.contains('@')
+        && image
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"./-_".contains(&b));
+    if ok {
+        Ok(image.to_owned())
+    } else {
+        Err(format!(
+            "{image:?} is not an image repository such as ghcr.io/mastodon/mastodon \
+             (lowercase, no tag: the tag comes from the version)"
+        ))
+    }
+}
+
+fn resolve_resources(
+    path: &str,
+    instance: &InstanceProfile,
+    errs: &mut Errors,
+) -> Option<MastodonResources> {
+    let defaults = MastodonResources::defaults();
+    let Some(given) = &instance.resources else {
+        return Some(defaults);
+    };
+    let before = errs.0.len();
+    let mut one =
+        |name: &str, given: &Option<ComponentResourcesProfile>, default: ComponentResources| {
+            let Some(given) = given else { return default };
+            let p = format!("{path}.resources.{name}");
+            let mut q = |field: &str, text: &Option<String>, default: crate::Quantity| match text {
+                Some(t) => errs
+                    .check(&format!("{p}.{field}"), t.parse())
+                    .unwrap_or(default),
+                None => default,
+            };
+            let resolved = ComponentResources {
+                cpu: q("cpu", &given.cpu, default.cpu),
+                memory: q("memory", &given.memory, default.memory),
+                memory_limit: q("memory_limit", &given.memory_limit, default.memory_limit),
+            };
+            if resolved.memory_limit.value() < resolved.memory.value() {
+                errs.push(
+                    &format!("{p}.memory_limit"),
+                    format!(
+                        "{} is below the memory request {}; raise the limit or lower the request",
+                        resolved.memory_limit.as_str(),
+                        resolved.memory.as_str()
+                    ),
+                );
+            }
+            resolved
+        };
+    let resources = MastodonResources {
+        web: one("web", &given.web, defaults.web),
+        streaming: one("streaming", &given.streaming, defaults.streaming),
+        sidekiq: one("sidekiq", &given.sidekiq, defaults.sidekiq),
+        postgres: one("postgres", &given.postgres, defaults.postgres),
+        redis: one("redis", &given.redis, defaults.redis),
+    };
+    (errs.0.len() == before).then_some(resources)
+}
+
+#[derive(Default)]
+struct Errors(Vec<ValidationError>);
+
+impl Errors {
+    fn push(&mut self, path: &str, message: String) {
+        self.0.push(ValidationError {
+            path: path.to_owned(),
+            message,
+        });
+    }
+
+    fn check<T, E: fmt::Display>(&mut self, path: &str, result: Result<T, E>) -> Option<T> {
+        result.map_err(|e| self.push(path, e.to_string())).ok()
+    }
+}

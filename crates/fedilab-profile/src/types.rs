@@ -1,0 +1,587 @@
+//! Strong types for the names and values a lab is made of.
+//!
+//! Each type checks its rules at construction, so a `LabName` can never be
+//! passed where an `InstanceName` is wanted, and nothing downstream checks a
+//! name again. No I/O.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::str::FromStr;
+
+/// Why a name or value was rejected. The message completes a sentence that
+/// starts with the offending value's path.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NameError {
+    /// The value is empty.
+    #[error("must not be empty")]
+    Empty,
+    /// The value is longer than allowed.
+    #[error("{value:?} is {len} characters long; the most is {max}")]
+    TooLong {
+        /// The rejected value.
+        value: String,
+        /// Its length.
+        len: usize,
+        /// The allowed maximum.
+        max: usize,
+    },
+    /// The value is not a DNS label of the required form.
+    #[error("{value:?} is not a valid name: {rule}")]
+    Invalid {
+        /// The rejected value.
+        value: String,
+        /// The rule it breaks, in words.
+        rule: &'static str,
+    },
+}
+
+fn check_label(value: &str, max: usize, must_start_with_letter: bool) -> Result<(), NameError> {
+    if value.is_empty() {
+        return Err(NameError::Empty);
+    }
+    if value.len() > max {
+        return Err(NameError::TooLong {
+            value: value.to_owned(),
+            len: value.len(),
+            max,
+        });
+    }
+    let invalid = |rule| {
+        Err(NameError::Invalid {
+            value: value.to_owned(),
+            rule,
+        })
+    };
+    if !value
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
+        return invalid("use only lowercase letters, digits and '-'");
+    }
+    let first = value.as_bytes()[0];
+    if must_start_with_letter && !first.is_ascii_lowercase() {
+        return invalid("start with a lowercase letter");
+    }
+    if value.starts_with('-') || value.ends_with('-') {
+        return invalid("start and end with a letter or digit");
+    }
+    Ok(())
+}
+
+macro_rules! string_newtype {
+    ($(#[$doc:meta])* $name:ident, $check:expr) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub struct $name(String);
+
+        impl $name {
+            /// The name as a string slice.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = NameError;
+            fn from_str(s: &str) -> Result<Self, NameError> {
+                let check: fn(&str) -> Result<(), NameError> = $check;
+                check(s)?;
+                Ok(Self(s.to_owned()))
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl AsRef<str> for $name {
+            fn as_ref(&self) -> &str {
+                &self.0
+            }
+        }
+    };
+}
+
+/// The longest lab name: the namespace `fedilab-<lab>` and per-lab object
+/// names must stay within Kubernetes' 63-character limits.
+pub const MAX_LAB_NAME_LEN: usize = 40;
+/// The longest instance name: `<instance>-streaming` and the StatefulSet's
+/// pod names must stay within 63 characters.
+pub const MAX_INSTANCE_NAME_LEN: usize = 40;
+
+string_newtype!(
+    /// A lab's name: a DNS-1123 label of at most 40 characters.
+    LabName,
+    |s| check_label(s, MAX_LAB_NAME_LEN, false)
+);
+
+string_newtype!(
+    /// An instance's name, the first label of its host name. A DNS-1035 label
+    /// (it names Services, so it starts with a letter) of at most 40
+    /// characters.
+    InstanceName,
+    |s| check_label(s, MAX_INSTANCE_NAME_LEN, true)
+);
+
+fn check_domain(s: &str) -> Result<(), NameError> {
+    if s.is_empty() {
+        return Err(NameError::Empty);
+    }
+    // Room for "<instance>." in front of it within the 253-character limit.
+    let max = 253 - MAX_INSTANCE_NAME_LEN - 1;
+    if s.len() > max {
+        return Err(NameError::TooLong {
+            value: s.to_owned(),
+            len: s.len(),
+            max,
+        });
+    }
+    if s.ends_with('.') {
+        return Err(NameError::Invalid {
+            value: s.to_owned(),
+            rule: "write it without the trailing dot",
+        });
+    }
+    let labels: Vec<&str> = s.split('.').collect();
+    if labels.len() < 2 {
+        return Err(NameError::Invalid {
+            value: s.to_owned(),
+            rule: "use at least two labels, such as fediverse.local or fediverse.test",
+        });
+    }
+    for label in &labels {
+        if check_label(label, 63, false).is_err() {
+            return Err(NameError::Invalid {
+                value: s.to_owned(),
+                rule: "each dot-separated label must be 1-63 lowercase letters, digits or '-', \
+                       not starting or ending with '-'",
+            });
+        }
+    }
+    if labels
+        .last()
+        .is_some_and(|tld| tld.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return Err(NameError::Invalid {
+            value: s.to_owned(),
+            rule: "the last label must not be all digits",
+        });
+    }
+    Ok(())
+}
+
+string_newtype!(
+    /// The lab's DNS domain, such as `fediverse.local`: lowercase, at least
+    /// two labels, no trailing dot.
+    Domain,
+    check_domain
+);
+
+/// A fully qualified host name inside the lab domain, such as
+/// `mastodon1.fediverse.local` (written without the trailing dot).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Fqdn(String);
+
+impl Fqdn {
+    /// The host `<label>.<domain>`. Cannot fail: both parts are valid and
+    /// their lengths are bounded so the sum is too.
+    pub fn new(label: &InstanceName, domain: &Domain) -> Self {
+        Self(format!("{label}.{domain}"))
+    }
+
+    /// The host name as a string slice.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Fqdn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// An IP network in CIDR notation, such as `10.42.0.0/15`, with no host bits
+/// set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Cidr {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+/// Why a CIDR was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CidrError {
+    /// Not of the form `ADDRESS/PREFIX`.
+    #[error("{0:?} is not a CIDR such as 10.42.0.0/15")]
+    Syntax(String),
+    /// The prefix is longer than the address.
+    #[error("{value:?}: the prefix length must be at most {max}")]
+    Prefix {
+        /// The rejected value.
+        value: String,
+        /// 32 for IPv4, 128 for IPv6.
+        max: u8,
+    },
+    /// Host bits are set below the prefix.
+    #[error("{value:?} has host bits set; did you mean {suggestion}?")]
+    HostBits {
+        /// The rejected value.
+        value: String,
+        /// The network address with the host bits cleared.
+        suggestion: Cidr,
+    },
+}
+
+impl Cidr {
+    /// The network address.
+    pub fn addr(&self) -> IpAddr {
+        self.addr
+    }
+
+    /// The prefix length.
+    pub fn prefix(&self) -> u8 {
+        self.prefix
+    }
+
+    /// Whether `ip` lies inside this network.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                mask_v4(u32::from(ip), self.prefix) == u32::from(net)
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                mask_v6(u128::from(ip), self.prefix) == u128::from(net)
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether every address of this network is inside `other`.
+    pub fn is_within(&self, other: &Cidr) -> bool {
+        self.prefix >= other.prefix && other.contains(self.addr)
+    }
+}
+
+fn mask_v4(bits: u32, prefix: u8) -> u32 {
+    if prefix == 0 {
+        0
+    } else {
+        bits & (u32::MAX << (32 - u32::from(prefix)))
+    }
+}
+
+fn mask_v6(bits: u128, prefix: u8) -> u128 {
+    if prefix == 0 {
+        0
+    } else {
+        bits & (u128::MAX << (128 - u32::from(prefix)))
+    }
+}
+
+impl FromStr for Cidr {
+    type Err = CidrError;
+    fn from_str(s: &str) -> Result<Self, CidrError> {
+        let syntax = || CidrError::Syntax(s.to_owned());
+        let (addr, prefix) = s.split_once('/').ok_or_else(syntax)?;
+        let addr: IpAddr = addr.parse().map_err(|_| syntax())?;
+        if prefix.is_empty() || !prefix.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(syntax());
+        }
+        let prefix: u8 = prefix.parse().map_err(|_| syntax())?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        if prefix > max {
+            return Err(CidrError::Prefix {
+                value: s.to_owned(),
+                max,
+            });
+        }
+        let network = match addr {
+            IpAddr::V4(v4) => IpAddr::V4(mask_v4(u32::from(v4), prefix).into()),
+            IpAddr::V6(v6) => IpAddr::V6(mask_v6(u128::from(v6), prefix).into()),
+        };
+        let cidr = Cidr {
+            addr: network,
+            prefix,
+        };
+        if network != addr {
+            return Err(CidrError::HostBits {
+                value: s.to_owned(),
+                suggestion: cidr,
+            });
+        }
+        Ok(cidr)
+    }
+}
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+/// A Kubernetes resource quantity (`500m`, `1Gi`, `0.5`), kept as written
+/// and parsed to a number for sums and comparisons.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Quantity {
+    text: String,
+    value: f64,
+}
+
+impl Quantity {
+    /// The quantity as written, for the manifest.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// Its value in base units: bytes for memory, cores for CPU.
+    pub fn value(&self) -> f64 {
+        self.value
+    }
+}
+
+impl FromStr for Quantity {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        const SUFFIXES: &[(&str, f64)] = &[
+            ("Ki", 1024.0),
+            ("Mi", 1024.0 * 1024.0),
+            ("Gi", 1024.0 * 1024.0 * 1024.0),
+            ("Ti", 1024.0 * 1024.0 * 1024.0 * 1024.0),
+            ("m", 1e-3),
+            ("k", 1e3),
+            ("M", 1e6),
+            ("G", 1e9),
+            ("T", 1e12),
+        ];
+        let bad = || format!("{s:?} is not a quantity such as 500m, 256Mi or 1Gi");
+        let (number, factor) = SUFFIXES
+            .iter()
+            .find_map(|(suffix, factor)| s.strip_suffix(suffix).map(|n| (n, *factor)))
+            .unwrap_or((s, 1.0));
+        let well_formed = !number.is_empty()
+            && number.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+            && number.bytes().filter(|b| *b == b'.').count() <= 1
+            && number.bytes().any(|b| b.is_ascii_digit());
+        if !well_formed {
+            return Err(bad());
+        }
+        let value: f64 = number.parse().map_err(|_| bad())?;
+        if value <= 0.0 {
+            return Err(format!("{s:?} must be greater than zero"));
+        }
+        Ok(Quantity {
+            text: s.to_owned(),
+            value: value * factor,
+        })
+    }
+}
+
+/// A Mastodon release tag such as `v4.4.8`, with the parts fedilab needs to
+/// choose the right environment (OTP_SECRET for 4.3, for example).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MastodonVersion {
+    tag: String,
+    major: u32,
+    minor: u32,
+    patch: u32,
+}
+
+impl MastodonVersion {
+    /// The oldest supported release line: 4.3 split out the streaming image
+    /// and made the Active Record encryption keys mandatory.
+    pub const OLDEST: (u32, u32) = (4, 3);
+
+    /// The image tag, always with its leading `v`.
+    pub fn tag(&self) -> &str {
+        &self.tag
+    }
+
+    /// `(major, minor, patch)`.
+    pub fn parts(&self) -> (u32, u32, u32) {
+        (self.major, self.minor, self.patch)
+    }
+
+    /// Whether this release needs `OTP_SECRET` (required by 4.3, removed in
+    /// 4.4).
+    pub fn needs_otp_secret(&self) -> bool {
+        (self.major, self.minor) < (4, 4)
+    }
+}
+
+impl FromStr for MastodonVersion {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("{s:?} is not a Mastodon release tag such as v4.4.8");
+        let bare = s.strip_prefix('v').unwrap_or(s);
+        // A pre-release suffix (v4.5.0-beta.1) is allowed; the numbers decide.
+        let (numbers, suffix) = match bare.split_once('-') {
+            Some((n, rest)) if !rest.is_empty() => (n, Some(rest)),
+            Some(_) => return Err(bad()),
+            None => (bare, None),
+        };
+        if let Some(suffix) = suffix
+            && !suffix
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'.')
+        {
+            return Err(bad());
+        }
+        let parts: Vec<&str> = numbers.split('.').collect();
+        let [major, minor, patch] = parts.as_slice() else {
+            return Err(bad());
+        };
+        let num = |p: &str| {
+            if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) {
+                Err(bad())
+            } else {
+                p.parse::<u32>().map_err(|_| bad())
+            }
+        };
+        let (major, minor, patch) = (num(major)?, num(minor)?, num(patch)?);
+        if (major, minor) < Self::OLDEST {
+            return Err(format!(
+                "{s:?} is older than Mastodon {}.{}, the oldest release fedilab supports",
+                Self::OLDEST.0,
+                Self::OLDEST.1
+            ));
+        }
+        Ok(MastodonVersion {
+            tag: format!("v{bare}"),
+            major,
+            minor,
+            patch,
+        })
+    }
+}
+
+impl fmt::Display for MastodonVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.tag)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_follow_dns_rules() {
+        assert!("mastodon1".parse::<InstanceName>().is_ok());
+        assert!("a-b".parse::<LabName>().is_ok());
+        assert!("1lab".parse::<LabName>().is_ok());
+        assert!(matches!(
+            "1abc".parse::<InstanceName>(),
+            Err(NameError::Invalid { .. })
+        ));
+        for bad in ["Mastodon", "a_b", "-a", "a-", "a.b", "ä"] {
+            assert!(bad.parse::<InstanceName>().is_err(), "{bad} accepted");
+        }
+        assert_eq!("".parse::<LabName>(), Err(NameError::Empty));
+        let long = "a".repeat(MAX_LAB_NAME_LEN + 1);
+        assert!(matches!(
+            long.parse::<LabName>(),
+            Err(NameError::TooLong {
+                len: 41,
+                max: 40,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn domains_need_two_valid_labels() {
+        for good in [
+            "fediverse.local",
+            "fediverse.test",
+            "a.b.c",
+            "x1.y-2.example",
+        ] {
+            assert!(good.parse::<Domain>().is_ok(), "{good} rejected");
+        }
+        for bad in [
+            "local",
+            "fediverse.local.",
+            "Fediverse.local",
+            "a..b",
+            "-a.b",
+            "a.123",
+            "",
+        ] {
+            assert!(bad.parse::<Domain>().is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn fqdn_joins_label_and_domain() {
+        let host = Fqdn::new(
+            &"mastodon1".parse().expect("valid"),
+            &"fediverse.local".parse().expect("valid"),
+        );
+        assert_eq!(host.as_str(), "mastodon1.fediverse.local");
+    }
+
+    #[test]
+    fn cidrs_parse_and_contain() {
+        let c: Cidr = "10.42.0.0/15".parse().expect("valid");
+        assert!(c.contains("10.43.0.10".parse().expect("ip")));
+        assert!(c.contains("10.42.255.1".parse().expect("ip")));
+        assert!(!c.contains("10.44.0.1".parse().expect("ip")));
+        assert!(!c.contains("::1".parse().expect("ip")));
+        let v6: Cidr = "fd00::/8".parse().expect("valid");
+        assert!(v6.contains("fd12::1".parse().expect("ip")));
+        assert_eq!(c.to_string(), "10.42.0.0/15");
+        assert!(c.is_within(&"10.0.0.0/8".parse().expect("valid")));
+        assert!(!"10.0.0.0/8".parse::<Cidr>().expect("valid").is_within(&c));
+    }
+
+    #[test]
+    fn cidr_errors_explain() {
+        match "10.43.0.0/15".parse::<Cidr>() {
+            Err(CidrError::HostBits { suggestion, .. }) => {
+                assert_eq!(suggestion.to_string(), "10.42.0.0/15")
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(matches!(
+            "10.0.0.0/33".parse::<Cidr>(),
+            Err(CidrError::Prefix { max: 32, .. })
+        ));
+        for bad in ["10.0.0.0", "10.0.0/8", "10.0.0.0/", "10.0.0.0/+8", "x/8"] {
+            assert!(
+                matches!(bad.parse::<Cidr>(), Err(CidrError::Syntax(_))),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn quantities_parse_to_base_units() {
+        let q: Quantity = "512Mi".parse().expect("valid");
+        assert_eq!(q.value(), 512.0 * 1024.0 * 1024.0);
+        assert_eq!("250m".parse::<Quantity>().expect("valid").value(), 0.25);
+        assert_eq!("1.5".parse::<Quantity>().expect("valid").value(), 1.5);
+        assert_eq!("1G".parse::<Quantity>().expect("valid").value(), 1e9);
+        for bad in ["", "Mi", "1.2.3", "-1", "0", "1Xi", "1 Gi"] {
+            assert!(bad.parse::<Quantity>().is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn mastodon_versions() {
+        let v: MastodonVersion = "4.4.8".parse().expect("valid");
+        assert_eq!(v.tag(), "v4.4.8");
+        assert!(!v.needs_otp_secret());
+        let v: MastodonVersion = "v4.3.21".parse().expect("valid");
+        assert!(v.needs_otp_secret());
+        assert_eq!(v.parts(), (4, 3, 21));
+        assert!("v4.5.0-beta.1".parse::<MastodonVersion>().is_ok());
+        let err = "v4.2.10".parse::<MastodonVersion>().expect_err("too old");
+        assert!(err.contains("oldest release"), "{err}");
+        for bad in ["latest", "v4.4", "v4.4.x", "v4.4.8-", "v4.4.8-a/b"] {
+            assert!(bad.parse::<MastodonVersion>().is_err(), "{bad} accepted");
+        }
+    }
+}

@@ -1,0 +1,272 @@
+//! Validation of lab profiles: every error at once, each with its path.
+
+use fedilab_profile::{
+    DEFAULT_PROFILE_YAML, InstanceSpecKind, LabProfile, LabSpec, MAX_INSTANCES, Overrides,
+    ParseOrValidationError, ValidationErrors,
+};
+
+fn resolve(yaml: &str, overrides: &Overrides) -> Result<LabSpec, ValidationErrors> {
+    let profile = LabProfile::from_yaml(yaml, "test.yaml").expect("test YAML parses");
+    LabSpec::resolve(&profile, overrides)
+}
+
+/// The paths of every error, in order.
+fn error_paths(yaml: &str, overrides: &Overrides) -> Vec<String> {
+    match resolve(yaml, overrides) {
+        Ok(spec) => panic!("expected errors, got {spec:?}"),
+        Err(errs) => errs.0.into_iter().map(|e| e.path).collect(),
+    }
+}
+
+fn message_at(yaml: &str, overrides: &Overrides, path: &str) -> String {
+    let errs = resolve(yaml, overrides).expect_err("expected errors");
+    errs.0
+        .into_iter()
+        .find(|e| e.path == path)
+        .unwrap_or_else(|| panic!("no error at {path}"))
+        .message
+}
+
+const NONE: Overrides = Overrides {
+    lab: None,
+    domain: None,
+    instances: None,
+};
+
+#[test]
+fn default_profile_is_two_mastodons_on_fediverse_local() {
+    let spec = resolve(DEFAULT_PROFILE_YAML, &NONE).expect("default profile is valid");
+    assert_eq!(spec.name.as_str(), "main");
+    assert_eq!(spec.domain.as_str(), "fediverse.local");
+    assert_eq!(
+        spec.egress_cidrs
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>(),
+        ["10.42.0.0/15"]
+    );
+    let hosts: Vec<_> = spec.instances.iter().map(|i| i.host.to_string()).collect();
+    assert_eq!(
+        hosts,
+        ["mastodon1.fediverse.local", "mastodon2.fediverse.local"]
+    );
+    let InstanceSpecKind::Mastodon(m) = &spec.instances[0].kind;
+    assert_eq!(m.image, "ghcr.io/mastodon/mastodon:v4.4.8");
+    assert_eq!(
+        m.streaming_image,
+        "ghcr.io/mastodon/mastodon-streaming:v4.4.8"
+    );
+    assert!(!m.authorized_fetch);
+}
+
+#[test]
+fn empty_profile_gets_every_default_but_needs_instances() {
+    assert_eq!(error_paths("{}", &NONE), ["instances"]);
+    let spec = resolve(
+        "{}",
+        &Overrides {
+            instances: Some(3),
+            ..NONE
+        },
+    )
+    .expect("valid");
+    let names: Vec<_> = spec.instances.iter().map(|i| i.name.to_string()).collect();
+    assert_eq!(names, ["mastodon1", "mastodon2", "mastodon3"]);
+    assert_eq!(spec.name.as_str(), "main");
+}
+
+#[test]
+fn flags_override_the_profile() {
+    let overrides = Overrides {
+        lab: Some("exp".into()),
+        domain: Some("fediverse.test".into()),
+        instances: Some(1),
+    };
+    let spec = resolve(DEFAULT_PROFILE_YAML, &overrides).expect("valid");
+    assert_eq!(spec.name.as_str(), "exp");
+    assert_eq!(spec.instances.len(), 1);
+    assert_eq!(spec.instances[0].host.as_str(), "mastodon1.fediverse.test");
+}
+
+#[test]
+fn instances_flag_keeps_listed_instances_and_adds_defaults() {
+    let yaml = "instances:\n  - name: alpha\n    mastodon: {authorized_fetch: true}\n";
+    let spec = resolve(
+        yaml,
+        &Overrides {
+            instances: Some(3),
+            ..NONE
+        },
+    )
+    .expect("valid");
+    let names: Vec<_> = spec.instances.iter().map(|i| i.name.to_string()).collect();
+    assert_eq!(names, ["alpha", "mastodon2", "mastodon3"]);
+    let InstanceSpecKind::Mastodon(m) = &spec.instances[0].kind;
+    assert!(m.authorized_fetch);
+}
+
+#[test]
+fn every_error_is_reported_at_once_with_its_path() {
+    let yaml = r#"
+name: Bad_Lab
+domain: localhost
+network:
+  egress_cidrs: [10.43.0.0/15, 0.0.0.0/0, nonsense]
+mastodon:
+  version: v4.2.0
+instances:
+  - name: mastodon1
+  - name: mastodon1
+  - name: 9lives
+  - kind: misskey
+  - name: ok
+    version: latest
+    image: "ghcr.io/x/y:tag"
+    resources:
+      web: {memory: 2Gi, memory_limit: 1Gi, cpu: lots}
+"#;
+    assert_eq!(
+        error_paths(yaml, &NONE),
+        [
+            "name",
+            "domain",
+            "network.egress_cidrs[0]",
+            "network.egress_cidrs[1]",
+            "network.egress_cidrs[2]",
+            "mastodon.version",
+            "instances[1].name",
+            "instances[2].name",
+            "instances[3].kind",
+            "instances[4].version",
+            "instances[4].image",
+            "instances[4].resources.web.cpu",
+            "instances[4].resources.web.memory_limit",
+        ]
+    );
+}
+
+#[test]
+fn messages_say_what_to_do() {
+    let yaml = "network:\n  egress_cidrs: [10.43.0.0/15]\ninstances: [{}]\n";
+    assert!(
+        message_at(yaml, &NONE, "network.egress_cidrs[0]").contains("did you mean 10.42.0.0/15")
+    );
+    let yaml = "network:\n  egress_cidrs: [0.0.0.0/0]\ninstances: [{}]\n";
+    assert!(
+        message_at(yaml, &NONE, "network.egress_cidrs[0]")
+            .contains("must not reach public addresses")
+    );
+    let yaml = "instances: [{name: a}, {name: a}]\n";
+    assert!(
+        message_at(yaml, &NONE, "instances[1].name").contains("already the name of instances[0]")
+    );
+    let yaml = "instances: [{kind: gotosocial}]\n";
+    assert!(message_at(yaml, &NONE, "instances[0].kind").contains("not supported yet"));
+}
+
+#[test]
+fn flag_values_are_reported_as_flags() {
+    let overrides = Overrides {
+        lab: Some("UPPER".into()),
+        domain: Some("nodots".into()),
+        instances: Some(0),
+    };
+    assert_eq!(
+        error_paths(DEFAULT_PROFILE_YAML, &overrides),
+        ["--lab", "domain", "--instances"].map(|p| if p == "domain" { "--domain" } else { p })
+    );
+}
+
+#[test]
+fn too_many_instances_is_an_error() {
+    let msg = message_at(
+        "{}",
+        &Overrides {
+            instances: Some(MAX_INSTANCES + 1),
+            ..NONE
+        },
+        "--instances",
+    );
+    assert!(msg.contains("more than the 256"), "{msg}");
+    assert!(
+        resolve(
+            "{}",
+            &Overrides {
+                instances: Some(MAX_INSTANCES),
+                ..NONE
+            }
+        )
+        .is_ok()
+    );
+}
+
+#[test]
+fn empty_egress_list_is_an_error() {
+    assert_eq!(
+        error_paths("network: {egress_cidrs: []}\ninstances: [{}]\n", &NONE),
+        ["network.egress_cidrs"]
+    );
+}
+
+#[test]
+fn instance_names_are_unique_for_1_to_50() {
+    for n in 1..=50 {
+        let spec = resolve(
+            "{}",
+            &Overrides {
+                instances: Some(n),
+                ..NONE
+            },
+        )
+        .expect("valid");
+        let mut hosts: Vec<_> = spec.instances.iter().map(|i| i.host.to_string()).collect();
+        hosts.sort();
+        hosts.dedup();
+        assert_eq!(hosts.len(), n);
+    }
+}
+
+#[test]
+fn from_yaml_separates_parse_and_validation_errors() {
+    let parse = LabSpec::from_yaml("instances: [", "x.yaml", &NONE).expect_err("broken");
+    assert!(matches!(parse, ParseOrValidationError::Parse(_)));
+    let invalid = LabSpec::from_yaml("instances: []", "x.yaml", &NONE).expect_err("empty");
+    assert!(matches!(invalid, ParseOrValidationError::Invalid(_)));
+    let text = invalid.to_string();
+    assert!(
+        text.starts_with("the lab profile has 1 problem:\n  instances: "),
+        "{text}"
+    );
+}
+
+#[test]
+fn lab_defaults_apply_and_instances_win() {
+    let yaml = r#"
+mastodon: {version: v4.3.9, image: registry.local/mastodon, limited_federation: true}
+instances:
+  - name: a
+  - name: b
+    version: v4.4.8
+    mastodon: {limited_federation: false}
+"#;
+    let spec = resolve(yaml, &NONE).expect("valid");
+    let InstanceSpecKind::Mastodon(a) = &spec.instances[0].kind;
+    let InstanceSpecKind::Mastodon(b) = &spec.instances[1].kind;
+    assert_eq!(a.image, "registry.local/mastodon:v4.3.9");
+    assert!(a.version.needs_otp_secret());
+    assert!(a.limited_federation);
+    assert_eq!(b.image, "registry.local/mastodon:v4.4.8");
+    assert!(!b.limited_federation);
+}
+
+#[test]
+fn version_and_image_inside_the_mastodon_block_of_an_instance_are_misplaced() {
+    let yaml = "instances:\n  - mastodon: {version: v4.4.8, image: x}\n";
+    assert_eq!(
+        error_paths(yaml, &NONE),
+        [
+            "instances[0].mastodon.version",
+            "instances[0].mastodon.image"
+        ]
+    );
+}
