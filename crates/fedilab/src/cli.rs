@@ -1,0 +1,92 @@
+//! The command-line interface: every subcommand, flag and help text.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use fedilab_profile::{DEFAULT_PROFILE_YAML, LabSpec, Overrides, ParseOrValidationError};
+
+use crate::UsageError;
+
+/// Provision an isolated fediverse lab on k3s: real Mastodon servers that
+/// federate with each other over HTTPS, and with nobody else.
+#[derive(Debug, Parser)]
+#[command(name = "fedilab", version, about, long_about = None)]
+#[command(
+    after_help = "Start with `fedilab render --instances 2` to see what a lab is made of.\n\
+Set FEDILAB_LOG=debug for detailed logs."
+)]
+pub struct Cli {
+    /// More log output on stderr (-v: info, -vv: debug).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print every Kubernetes object of a lab, in apply order, without
+    /// touching a cluster.
+    Render(crate::cmd::render::RenderArgs),
+}
+
+/// Which lab: a profile file, flags that override it, or both.
+#[derive(Debug, Clone, Args)]
+pub struct LabArgs {
+    /// A lab profile (YAML). Without one, the built-in default: two Mastodon
+    /// servers, as in lab-profiles/mastodon-pair.yaml.
+    #[arg(short, long, value_name = "FILE")]
+    pub profile: Option<PathBuf>,
+
+    /// The number of instances. Keeps the profile's first N and adds Mastodon
+    /// instances named mastodonK up to N.
+    #[arg(short = 'n', long, value_name = "N")]
+    pub instances: Option<usize>,
+
+    /// The lab's DNS domain (default fediverse.local; fediverse.test avoids
+    /// mDNS on hosts that claim .local).
+    #[arg(long, value_name = "DOMAIN")]
+    pub domain: Option<String>,
+
+    /// The lab's name; it names the namespace fedilab-NAME (default main).
+    #[arg(long, value_name = "NAME")]
+    pub lab: Option<String>,
+}
+
+impl LabArgs {
+    /// Reads the profile (or the built-in default), applies the flags and
+    /// validates the result.
+    ///
+    /// # Errors
+    /// A [`UsageError`] listing every problem with its path when the profile
+    /// cannot be read or is invalid.
+    pub fn load(&self) -> anyhow::Result<LabSpec> {
+        let overrides = Overrides {
+            lab: self.lab.clone(),
+            domain: self.domain.clone(),
+            instances: self.instances,
+        };
+        let (text, origin) = match &self.profile {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    UsageError(format!("cannot read the profile {}: {e}", path.display()))
+                })?;
+                (text, path.display().to_string())
+            }
+            None => (
+                DEFAULT_PROFILE_YAML.to_owned(),
+                "the built-in profile".to_owned(),
+            ),
+        };
+        LabSpec::from_yaml(&text, &origin, &overrides).map_err(|e| match e {
+            ParseOrValidationError::Parse(e) => UsageError(e.to_string()).into(),
+            ParseOrValidationError::Invalid(e) => UsageError(format!(
+                "{e}\n(in {origin}; nothing was rendered or applied)"
+            ))
+            .into(),
+        })
+    }
+}

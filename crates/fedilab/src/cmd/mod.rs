@@ -1,0 +1,18 @@
+//! One module per subcommand; [`run`] dispatches.
+
+pub mod render;
+
+use std::process::ExitCode;
+
+use crate::cli::{Cli, Command};
+
+/// Runs the parsed command line.
+///
+/// # Errors
+/// Whatever the command failed with; `main` prints it and picks the exit
+/// code.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Render(args) => render::run(&args),
+    }
+}
