@@ -20,7 +20,7 @@ pub const DEFAULT_DOMAIN: &str = "fediverse.local";
 /// k3s's default pod (10.42.0.0/16) and service (10.43.0.0/16) networks.
 pub const DEFAULT_EGRESS_CIDR: &str = "10.42.0.0/15";
 /// The Mastodon release fedilab's manifests were checked against.
-pub const DEFAULT_MASTODON_VERSION: &str = "v4.4.8";
+pub const DEFAULT_MASTODON_VERSION: &str = "v4.5.20";
 /// The Mastodon image repository (the streaming image appends `-streaming`).
 pub const DEFAULT_MASTODON_IMAGE: &str = "ghcr.io/mastodon/mastodon";
 /// The most instances one lab may have. Each Mastodon needs about 1 GiB, so

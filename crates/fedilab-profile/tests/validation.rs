@@ -51,10 +51,10 @@ fn default_profile_is_two_mastodons_on_fediverse_local() {
         ["mastodon1.fediverse.local", "mastodon2.fediverse.local"]
     );
     let InstanceSpecKind::Mastodon(m) = &spec.instances[0].kind;
-    assert_eq!(m.image, "ghcr.io/mastodon/mastodon:v4.4.8");
+    assert_eq!(m.image, "ghcr.io/mastodon/mastodon:v4.5.20");
     assert_eq!(
         m.streaming_image,
-        "ghcr.io/mastodon/mastodon-streaming:v4.4.8"
+        "ghcr.io/mastodon/mastodon-streaming:v4.5.20"
     );
     assert!(!m.authorized_fetch);
 }
@@ -255,7 +255,7 @@ instances:
     assert_eq!(a.image, "registry.local/mastodon:v4.3.9");
     assert!(a.version.needs_otp_secret());
     assert!(a.limited_federation);
-    assert_eq!(b.image, "registry.local/mastodon:v4.4.8");
+    assert_eq!(b.image, "registry.local/mastodon:v4.5.20");
     assert!(!b.limited_federation);
 }
 
