@@ -255,7 +255,7 @@ instances:
     assert_eq!(a.image, "registry.local/mastodon:v4.3.9");
     assert!(a.version.needs_otp_secret());
     assert!(a.limited_federation);
-    assert_eq!(b.image, "registry.local/mastodon:v4.5.20");
+    assert_eq!(b.image, "registry.local/mastodon:v4.4.8");
     assert!(!b.limited_federation);
 }
 
