@@ -8,6 +8,7 @@
 mod cli;
 mod cmd;
 mod paths;
+mod tls;
 
 use std::process::ExitCode;
 

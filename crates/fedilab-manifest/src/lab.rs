@@ -1,0 +1,166 @@
+//! The lab-wide objects: namespace, egress policy, CoreDNS and Traefik
+//! configuration in kube-system, the CA ConfigMap and the setup scripts.
+
+use std::collections::BTreeMap;
+
+use fedilab_profile::{LabSpec, names};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
+use k8s_openapi::api::networking::v1::{
+    IPBlock, NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyPeer, NetworkPolicySpec,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use kube_core::{ApiResource, DynamicObject, GroupVersionKind};
+
+/// The setup Job's shell script (runs in the Mastodon image).
+pub(crate) const SETUP_SH: &str = include_str!("../scripts/setup.sh");
+/// The Ruby the setup Job runs with `rails runner`.
+pub(crate) const CREDENTIALS_RB: &str = include_str!("../scripts/credentials.rb");
+
+/// Metadata of an object in the lab's namespace.
+pub(crate) fn lab_meta(spec: &LabSpec, name: &str, labels: BTreeMap<String, String>) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name.to_owned()),
+        namespace: Some(names::namespace(&spec.name)),
+        labels: Some(labels),
+        ..ObjectMeta::default()
+    }
+}
+
+/// The lab's namespace.
+pub(crate) fn namespace(spec: &LabSpec) -> Namespace {
+    Namespace {
+        metadata: ObjectMeta {
+            name: Some(names::namespace(&spec.name)),
+            labels: Some(names::lab_labels(&spec.name)),
+            ..ObjectMeta::default()
+        },
+        ..Namespace::default()
+    }
+}
+
+/// Egress from every pod of the lab only to the egress CIDRs (by default
+/// k3s's pod and service networks: the other instances, CoreDNS, Traefik).
+/// Ingress is left open so Traefik can reach the instances.
+pub(crate) fn egress_policy(spec: &LabSpec) -> NetworkPolicy {
+    let peers = spec
+        .egress_cidrs
+        .iter()
+        .map(|cidr| NetworkPolicyPeer {
+            ip_block: Some(IPBlock {
+                cidr: cidr.to_string(),
+                except: None,
+            }),
+            ..NetworkPolicyPeer::default()
+        })
+        .collect();
+    NetworkPolicy {
+        metadata: lab_meta(spec, names::EGRESS_POLICY, names::lab_labels(&spec.name)),
+        spec: Some(NetworkPolicySpec {
+            pod_selector: Some(LabelSelector::default()),
+            policy_types: Some(vec!["Egress".to_owned()]),
+            egress: Some(vec![NetworkPolicyEgressRule {
+                to: Some(peers),
+                ports: None,
+            }]),
+            ingress: None,
+        }),
+    }
+}
+
+/// The Corefile server block for the lab domain: every name in it (apex and
+/// `*.DOMAIN`) is a CNAME to Traefik's Service, which CoreDNS resolves
+/// itself; other types get an empty answer with the SOA, so Mastodon's
+/// e-mail MX check and HTTPS-record lookups get a clean NODATA.
+pub fn corefile_server_block(spec: &LabSpec) -> String {
+    let domain = spec.domain.as_str();
+    let target = names::TRAEFIK_SERVICE_FQDN;
+    let mut block = format!(
+        "# fedilab lab {lab:?}: {domain} and *.{domain} -> Traefik.\n\
+         # Written by fedilab (field manager {manager}); `fedilab down` removes it.\n\
+         {domain}:53 {{\n    errors\n",
+        lab = spec.name.as_str(),
+        manager = names::lab_field_manager(&spec.name),
+    );
+    for rtype in ["A", "AAAA"] {
+        block.push_str(&format!(
+            "    template IN {rtype} {domain} {{\n        answer \"{{{{ .Name }}}} 60 IN CNAME {target}\"\n    }}\n"
+        ));
+    }
+    block.push_str(&format!(
+        "    template ANY ANY {domain} {{\n        rcode NOERROR\n        authority \"{domain}. 60 IN SOA ns.{domain}. hostmaster.{domain}. 1 7200 1800 86400 60\"\n    }}\n}}\n"
+    ));
+    block
+}
+
+/// The lab's key in kube-system's `coredns-custom` ConfigMap. Several labs
+/// share the ConfigMap, each applying only its own key with its own field
+/// manager, so the object carries only the `managed-by` label.
+pub(crate) fn coredns_custom(spec: &LabSpec) -> ConfigMap {
+    ConfigMap {
+        metadata: ObjectMeta {
+            name: Some(names::COREDNS_CUSTOM_CONFIGMAP.to_owned()),
+            namespace: Some(names::KUBE_SYSTEM.to_owned()),
+            labels: Some(BTreeMap::from([(
+                names::MANAGED_BY_KEY.to_owned(),
+                names::MANAGED_BY.to_owned(),
+            )])),
+            ..ObjectMeta::default()
+        },
+        data: Some(BTreeMap::from([(
+            names::coredns_key(&spec.name),
+            corefile_server_block(spec),
+        )])),
+        ..ConfigMap::default()
+    }
+}
+
+/// k3s's HelmChartConfig for its packaged Traefik: access logs on, so every
+/// request to a lab host shows in `kubectl logs -n kube-system deploy/traefik`.
+pub(crate) fn traefik_config() -> DynamicObject {
+    let gvk = GroupVersionKind::gvk("helm.cattle.io", "v1", "HelmChartConfig");
+    let resource = ApiResource::from_gvk_with_plural(&gvk, "helmchartconfigs");
+    let values = serde_json::json!({
+        "logs": { "access": { "enabled": true } },
+    });
+    // valuesContent is a YAML document inside a string field; serializing a
+    // value (not formatting text) keeps it well-formed.
+    let values_content = serde_saphyr::to_string(&values)
+        .unwrap_or_else(|_| unreachable!("a JSON value serializes"));
+    let mut object = DynamicObject::new(names::TRAEFIK_HELM_CHART_CONFIG, &resource)
+        .within(names::KUBE_SYSTEM)
+        .data(serde_json::json!({ "spec": { "valuesContent": values_content } }));
+    object.metadata.labels = Some(BTreeMap::from([(
+        names::MANAGED_BY_KEY.to_owned(),
+        names::MANAGED_BY.to_owned(),
+    )]));
+    object
+}
+
+/// The lab CA certificate, for every pod's trust bundle.
+pub(crate) fn ca_configmap(spec: &LabSpec, ca_cert_pem: &str) -> ConfigMap {
+    ConfigMap {
+        metadata: lab_meta(spec, names::LAB_CA_CONFIGMAP, names::lab_labels(&spec.name)),
+        data: Some(BTreeMap::from([(
+            names::LAB_CA_KEY.to_owned(),
+            ca_cert_pem.to_owned(),
+        )])),
+        ..ConfigMap::default()
+    }
+}
+
+/// The setup Job's scripts: fixed files, parameterised only by environment
+/// variables.
+pub(crate) fn setup_scripts(spec: &LabSpec) -> ConfigMap {
+    ConfigMap {
+        metadata: lab_meta(
+            spec,
+            names::SETUP_SCRIPTS_CONFIGMAP,
+            names::lab_labels(&spec.name),
+        ),
+        data: Some(BTreeMap::from([
+            ("setup.sh".to_owned(), SETUP_SH.to_owned()),
+            ("credentials.rb".to_owned(), CREDENTIALS_RB.to_owned()),
+        ])),
+        ..ConfigMap::default()
+    }
+}

@@ -1,0 +1,315 @@
+//! The objects of a lab: snapshots of the shipped profiles, and properties
+//! every lab must have whatever its size.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use fedilab_manifest::{
+    LabManifests, LabSecrets, LeafPem, Manifest, TlsMaterial, build, seed_from_text,
+};
+use fedilab_profile::names;
+use fedilab_profile::{LabProfile, LabSpec, Overrides};
+
+const PROFILES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../lab-profiles");
+
+fn spec_from(profile_file: &str, overrides: &Overrides) -> LabSpec {
+    let path = format!("{PROFILES}/{profile_file}");
+    let text = std::fs::read_to_string(&path).expect("shipped profile readable");
+    let profile = LabProfile::from_yaml(&text, &path).expect("shipped profile parses");
+    LabSpec::resolve(&profile, overrides).expect("shipped profile valid")
+}
+
+/// Stand-in PEMs: certificate issuance is fedilab-ca's, tested there; here
+/// only their placement matters, and fixed text keeps snapshots stable.
+fn fixture_tls(spec: &LabSpec) -> TlsMaterial {
+    TlsMaterial {
+        ca_cert_pem: "-----BEGIN CERTIFICATE-----\nTEST-LAB-CA\n-----END CERTIFICATE-----\n".into(),
+        leaves: spec
+            .instances
+            .iter()
+            .map(|i| {
+                let leaf = LeafPem {
+                    cert_pem: format!(
+                        "-----BEGIN CERTIFICATE-----\nTEST-LEAF {}\n-----END CERTIFICATE-----\n",
+                        i.host
+                    ),
+                    key_pem: format!(
+                        "-----BEGIN PRIVATE KEY-----\nTEST-KEY {}\n-----END PRIVATE KEY-----\n",
+                        i.host
+                    ),
+                };
+                (i.name.clone(), leaf)
+            })
+            .collect(),
+    }
+}
+
+fn render(spec: &LabSpec) -> LabManifests {
+    let secrets = LabSecrets::generate(spec, seed_from_text("fedilab-test"));
+    build(spec, &secrets, &fixture_tls(spec)).expect("builds")
+}
+
+fn json(object: &Manifest) -> serde_json::Value {
+    serde_json::to_value(object).expect("serializes")
+}
+
+#[test]
+fn mastodon_pair_snapshot() {
+    let spec = spec_from("mastodon-pair.yaml", &Overrides::default());
+    insta::assert_snapshot!("mastodon-pair", render(&spec).to_yaml().expect("yaml"));
+}
+
+#[test]
+fn mastodon_trio_snapshot() {
+    let spec = spec_from("mastodon-trio.yaml", &Overrides::default());
+    insta::assert_snapshot!("mastodon-trio", render(&spec).to_yaml().expect("yaml"));
+}
+
+#[test]
+fn every_object_is_labelled_for_teardown() {
+    let spec = spec_from("mastodon-trio.yaml", &Overrides::default());
+    let lab_ns = names::namespace(&spec.name);
+    for object in render(&spec).objects {
+        let labels = object.metadata().labels.clone().unwrap_or_default();
+        assert_eq!(
+            labels.get(names::MANAGED_BY_KEY).map(String::as_str),
+            Some(names::MANAGED_BY),
+            "{}",
+            object.describe()
+        );
+        let in_lab = object.namespace() == Some(lab_ns.as_str()) || object.kind() == "Namespace";
+        if in_lab {
+            assert_eq!(
+                labels.get(names::LAB_KEY),
+                Some(&spec.name.to_string()),
+                "{}",
+                object.describe()
+            );
+        } else {
+            // Shared kube-system objects: several labs apply them, so none
+            // may carry one lab's label.
+            assert_eq!(
+                object.namespace(),
+                Some(names::KUBE_SYSTEM),
+                "{}",
+                object.describe()
+            );
+            assert!(
+                !labels.contains_key(names::LAB_KEY),
+                "{}",
+                object.describe()
+            );
+        }
+    }
+}
+
+#[test]
+fn apply_order_fences_pods_before_they_exist() {
+    let spec = spec_from("mastodon-pair.yaml", &Overrides::default());
+    let kinds: Vec<String> = render(&spec)
+        .objects
+        .iter()
+        .map(|o| o.kind().to_owned())
+        .collect();
+    assert_eq!(kinds[0], "Namespace");
+    assert_eq!(kinds[1], "NetworkPolicy");
+    let first = |k: &str| kinds.iter().position(|x| x == k).expect("present");
+    let last = |k: &str| kinds.iter().rposition(|x| x == k).expect("present");
+    assert!(last("Secret") < first("StatefulSet"));
+    assert!(last("ConfigMap") < first("Deployment"));
+    assert!(last("StatefulSet") < first("Job"));
+    assert!(last("Deployment") < first("Job"));
+    assert_eq!(kinds.last().map(String::as_str), Some("Job"));
+}
+
+#[test]
+fn egress_is_closed_to_the_cluster_networks() {
+    let spec = spec_from("mastodon-pair.yaml", &Overrides::default());
+    let objects = render(&spec).objects;
+    let policy = objects
+        .iter()
+        .find(|o| o.kind() == "NetworkPolicy")
+        .expect("policy");
+    let v = json(policy);
+    assert_eq!(
+        v["spec"]["podSelector"],
+        serde_json::json!({}),
+        "selects every pod"
+    );
+    assert_eq!(v["spec"]["policyTypes"], serde_json::json!(["Egress"]));
+    assert_eq!(
+        v["spec"]["egress"],
+        serde_json::json!([{ "to": [{ "ipBlock": { "cidr": "10.42.0.0/15" } }] }])
+    );
+}
+
+#[test]
+fn names_are_unique_and_hosts_distinct_for_1_to_50_instances() {
+    for n in 1..=50 {
+        let spec = spec_from(
+            "mastodon-pair.yaml",
+            &Overrides {
+                instances: Some(n),
+                ..Overrides::default()
+            },
+        );
+        let objects = render(&spec).objects;
+        let mut seen = BTreeSet::new();
+        for o in &objects {
+            assert!(
+                seen.insert((
+                    o.kind().to_owned(),
+                    o.namespace().map(str::to_owned),
+                    o.name().to_owned()
+                )),
+                "duplicate {}",
+                o.describe()
+            );
+        }
+        let hosts: BTreeSet<String> = objects
+            .iter()
+            .filter(|o| o.kind() == "Ingress")
+            .map(|o| {
+                json(o)["spec"]["rules"][0]["host"]
+                    .as_str()
+                    .expect("host")
+                    .to_owned()
+            })
+            .collect();
+        assert_eq!(hosts.len(), n);
+        // 6 lab objects, then 16 per Mastodon instance.
+        assert_eq!(objects.len(), 6 + 16 * n, "n = {n}");
+    }
+}
+
+#[test]
+fn coredns_key_answers_the_lab_domain_with_traefik() {
+    let spec = spec_from(
+        "mastodon-pair.yaml",
+        &Overrides {
+            domain: Some("fediverse.test".into()),
+            ..Overrides::default()
+        },
+    );
+    let objects = render(&spec).objects;
+    let cm = objects
+        .iter()
+        .find(|o| o.name() == names::COREDNS_CUSTOM_CONFIGMAP)
+        .expect("coredns-custom");
+    let v = json(cm);
+    let data = v["data"].as_object().expect("data");
+    assert_eq!(data.len(), 1, "exactly this lab's key");
+    let block = data[&names::coredns_key(&spec.name)].as_str().expect("key");
+    assert!(block.contains("fediverse.test:53 {"));
+    assert!(block.contains("template IN A fediverse.test {"));
+    assert!(block.contains("template IN AAAA fediverse.test {"));
+    assert!(block.contains("IN CNAME traefik.kube-system.svc.cluster.local."));
+    assert_eq!(
+        block.matches('{').count(),
+        block.matches('}').count(),
+        "balanced braces"
+    );
+}
+
+#[test]
+fn mastodon_env_points_at_its_own_services_and_the_trust_bundle() {
+    let spec = spec_from("mastodon-trio.yaml", &Overrides::default());
+    let objects = render(&spec).objects;
+    let env = |instance: &str| -> BTreeMap<String, String> {
+        let o = objects
+            .iter()
+            .find(|o| o.name() == format!("{instance}-env"))
+            .expect("env configmap");
+        serde_json::from_value(json(o)["data"].clone()).expect("string map")
+    };
+    let e = env("mastodon3");
+    assert_eq!(e["LOCAL_DOMAIN"], "mastodon3.fediverse.local");
+    assert_eq!(e["DB_HOST"], "mastodon3-postgres");
+    assert_eq!(e["REDIS_HOST"], "mastodon3-redis");
+    assert_eq!(e["ALLOWED_PRIVATE_ADDRESSES"], "10.42.0.0/15");
+    assert_eq!(e["AUTHORIZED_FETCH"], "true");
+    assert_eq!(env("mastodon1")["AUTHORIZED_FETCH"], "false");
+    assert_eq!(e["SSL_CERT_FILE"], "/etc/fedilab/trust/ca-certificates.crt");
+}
+
+#[test]
+fn secrets_carry_what_the_release_needs() {
+    let decode = |objects: &[Manifest], name: &str| -> BTreeMap<String, String> {
+        let o = objects.iter().find(|o| o.name() == name).expect("secret");
+        let Manifest::Secret(secret) = o else {
+            panic!("{name} is not a Secret")
+        };
+        secret
+            .data
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| (k, String::from_utf8(v.0).expect("utf-8")))
+            .collect()
+    };
+    let yaml = "instances:\n  - {name: old, version: v4.3.9}\n  - {name: new}\n";
+    let spec = LabSpec::resolve(
+        &LabProfile::from_yaml(yaml, "t").expect("parses"),
+        &Overrides::default(),
+    )
+    .expect("valid");
+    let objects = render(&spec).objects;
+    let old = decode(&objects, "old-secrets");
+    let new = decode(&objects, "new-secrets");
+    assert_eq!(old["OTP_SECRET"].len(), 128, "4.3 requires OTP_SECRET");
+    assert!(!new.contains_key("OTP_SECRET"), "4.4 removed OTP_SECRET");
+    for key in [
+        "SECRET_KEY_BASE",
+        "VAPID_PRIVATE_KEY",
+        "VAPID_PUBLIC_KEY",
+        "ACTIVE_RECORD_ENCRYPTION_PRIMARY_KEY",
+        "DB_PASS",
+    ] {
+        assert!(!new[key].is_empty(), "{key}");
+    }
+    let admin = decode(&objects, "new-admin");
+    assert_eq!(admin["username"], "labadmin");
+    assert_eq!(admin["email"], "labadmin@new.fediverse.local");
+    assert_eq!(admin["password"].len(), 24);
+    let tls = decode(&objects, "new-tls");
+    assert!(tls["tls.crt"].contains("TEST-LEAF new.fediverse.local"));
+}
+
+#[test]
+fn missing_material_is_an_error_not_a_partial_lab() {
+    let spec = spec_from("mastodon-pair.yaml", &Overrides::default());
+    let secrets = LabSecrets::generate(&spec, seed_from_text("x"));
+    let mut tls = fixture_tls(&spec);
+    tls.leaves.clear();
+    let err = build(&spec, &secrets, &tls).expect_err("no leaves");
+    assert_eq!(err.to_string(), "no TLS certificate for instance mastodon1");
+    let err = build(&spec, &LabSecrets::default(), &fixture_tls(&spec)).expect_err("no secrets");
+    assert_eq!(
+        err.to_string(),
+        "no generated secrets for instance mastodon1"
+    );
+}
+
+#[test]
+fn json_output_is_a_v1_list_of_the_same_objects() {
+    let spec = spec_from("mastodon-pair.yaml", &Overrides::default());
+    let manifests = render(&spec);
+    let v: serde_json::Value =
+        serde_json::from_str(&manifests.to_json().expect("json")).expect("valid JSON");
+    assert_eq!(v["kind"], "List");
+    assert_eq!(
+        v["items"].as_array().map(Vec::len),
+        Some(manifests.objects.len())
+    );
+    assert_eq!(v["items"][3]["apiVersion"], "helm.cattle.io/v1");
+    assert_eq!(v["items"][3]["kind"], "HelmChartConfig");
+}
+
+#[test]
+fn yaml_documents_read_back_as_the_same_objects() {
+    let spec = spec_from("mastodon-trio.yaml", &Overrides::default());
+    let manifests = render(&spec);
+    let yaml = manifests.to_yaml().expect("yaml");
+    let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(&yaml).expect("reads back");
+    let expected: Vec<serde_json::Value> = manifests.objects.iter().map(json).collect();
+    assert_eq!(docs, expected);
+}
