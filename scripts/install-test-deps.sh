@@ -2,6 +2,7 @@
 # Installs what the tests need beyond the Rust toolchain, on a fresh Debian
 # machine (idempotent; quiet when everything is present):
 #   openssl   - the CA tests verify certificates with `openssl verify`
+#   ca-certificates - `fedilab ca trust --dry-run` plans against the system store
 #   dnsutils  - the DNS tests query with `dig`
 #   chromium  - the inspector UI test drives headless Chromium
 #   a Python venv (target/test-venv) with kubernetes-validate, PyYAML and
@@ -11,6 +12,7 @@ cd "$(dirname "$0")/.."
 
 need=()
 command -v openssl >/dev/null || need+=(openssl)
+command -v update-ca-certificates >/dev/null || need+=(ca-certificates)
 command -v dig >/dev/null || need+=(dnsutils)
 command -v chromium >/dev/null || need+=(chromium)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)

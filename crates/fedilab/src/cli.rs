@@ -31,6 +31,10 @@ pub enum Command {
     /// Print every Kubernetes object of a lab, in apply order, without
     /// touching a cluster.
     Render(crate::cmd::render::RenderArgs),
+    /// The lab's own certificate authority: create it, inspect it, issue
+    /// certificates, make this host trust it.
+    #[command(long_about = crate::cmd::ca::LONG_ABOUT)]
+    Ca(crate::cmd::ca::CaArgs),
 }
 
 /// Which lab: a profile file, flags that override it, or both.

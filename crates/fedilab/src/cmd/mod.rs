@@ -1,5 +1,6 @@
 //! One module per subcommand; [`run`] dispatches.
 
+pub mod ca;
 pub mod render;
 
 use std::process::ExitCode;
@@ -14,5 +15,6 @@ use crate::cli::{Cli, Command};
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Render(args) => render::run(&args),
+        Command::Ca(args) => ca::run(&args),
     }
 }

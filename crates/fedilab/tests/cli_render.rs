@@ -1,0 +1,158 @@
+//! `fedilab render` end to end: the binary, real profiles, the real lab CA.
+
+mod common;
+
+use common::{TestDir, repo_root, stderr, stdout};
+
+fn docs(yaml: &str) -> Vec<serde_json::Value> {
+    serde_saphyr::from_multiple(yaml).expect("render output is YAML")
+}
+
+fn hosts(docs: &[serde_json::Value]) -> Vec<String> {
+    docs.iter()
+        .filter(|d| d["kind"] == "Ingress")
+        .filter_map(|d| d["spec"]["rules"][0]["host"].as_str().map(str::to_owned))
+        .collect()
+}
+
+#[test]
+fn render_instances_2_prints_the_default_lab() {
+    let t = TestDir::new();
+    let out = t.run(&["render", "--instances", "2"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let docs = docs(&stdout(&out));
+    assert_eq!(hosts(&docs), ["mastodon1.fediverse.local", "mastodon2.fediverse.local"]);
+    assert_eq!(docs[0]["kind"], "Namespace");
+    assert_eq!(docs[0]["metadata"]["name"], "fedilab-main");
+}
+
+#[test]
+fn render_trio_profile_gives_three_instances() {
+    let t = TestDir::new();
+    let out = t.run(&["render", "--profile", "lab-profiles/mastodon-trio.yaml"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(hosts(&docs(&stdout(&out))).len(), 3);
+}
+
+#[test]
+fn flags_override_the_profile() {
+    let t = TestDir::new();
+    let out = t.run(&["render", "-p", "lab-profiles/mastodon-trio.yaml", "-n", "1", "--domain", "fediverse.test", "--lab", "exp"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let docs = docs(&stdout(&out));
+    assert_eq!(hosts(&docs), ["mastodon1.fediverse.test"]);
+    assert_eq!(docs[0]["metadata"]["name"], "fedilab-exp");
+}
+
+#[test]
+fn broken_profile_prints_every_error_with_its_path_and_exits_2() {
+    let t = TestDir::new();
+    let profile = t.write(
+        "broken.yaml",
+        "name: Bad_Lab\nnetwork:\n  egress_cidrs: [10.43.0.0/15]\ninstances:\n  - name: mastodon1\n  - name: mastodon1\n  - kind: misskey\n",
+    );
+    let out = t.run(&["render", "--profile", profile.to_str().expect("utf-8 path")]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty(), "nothing rendered");
+    let err = stderr(&out);
+    for expected in [
+        "the lab profile has 4 problems:",
+        "  name: \"Bad_Lab\" is not a valid name",
+        "  network.egress_cidrs[0]: \"10.43.0.0/15\" has host bits set; did you mean 10.42.0.0/15?",
+        "  instances[1].name: \"mastodon1\" is already the name of instances[0]",
+        "  instances[2].kind: misskey is not supported yet",
+        "nothing was rendered or applied",
+    ] {
+        assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
+    }
+}
+
+#[test]
+fn unknown_field_and_missing_file_exit_2() {
+    let t = TestDir::new();
+    let typo = t.write("typo.yaml", "instances:\n  - nmae: x\n");
+    let out = t.run(&["render", "--profile", typo.to_str().expect("utf-8 path")]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("nmae"), "{}", stderr(&out));
+    let out = t.run(&["render", "--profile", "/nonexistent/lab.yaml"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("cannot read the profile /nonexistent/lab.yaml"), "{}", stderr(&out));
+}
+
+#[test]
+fn json_output_is_a_list_of_the_same_objects() {
+    let t = TestDir::new();
+    let yaml = t.run(&["render", "--seed", "s"]);
+    let json = t.run(&["render", "--seed", "s", "-o", "json"]);
+    assert!(yaml.status.success() && json.status.success());
+    let list: serde_json::Value = serde_json::from_slice(&json.stdout).expect("JSON");
+    assert_eq!(list["kind"], "List");
+    assert_eq!(list["items"].as_array().cloned().unwrap_or_default(), docs(&stdout(&yaml)));
+}
+
+#[test]
+fn seeded_renders_are_identical_and_unseeded_ones_are_not() {
+    let t = TestDir::new();
+    let a = t.run(&["render", "--seed", "x"]);
+    let b = t.run(&["render", "--seed", "x"]);
+    assert!(a.status.success(), "{}", stderr(&a));
+    assert_eq!(stdout(&a), stdout(&b), "same seed, same CA dir: byte-identical");
+    let c = t.run(&["render"]);
+    let d = t.run(&["render"]);
+    assert_ne!(stdout(&c), stdout(&d), "fresh secrets every time without --seed");
+}
+
+/// Replaces what differs per machine (certificates and keys from the local
+/// CA) with a placeholder, so `manifests/` can be compared byte for byte.
+fn mask_certificates(docs: &mut [serde_json::Value]) {
+    for d in docs.iter_mut() {
+        if d["kind"] == "Secret" && d["type"] == "kubernetes.io/tls" {
+            d["data"]["tls.crt"] = "<leaf certificate from the local lab CA>".into();
+            d["data"]["tls.key"] = "<leaf private key, never printed elsewhere>".into();
+        }
+        if d["kind"] == "ConfigMap" && d["data"].get("ca.pem").is_some() {
+            d["data"]["ca.pem"] = "<lab CA certificate from the local lab CA>".into();
+        }
+    }
+}
+
+/// `manifests/<profile>.yaml` is the render of each shipped profile with
+/// `--seed test`, certificates masked. Regenerate with
+/// `FEDILAB_BLESS=1 cargo test -p fedilab --test cli_render`.
+#[test]
+fn shipped_manifests_match_the_profiles() {
+    let t = TestDir::new();
+    let root = repo_root();
+    let mut profiles: Vec<_> = std::fs::read_dir(root.join("lab-profiles"))
+        .expect("lab-profiles")
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .collect();
+    profiles.sort();
+    assert!(profiles.len() >= 2);
+    for profile in profiles {
+        let out = t.run(&["render", "--seed", "test", "--profile", profile.to_str().expect("utf-8 path")]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let mut docs = docs(&stdout(&out));
+        mask_certificates(&mut docs);
+        let name = profile.file_name().expect("file name").to_string_lossy().into_owned();
+        let header = format!(
+            "# Rendered by `fedilab render --profile lab-profiles/{name} --seed test`.\n\
+             # Certificates are masked (they come from each machine's lab CA), and --seed\n\
+             # makes the secrets reproducible: never use these secrets for a real lab.\n\
+             # Kept in sync by crates/fedilab/tests/cli_render.rs.\n"
+        );
+        let mut text = header;
+        text.push_str(&serde_saphyr::to_string_multiple(&docs).expect("serialize"));
+        let golden = root.join("manifests").join(&name);
+        if std::env::var_os("FEDILAB_BLESS").is_some() {
+            std::fs::write(&golden, &text).expect("write golden");
+        }
+        let checked_in = std::fs::read_to_string(&golden).unwrap_or_default();
+        assert!(
+            checked_in == text,
+            "manifests/{name} is out of date; run FEDILAB_BLESS=1 cargo test -p fedilab --test cli_render"
+        );
+    }
+}
