@@ -35,6 +35,9 @@ pub enum Command {
     /// certificates, make this host trust it.
     #[command(long_about = crate::cmd::ca::LONG_ABOUT)]
     Ca(crate::cmd::ca::CaArgs),
+    /// Run the recording proxy and its live UI in front of fediverse
+    /// servers, without a lab.
+    Inspect(crate::cmd::inspect::InspectArgs),
 }
 
 /// Which lab: a profile file, flags that override it, or both.

@@ -24,6 +24,9 @@ pub const EXIT_USAGE: u8 = 2;
 pub struct UsageError(pub String);
 
 fn main() -> ExitCode {
+    // ring is the only rustls provider compiled in; install it before any
+    // TLS use (kube, the inspector). Already installed is fine.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = cli::Cli::parse();
     init_tracing(cli.verbose);
     match cmd::run(cli) {

@@ -1,0 +1,505 @@
+//! The ActivityPub view of a recorded exchange, computed off the hot path
+//! (on read, cached in the store entry): classification, activity and
+//! object types (`Create(Note)`, `Undo(Like)`), actor and object ids, the
+//! sending instance, whether it is server-to-server traffic, and the HTTP
+//! signature check with its verdict.
+//!
+//! [`analyze`] is pure; [`Analyzer::verification`] fetches keys.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::config::SignatureConfig;
+use crate::decode::{MAX_DECODED_BYTES, decode};
+use crate::exchange::{Body, Exchange, Headers, header};
+use crate::keys::KeyFetcher;
+use crate::signature::{self, Problem, ProblemCode, Severity, SignatureInfo};
+use crate::store::Entry;
+
+/// What kind of federation request an exchange is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// A POST of an activity to an inbox.
+    InboxPost,
+    /// A GET of an actor document.
+    ActorFetch,
+    /// A GET of another ActivityPub object.
+    ObjectFetch,
+    /// `/.well-known/webfinger`.
+    Webfinger,
+    /// `/.well-known/nodeinfo` and the NodeInfo document.
+    Nodeinfo,
+    /// Anything else (web UI, client API, media, ...).
+    Other,
+}
+
+/// The signature verdict.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// No signature.
+    Unsigned,
+    /// Verified with the actor's key, digest and date fine.
+    Valid,
+    /// Something a receiver would reject: see the problems.
+    Invalid,
+    /// Could not be decided (key not fetchable, unsupported algorithm).
+    Unverifiable,
+}
+
+/// The pure part of the analysis.
+#[derive(Clone, Debug, Serialize)]
+pub struct Analysis {
+    /// The classification.
+    pub kind: Kind,
+    /// Server-to-server traffic: ActivityPub, JRD or NodeInfo content
+    /// types, WebFinger/NodeInfo paths, or a signed request.
+    pub federation: bool,
+    /// `Create(Note)`, `Follow`, `Undo(Like)`, or the fetched object's type.
+    pub activity: Option<String>,
+    /// The outer `type`.
+    pub activity_type: Option<String>,
+    /// The inner object's `type`, when it is embedded.
+    pub object_type: Option<String>,
+    /// `actor` (or `attributedTo`, or the id of a fetched actor).
+    pub actor: Option<String>,
+    /// The object's id.
+    pub object: Option<String>,
+    /// The activity's own id.
+    pub id: Option<String>,
+    /// The sending instance (from the keyId, the actor, or the User-Agent).
+    pub from: Option<String>,
+    /// The signature, parsed and checked without the key.
+    pub signature: Option<SignatureInfo>,
+}
+
+/// The result of checking the signature with the actor's key.
+#[derive(Clone, Debug, Serialize)]
+pub struct Verification {
+    /// The verdict.
+    pub verdict: Verdict,
+    /// Every problem (parse, digest, date, key, signature), most severe
+    /// first.
+    pub problems: Vec<Problem>,
+    /// The algorithm that verified.
+    pub algorithm: Option<String>,
+    /// The key's owner per the actor document.
+    pub key_owner: Option<String>,
+}
+
+fn content_type(headers: &Headers) -> String {
+    header(headers, "content-type")
+        .unwrap_or("")
+        .to_ascii_lowercase()
+}
+
+/// ActivityPub media types.
+pub(crate) fn is_activity_type(ct: &str) -> bool {
+    ct.contains("application/activity+json") || ct.contains("application/ld+json")
+}
+
+fn is_federation_type(ct: &str) -> bool {
+    is_activity_type(ct)
+        || ct.contains("application/jrd+json")
+        || ct.contains("application/xrd+xml")
+        || ct.contains("nodeinfo")
+}
+
+const ACTOR_TYPES: [&str; 5] = ["Person", "Service", "Application", "Group", "Organization"];
+
+fn type_of(v: &Value) -> Option<String> {
+    match v.get("type")? {
+        Value::String(s) => Some(s.clone()),
+        Value::Array(a) => a.iter().find_map(|t| t.as_str().map(str::to_owned)),
+        _ => None,
+    }
+}
+
+fn id_of(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Object(o) => o.get("id").and_then(|i| i.as_str()).map(str::to_owned),
+        Value::Array(a) => a.first().and_then(id_of),
+        _ => None,
+    }
+}
+
+/// Parses a body as a JSON object, after content-decoding.
+pub(crate) fn json_body(body: &Body, headers: &Headers) -> Option<Value> {
+    if body.captured.is_empty() || body.truncated {
+        return None;
+    }
+    let d = decode(
+        &body.captured,
+        header(headers, "content-encoding"),
+        MAX_DECODED_BYTES,
+    );
+    let bytes: &[u8] = &d.bytes;
+    let first = bytes.iter().find(|b| !b.is_ascii_whitespace())?;
+    if *first != b'{' {
+        return None;
+    }
+    serde_json::from_slice(bytes).ok()
+}
+
+fn host_of(url: &str) -> Option<String> {
+    let rest = url.split_once("://")?.1;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let host = authority.rsplit('@').next()?;
+    let host = host.split(':').next()?;
+    (!host.is_empty()).then(|| host.to_ascii_lowercase())
+}
+
+/// Classifies an exchange and reads its activity, without keys.
+pub fn analyze(ex: &Exchange, cfg: &SignatureConfig) -> Analysis {
+    let req = &ex.request;
+    let path = req.uri.split('?').next().unwrap_or("");
+    let req_ct = content_type(&req.headers);
+    let resp_ct = ex
+        .response
+        .as_ref()
+        .map(|r| content_type(&r.headers))
+        .unwrap_or_default();
+    let accept = header(&req.headers, "accept")
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let signature = signature::inspect(ex, cfg);
+    let is_get = req.method == "GET" || req.method == "HEAD";
+
+    let kind = if path.starts_with("/.well-known/webfinger") {
+        Kind::Webfinger
+    } else if path.starts_with("/.well-known/nodeinfo")
+        || path.starts_with("/nodeinfo/")
+        || resp_ct.contains("nodeinfo")
+    {
+        Kind::Nodeinfo
+    } else if req.method == "POST" && (path.ends_with("/inbox") || is_activity_type(&req_ct)) {
+        Kind::InboxPost
+    } else if is_get && (is_activity_type(&accept) || is_activity_type(&resp_ct)) {
+        Kind::ObjectFetch
+    } else {
+        Kind::Other
+    };
+    let federation = kind != Kind::Other
+        || signature.is_some()
+        || is_federation_type(&req_ct)
+        || is_federation_type(&resp_ct)
+        || path.starts_with("/.well-known/host-meta");
+
+    let mut a = Analysis {
+        kind,
+        federation,
+        activity: None,
+        activity_type: None,
+        object_type: None,
+        actor: None,
+        object: None,
+        id: None,
+        from: None,
+        signature,
+    };
+
+    let doc = match kind {
+        Kind::InboxPost => json_body(&req.body, &req.headers),
+        Kind::ObjectFetch => ex
+            .response
+            .as_ref()
+            .filter(|r| (200..300).contains(&r.status))
+            .and_then(|r| json_body(&r.body, &r.headers)),
+        _ => None,
+    };
+    if let Some(doc) = doc {
+        a.activity_type = type_of(&doc);
+        a.id = doc.get("id").and_then(id_of);
+        if kind == Kind::InboxPost {
+            a.actor = doc.get("actor").and_then(id_of);
+            if let Some(obj) = doc.get("object") {
+                a.object = id_of(obj);
+                if obj.is_object() {
+                    a.object_type = type_of(obj);
+                }
+            }
+        } else {
+            let t = a.activity_type.as_deref().unwrap_or("");
+            if ACTOR_TYPES.contains(&t) {
+                a.kind = Kind::ActorFetch;
+                a.actor = a.id.clone();
+            } else {
+                a.actor = doc
+                    .get("attributedTo")
+                    .or_else(|| doc.get("actor"))
+                    .and_then(id_of);
+            }
+            a.object = a.id.clone();
+        }
+        a.activity = a.activity_type.as_ref().map(|t| match &a.object_type {
+            Some(o) => format!("{t}({o})"),
+            None => t.clone(),
+        });
+    }
+
+    a.from = a
+        .signature
+        .as_ref()
+        .and_then(|s| s.key_id.as_deref())
+        .and_then(host_of)
+        .or_else(|| {
+            (kind == Kind::InboxPost)
+                .then(|| a.actor.as_deref().and_then(host_of))
+                .flatten()
+        })
+        .or_else(|| {
+            let ua = header(&req.headers, "user-agent")?;
+            let start = ua.find("+http")? + 1;
+            host_of(ua.get(start..)?.split([';', ')', ' ']).next()?)
+        });
+    a
+}
+
+/// Whether a key-side problem may go away on retry (so the entry's
+/// verification is not cached).
+fn transient(p: &Problem) -> bool {
+    p.code == ProblemCode::KeyFetchFailed
+}
+
+/// Runs analyses and signature verification for store entries, caching
+/// results in the entries.
+#[derive(Debug)]
+pub struct Analyzer {
+    cfg: SignatureConfig,
+    keys: KeyFetcher,
+}
+
+impl Analyzer {
+    pub(crate) fn new(cfg: SignatureConfig, keys: KeyFetcher) -> Self {
+        Self { cfg, keys }
+    }
+
+    /// The pure analysis of an entry (computed once).
+    pub fn analysis(&self, entry: &Entry) -> Arc<Analysis> {
+        Arc::clone(
+            entry
+                .analysis
+                .get_or_init(|| Arc::new(analyze(&entry.exchange, &self.cfg))),
+        )
+    }
+
+    /// The signature verdict of an entry, fetching the actor's key through
+    /// the upstream if needed. Cached in the entry unless the key fetch
+    /// failed (that is retried on the next read).
+    ///
+    /// # Caveats
+    /// Bounded by the key-fetch timeout.
+    pub async fn verification(&self, entry: &Entry) -> Arc<Verification> {
+        if let Some(v) = entry.verification.get() {
+            return Arc::clone(v);
+        }
+        let analysis = self.analysis(entry);
+        let result = entry
+            .verification
+            .get_or_try_init(|| async {
+                let v = self.verify(&analysis).await;
+                if v.problems.iter().any(transient) {
+                    Err(Arc::new(v))
+                } else {
+                    Ok(Arc::new(v))
+                }
+            })
+            .await;
+        match result {
+            Ok(v) => Arc::clone(v),
+            Err(v) => v,
+        }
+    }
+
+    async fn verify(&self, a: &Analysis) -> Verification {
+        let Some(sig) = &a.signature else {
+            return Verification {
+                verdict: Verdict::Unsigned,
+                problems: Vec::new(),
+                algorithm: None,
+                key_owner: None,
+            };
+        };
+        let mut problems = sig.problems.clone();
+        let mut algorithm = None;
+        let mut key_owner = None;
+        let mut crypto_ok = false;
+        if let (Some(pending), Some(key_id)) = (&sig.pending, &sig.key_id) {
+            match self.keys.key(key_id).await {
+                Ok(key) => {
+                    key_owner.clone_from(&key.owner);
+                    match signature::verify_rsa(&key.key, pending) {
+                        Ok(alg) => {
+                            crypto_ok = true;
+                            algorithm = Some(alg.to_owned());
+                        }
+                        Err(p) => problems.push(p),
+                    }
+                    if a.kind == Kind::InboxPost
+                        && let (Some(owner), Some(actor)) = (&key.owner, &a.actor)
+                        && owner != actor
+                    {
+                        problems.push(Problem::new(
+                            ProblemCode::ActorMismatch,
+                            format!("signed by {owner}, but the activity's actor is {actor}"),
+                        ));
+                    }
+                }
+                Err(p) => problems.push(p),
+            }
+        }
+        problems.sort_by_key(|p| match p.severity {
+            Severity::Error => 0,
+            Severity::Unverifiable => 1,
+            Severity::Warning => 2,
+        });
+        let verdict = if problems.iter().any(|p| p.severity == Severity::Error) {
+            Verdict::Invalid
+        } else if !crypto_ok
+            || problems
+                .iter()
+                .any(|p| p.severity == Severity::Unverifiable)
+        {
+            Verdict::Unverifiable
+        } else {
+            Verdict::Valid
+        };
+        Verification {
+            verdict,
+            problems,
+            algorithm,
+            key_owner,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exchange::{RequestRecord, ResponseRecord};
+
+    fn ex(
+        method: &str,
+        uri: &str,
+        req_headers: &[(&str, &str)],
+        req_body: &str,
+        resp: Option<(&str, &str)>,
+    ) -> Exchange {
+        let h = |v: &[(&str, &str)]| {
+            v.iter()
+                .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+                .collect()
+        };
+        let body = |s: &str| Body {
+            captured: s.as_bytes().to_vec().into(),
+            size: s.len() as u64,
+            truncated: false,
+            complete: true,
+        };
+        Exchange {
+            id: 1,
+            started_us: 0,
+            client: None,
+            host: "b.test".into(),
+            upstream: None,
+            request: RequestRecord {
+                method: method.into(),
+                uri: uri.into(),
+                version: "HTTP/1.1".into(),
+                headers: h(req_headers),
+                body: body(req_body),
+            },
+            response: resp.map(|(ct, b)| ResponseRecord {
+                status: 200,
+                version: "HTTP/1.1".into(),
+                headers: h(&[("content-type", ct)]),
+                body: body(b),
+            }),
+            error: None,
+            headers_us: None,
+            total_us: 0,
+            upgrade: None,
+        }
+    }
+
+    #[test]
+    fn inbox_posts_name_their_activity() {
+        let cfg = SignatureConfig::default();
+        let e = ex(
+            "POST",
+            "/users/bob/inbox",
+            &[("content-type", "application/activity+json")],
+            r#"{"type":"Undo","actor":"https://a.test/users/alice","object":{"type":"Like","id":"https://a.test/l/1"}}"#,
+            None,
+        );
+        let a = analyze(&e, &cfg);
+        assert_eq!(a.kind, Kind::InboxPost);
+        assert!(a.federation);
+        assert_eq!(a.activity.as_deref(), Some("Undo(Like)"));
+        assert_eq!(a.actor.as_deref(), Some("https://a.test/users/alice"));
+        assert_eq!(a.object.as_deref(), Some("https://a.test/l/1"));
+        assert_eq!(a.from.as_deref(), Some("a.test"));
+
+        let e = ex(
+            "POST",
+            "/inbox",
+            &[],
+            r#"{"type":"Follow","actor":{"id":"https://a.test/u"},"object":"https://b.test/u"}"#,
+            None,
+        );
+        let a = analyze(&e, &cfg);
+        assert_eq!(a.activity.as_deref(), Some("Follow"));
+        assert_eq!(a.actor.as_deref(), Some("https://a.test/u"));
+    }
+
+    #[test]
+    fn fetches_and_well_knowns_are_classified() {
+        let cfg = SignatureConfig::default();
+        let actor = ex(
+            "GET",
+            "/users/bob",
+            &[
+                ("accept", "application/activity+json"),
+                ("user-agent", "http.rb/5 (Mastodon/4.5; +https://a.test/)"),
+            ],
+            "",
+            Some((
+                "application/activity+json; charset=utf-8",
+                r#"{"type":"Person","id":"https://b.test/users/bob"}"#,
+            )),
+        );
+        let a = analyze(&actor, &cfg);
+        assert_eq!(a.kind, Kind::ActorFetch);
+        assert_eq!(a.activity.as_deref(), Some("Person"));
+        assert_eq!(a.from.as_deref(), Some("a.test"));
+        let note = ex(
+            "GET",
+            "/users/bob/statuses/1",
+            &[("accept", "application/activity+json")],
+            "",
+            Some((
+                "application/activity+json",
+                r#"{"type":"Note","id":"https://b.test/n/1","attributedTo":"https://b.test/users/bob"}"#,
+            )),
+        );
+        assert_eq!(analyze(&note, &cfg).kind, Kind::ObjectFetch);
+        let wf = ex(
+            "GET",
+            "/.well-known/webfinger?resource=acct:bob@b.test",
+            &[],
+            "",
+            None,
+        );
+        assert_eq!(analyze(&wf, &cfg).kind, Kind::Webfinger);
+        let ni = ex("GET", "/nodeinfo/2.0", &[], "", None);
+        assert_eq!(analyze(&ni, &cfg).kind, Kind::Nodeinfo);
+        let web = ex("GET", "/about", &[], "", Some(("text/html", "<html>")));
+        let a = analyze(&web, &cfg);
+        assert_eq!(a.kind, Kind::Other);
+        assert!(!a.federation);
+    }
+}

@@ -1,0 +1,166 @@
+//! The record of one proxied exchange: request and response heads, bodies as
+//! received (bounded), timings, and WebSocket byte counts.
+//!
+//! Plain data with serde for the JSON-lines persistence. No I/O and no
+//! ActivityPub analysis here: see `analysis` for that.
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+/// Header fields in the order received; names are lower case (HTTP/1 names
+/// are case-insensitive and hyper normalises them), values lossily decoded
+/// as UTF-8 for display.
+pub type Headers = Vec<(String, String)>;
+
+/// The value of the first header field named `name` (lower case).
+pub fn header<'a>(headers: &'a Headers, name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.as_str())
+}
+
+/// Every value of the fields named `name`, joined with ", " as RFC 9110
+/// allows for list-valued fields.
+pub fn header_joined(headers: &Headers, name: &str) -> Option<String> {
+    let mut values = headers.iter().filter(|(n, _)| n == name).map(|(_, v)| v);
+    let first = values.next()?;
+    let mut out = first.trim().to_owned();
+    for v in values {
+        out.push_str(", ");
+        out.push_str(v.trim());
+    }
+    Some(out)
+}
+
+/// A body as it crossed the proxy: its first bytes (up to the capture limit),
+/// exactly as received, still content-encoded.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Body {
+    /// The captured bytes, at most the per-exchange capture limit.
+    #[serde(with = "base64_bytes")]
+    pub captured: Bytes,
+    /// How many bytes crossed the proxy in all.
+    pub size: u64,
+    /// True when `captured` is shorter than `size`.
+    pub truncated: bool,
+    /// False when the stream ended early (an error, or a peer went away).
+    pub complete: bool,
+}
+
+/// The request line and headers as received from the client.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RequestRecord {
+    /// The method, as sent (`POST`).
+    pub method: String,
+    /// Path and query as sent (`/users/alice/inbox?x=1`).
+    pub uri: String,
+    /// `HTTP/1.1` and the like.
+    pub version: String,
+    /// Header fields in order.
+    pub headers: Headers,
+    /// The body.
+    pub body: Body,
+}
+
+/// The status line and headers as received from the upstream.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ResponseRecord {
+    /// The status code.
+    pub status: u16,
+    /// `HTTP/1.1` and the like.
+    pub version: String,
+    /// Header fields in order.
+    pub headers: Headers,
+    /// The body.
+    pub body: Body,
+}
+
+/// Byte counts of a WebSocket (or other upgraded) connection that the proxy
+/// passed through.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct UpgradeRecord {
+    /// Bytes from the client to the upstream after the upgrade.
+    pub bytes_to_upstream: u64,
+    /// Bytes from the upstream to the client after the upgrade.
+    pub bytes_to_client: u64,
+    /// Why the tunnel ended, when it was not a clean close.
+    pub error: Option<String>,
+}
+
+/// One request through the proxy and what became of it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Exchange {
+    /// Assigned by the store: increasing, never reused (also across restarts
+    /// with persistence).
+    pub id: u64,
+    /// When the request head arrived, in microseconds since the Unix epoch.
+    pub started_us: i64,
+    /// The client's address (Traefik, in a lab).
+    pub client: Option<String>,
+    /// The Host the request was for, lower case, without a port.
+    pub host: String,
+    /// The upstream it was routed to, when the host is known.
+    pub upstream: Option<String>,
+    /// The request.
+    pub request: RequestRecord,
+    /// The response, when the upstream (or the proxy itself) sent one.
+    pub response: Option<ResponseRecord>,
+    /// What went wrong, when something did (unknown host, upstream down).
+    pub error: Option<String>,
+    /// Microseconds from the request head to the response head.
+    pub headers_us: Option<u64>,
+    /// Microseconds from the request head to the end of both bodies (or of
+    /// the upgraded connection).
+    pub total_us: u64,
+    /// Set for upgraded connections (WebSocket).
+    pub upgrade: Option<UpgradeRecord>,
+}
+
+impl Exchange {
+    /// Roughly how many bytes of memory the record holds; the store's byte
+    /// limit counts this.
+    pub fn approx_size(&self) -> usize {
+        fn headers(h: &Headers) -> usize {
+            h.iter().map(|(n, v)| n.len() + v.len() + 48).sum()
+        }
+        let mut size = std::mem::size_of::<Self>()
+            + self.host.len()
+            + self.client.as_ref().map_or(0, String::len)
+            + self.upstream.as_ref().map_or(0, String::len)
+            + self.error.as_ref().map_or(0, String::len)
+            + self.request.method.len()
+            + self.request.uri.len()
+            + headers(&self.request.headers)
+            + self.request.body.captured.len();
+        if let Some(r) = &self.response {
+            size += headers(&r.headers) + r.body.captured.len();
+        }
+        size
+    }
+
+    /// The start time as a timestamp.
+    pub fn started(&self) -> jiff::Timestamp {
+        jiff::Timestamp::from_microsecond(self.started_us).unwrap_or(jiff::Timestamp::UNIX_EPOCH)
+    }
+}
+
+/// Serde for [`Bytes`] as standard base64 text.
+mod base64_bytes {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD;
+    use bytes::Bytes;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &Bytes, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&STANDARD.encode(bytes))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Bytes, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        STANDARD
+            .decode(text.as_bytes())
+            .map(Bytes::from)
+            .map_err(serde::de::Error::custom)
+    }
+}

@@ -1,0 +1,186 @@
+//! The fedilab inspector: a recording, ActivityPub-aware reverse proxy that
+//! sits in front of every lab instance, with a live UI, a JSON API and HAR
+//! export.
+//!
+//! - [`proxy`](crate::Inspector::start): routes by Host to each instance's
+//!   upstream, forwarding requests unchanged (plus X-Forwarded-For/-Proto),
+//!   WebSocket upgrades included, and records each exchange.
+//! - [`Store`]: bounded by count and bytes, oldest evicted, optionally
+//!   persisted as JSON lines and reloaded on restart.
+//! - [`analysis`]: classification, `Create(Note)`-style activity names,
+//!   actor/object ids and the HTTP signature verdict (draft-cavage and
+//!   RFC 9421), computed on read and cached, never on the hot path.
+//! - The UI/API listener serves one self-contained page and the API that
+//!   `API.md` documents.
+//!
+//! The inspector binds nothing itself: callers pass bound listeners (tests
+//! use `127.0.0.1:0`).
+#![warn(missing_docs, clippy::print_stdout, clippy::dbg_macro)]
+
+pub mod analysis;
+mod api;
+mod capture;
+pub mod config;
+pub mod decode;
+pub mod exchange;
+pub mod filter;
+pub mod har;
+mod keys;
+mod proxy;
+pub mod signature;
+pub mod store;
+mod view;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub use analysis::{Analysis, Analyzer, Kind, Verdict, Verification};
+pub use config::{ConfigError, InspectorConfig, Route, SignatureConfig, Upstream, parse_size};
+pub use exchange::Exchange;
+pub use filter::Filter;
+pub use store::{PersistError, Store, StoreLimits, StoreStats};
+
+/// Why the inspector did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The configuration is inconsistent.
+    #[error("invalid inspector configuration")]
+    Config(#[source] ConfigError),
+    /// The persistence file could not be loaded or opened.
+    #[error("cannot use the capture file")]
+    Persist(#[source] PersistError),
+    /// A listener has no local address.
+    #[error("cannot read the {which} listener's address")]
+    Listener {
+        /// `proxy` or `UI`.
+        which: &'static str,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A running inspector: the proxy task, the UI/API task, and the store.
+#[derive(Debug)]
+pub struct Inspector {
+    store: Arc<Store>,
+    analyzer: Arc<Analyzer>,
+    proxy_addr: SocketAddr,
+    ui_addr: Option<SocketAddr>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Inspector {
+    /// Starts serving on the given listeners: `proxy` for the instances'
+    /// traffic, `ui` (if any) for the page and the API. Must be called
+    /// inside a Tokio runtime.
+    ///
+    /// # Errors
+    /// [`StartError`] for an invalid configuration, an unusable capture
+    /// file, or listeners without an address.
+    pub fn start(
+        config: InspectorConfig,
+        proxy: TcpListener,
+        ui: Option<TcpListener>,
+    ) -> Result<Self, StartError> {
+        config.validate().map_err(StartError::Config)?;
+        let proxy_addr = proxy.local_addr().map_err(|source| StartError::Listener {
+            which: "proxy",
+            source,
+        })?;
+        let ui_addr = ui
+            .as_ref()
+            .map(TcpListener::local_addr)
+            .transpose()
+            .map_err(|source| StartError::Listener {
+                which: "UI",
+                source,
+            })?;
+        let store = match &config.persist {
+            Some(path) => Store::open(config.limits, path).map_err(StartError::Persist)?,
+            None => Store::new(config.limits),
+        };
+        let proxy_state = Arc::new(proxy::ProxyState::new(
+            &config.routes,
+            Arc::clone(&store),
+            config.max_body_bytes,
+        ));
+        let key_routes = proxy_state
+            .routes
+            .iter()
+            .map(|(h, t)| (h.clone(), t.authority.clone()))
+            .collect();
+        let analyzer = Arc::new(Analyzer::new(
+            config.signatures.clone(),
+            keys::KeyFetcher::new(key_routes, config.signatures.clone()),
+        ));
+        let (shutdown, rx) = watch::channel(false);
+        let mut tasks = vec![tokio::spawn(proxy::serve(
+            proxy,
+            Arc::clone(&proxy_state),
+            rx.clone(),
+        ))];
+        if let Some(ui) = ui {
+            let mut hosts: Vec<String> = config.routes.iter().map(|r| r.host.clone()).collect();
+            hosts.sort();
+            let state = api::ApiState {
+                store: Arc::clone(&store),
+                analyzer: Arc::clone(&analyzer),
+                hosts,
+                proxy_addr,
+            };
+            tasks.push(tokio::spawn(api::serve(ui, state, rx)));
+        }
+        Ok(Self {
+            store,
+            analyzer,
+            proxy_addr,
+            ui_addr,
+            shutdown,
+            tasks,
+        })
+    }
+
+    /// Where the proxy listens.
+    pub fn proxy_addr(&self) -> SocketAddr {
+        self.proxy_addr
+    }
+
+    /// Where the UI and API listen, if they do.
+    pub fn ui_addr(&self) -> Option<SocketAddr> {
+        self.ui_addr
+    }
+
+    /// The exchange store.
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// The analyzer (cached ActivityPub view and signature verdicts).
+    pub fn analyzer(&self) -> &Arc<Analyzer> {
+        &self.analyzer
+    }
+
+    /// Stops accepting connections and waits (up to 5 s) for the listeners
+    /// to close; connections in flight end with the runtime. Flushes the
+    /// capture file.
+    ///
+    /// # Errors
+    /// [`PersistError`] when the capture file could not be flushed.
+    pub async fn shutdown(self) -> Result<(), PersistError> {
+        let _ = self.shutdown.send(true);
+        for task in self.tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+        }
+        let store = Arc::clone(&self.store);
+        tokio::task::spawn_blocking(move || store.flush())
+            .await
+            .unwrap_or(Ok(()))
+    }
+}

@@ -1,0 +1,593 @@
+//! The bounded exchange store: newest exchanges in memory, capped by count
+//! and by bytes (oldest evicted first), with optional append-only JSON-lines
+//! persistence that is reloaded (and compacted) on restart.
+//!
+//! [`Store::push`] is on the proxy's hot path: it takes a lock for a
+//! `VecDeque` push and evictions, sends an id to the event channel and hands
+//! the record to the persistence thread with a non-blocking send. It does no
+//! serialisation and no analysis.
+
+use std::collections::VecDeque;
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead as _, BufReader, BufWriter, Write as _};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
+use std::time::Duration;
+
+use tokio::sync::broadcast;
+
+use crate::analysis::{Analysis, Verification};
+use crate::exchange::Exchange;
+
+/// Memory charged per entry beyond the record itself: the cached analysis.
+const ENTRY_OVERHEAD: usize = 1024;
+/// Records waiting for the persistence thread; beyond this they are dropped
+/// from the file (never from memory) and counted.
+const PERSIST_QUEUE: usize = 8192;
+
+/// How much the store keeps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StoreLimits {
+    /// At most this many exchanges.
+    pub max_exchanges: usize,
+    /// At most about this many bytes of records (headers, captured bodies,
+    /// bookkeeping).
+    pub max_bytes: usize,
+}
+
+impl Default for StoreLimits {
+    fn default() -> Self {
+        Self {
+            max_exchanges: 10_000,
+            max_bytes: 256 * 1024 * 1024,
+        }
+    }
+}
+
+/// One stored exchange and its cached analysis.
+#[derive(Debug)]
+pub struct Entry {
+    /// The record.
+    pub exchange: Exchange,
+    size: usize,
+    pub(crate) analysis: OnceLock<Arc<Analysis>>,
+    pub(crate) verification: tokio::sync::OnceCell<Arc<Verification>>,
+}
+
+impl Entry {
+    /// The bytes charged to the store for this entry.
+    pub fn size(&self) -> usize {
+        self.size
+    }
+}
+
+/// What changed in the store; the SSE endpoint turns these into events.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StoreEvent {
+    /// An exchange with this id was recorded.
+    Added(u64),
+    /// Everything was deleted.
+    Cleared,
+}
+
+/// Counters for `GET /api/stats` and tests.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct StoreStats {
+    /// Exchanges held now.
+    pub count: usize,
+    /// Bytes charged now.
+    pub bytes: usize,
+    /// Exchanges evicted to respect the limits since start.
+    pub evicted: u64,
+    /// Exchanges recorded since start (including reloaded ones).
+    pub recorded: u64,
+    /// Records the persistence thread could not keep up with (not written).
+    pub persist_dropped: u64,
+    /// The configured limits.
+    pub max_exchanges: usize,
+    /// The configured byte limit.
+    pub max_bytes: usize,
+}
+
+/// Errors of the persistence file.
+#[derive(Debug, thiserror::Error)]
+pub enum PersistError {
+    /// The file exists but cannot be read.
+    #[error("cannot read the capture file {path}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file (or its compacted copy) cannot be written.
+    #[error("cannot write the capture file {path}")]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The persistence thread did not answer in time or is gone.
+    #[error("the capture file writer for {path} is not responding")]
+    Stalled {
+        /// The file.
+        path: PathBuf,
+    },
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    entries: VecDeque<Arc<Entry>>,
+    bytes: usize,
+    next_id: u64,
+    evicted: u64,
+    recorded: u64,
+}
+
+/// The bounded in-memory store, shared by the proxy, the API and the
+/// persistence thread.
+#[derive(Debug)]
+pub struct Store {
+    limits: StoreLimits,
+    inner: Mutex<Inner>,
+    events: broadcast::Sender<StoreEvent>,
+    persist: OnceLock<Persister>,
+}
+
+#[derive(Debug)]
+struct Persister {
+    path: PathBuf,
+    tx: SyncSender<PersistMsg>,
+    dropped: AtomicU64,
+}
+
+enum PersistMsg {
+    Append(Arc<Entry>),
+    Clear,
+    Flush(SyncSender<Result<(), String>>),
+}
+
+impl Store {
+    /// An in-memory store.
+    pub fn new(limits: StoreLimits) -> Arc<Self> {
+        Arc::new(Self::bare(limits))
+    }
+
+    fn bare(limits: StoreLimits) -> Self {
+        let (events, _) = broadcast::channel(4096);
+        Self {
+            limits: StoreLimits {
+                max_exchanges: limits.max_exchanges.max(1),
+                max_bytes: limits.max_bytes.max(1),
+            },
+            inner: Mutex::new(Inner {
+                next_id: 1,
+                ..Inner::default()
+            }),
+            events,
+            persist: OnceLock::new(),
+        }
+    }
+
+    /// A store backed by an append-only JSON-lines file: loads what the file
+    /// holds (keeping the newest within the limits), rewrites the file with
+    /// just those, then appends every new exchange from a background thread.
+    /// The file is compacted again whenever it grows past about twice the
+    /// byte limit. Lines that do not parse are skipped with a warning.
+    ///
+    /// # Errors
+    /// [`PersistError`] when the file cannot be read, rewritten or opened.
+    pub fn open(limits: StoreLimits, path: &Path) -> Result<Arc<Self>, PersistError> {
+        let store = Arc::new(Self::bare(limits));
+        let read_err = |source| PersistError::Read {
+            path: path.to_owned(),
+            source,
+        };
+        match File::open(path) {
+            Ok(file) => {
+                let mut skipped = 0usize;
+                for line in BufReader::new(file).lines() {
+                    let line = line.map_err(read_err)?;
+                    if line.trim().is_empty() {
+                        continue;
+                    }
+                    match serde_json::from_str::<Exchange>(&line) {
+                        Ok(ex) => store.push_loaded(ex),
+                        Err(_) => skipped += 1,
+                    }
+                }
+                if skipped > 0 {
+                    tracing::warn!(path = %path.display(), skipped, "skipped unreadable lines in the capture file");
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(read_err(e)),
+        }
+        let writer = compact(path, &store.snapshot())?;
+        let (tx, rx) = std::sync::mpsc::sync_channel(PERSIST_QUEUE);
+        let weak = Arc::downgrade(&store);
+        let thread_path = path.to_owned();
+        let max_bytes = store.limits.max_bytes;
+        std::thread::Builder::new()
+            .name("inspector-persist".into())
+            .spawn(move || persist_loop(&thread_path, writer, &rx, &weak, max_bytes))
+            .map_err(|source| PersistError::Write {
+                path: path.to_owned(),
+                source,
+            })?;
+        let _ = store.persist.set(Persister {
+            path: path.to_owned(),
+            tx,
+            dropped: AtomicU64::new(0),
+        });
+        Ok(store)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock leaves consistent data (every
+        // mutation is a push or pop plus counters), so poisoning is ignored.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> StoreLimits {
+        self.limits
+    }
+
+    /// Records an exchange, assigning its id (the `id` field is ignored),
+    /// evicting the oldest entries beyond the limits. Returns the id.
+    pub fn push(&self, exchange: Exchange) -> u64 {
+        let (id, entry) = {
+            let mut inner = self.lock();
+            let id = inner.next_id;
+            inner.next_id += 1;
+            let entry = self.insert(&mut inner, exchange, id);
+            (id, entry)
+        };
+        let _ = self.events.send(StoreEvent::Added(id));
+        if let Some(p) = self.persist.get() {
+            match p.tx.try_send(PersistMsg::Append(entry)) {
+                Ok(()) => {}
+                Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                    p.dropped.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        id
+    }
+
+    fn push_loaded(&self, exchange: Exchange) {
+        let mut inner = self.lock();
+        let id = exchange.id;
+        // Compaction can race an append, so a file may repeat an id.
+        if id < inner.next_id {
+            return;
+        }
+        inner.next_id = id + 1;
+        self.insert(&mut inner, exchange, id);
+    }
+
+    fn insert(&self, inner: &mut Inner, mut exchange: Exchange, id: u64) -> Arc<Entry> {
+        exchange.id = id;
+        let size = exchange.approx_size() + ENTRY_OVERHEAD;
+        let entry = Arc::new(Entry {
+            exchange,
+            size,
+            analysis: OnceLock::new(),
+            verification: tokio::sync::OnceCell::new(),
+        });
+        inner.entries.push_back(Arc::clone(&entry));
+        inner.bytes += size;
+        inner.recorded += 1;
+        while inner.entries.len() > self.limits.max_exchanges
+            || (inner.bytes > self.limits.max_bytes && inner.entries.len() > 1)
+        {
+            if let Some(old) = inner.entries.pop_front() {
+                inner.bytes -= old.size;
+                inner.evicted += 1;
+            }
+        }
+        entry
+    }
+
+    /// The exchange with this id, if it is still held.
+    pub fn get(&self, id: u64) -> Option<Arc<Entry>> {
+        let inner = self.lock();
+        let idx = inner
+            .entries
+            .binary_search_by_key(&id, |e| e.exchange.id)
+            .ok()?;
+        inner.entries.get(idx).cloned()
+    }
+
+    /// Every entry held now, oldest first.
+    pub fn snapshot(&self) -> Vec<Arc<Entry>> {
+        self.lock().entries.iter().cloned().collect()
+    }
+
+    /// Deletes every exchange (and truncates the persistence file).
+    pub fn clear(&self) {
+        {
+            let mut inner = self.lock();
+            inner.entries.clear();
+            inner.bytes = 0;
+        }
+        if let Some(p) = self.persist.get() {
+            // Blocking send: a clear must not be lost behind a full queue.
+            let _ = p.tx.send(PersistMsg::Clear);
+        }
+        let _ = self.events.send(StoreEvent::Cleared);
+    }
+
+    /// Counters and limits.
+    pub fn stats(&self) -> StoreStats {
+        let inner = self.lock();
+        StoreStats {
+            count: inner.entries.len(),
+            bytes: inner.bytes,
+            evicted: inner.evicted,
+            recorded: inner.recorded,
+            persist_dropped: self
+                .persist
+                .get()
+                .map_or(0, |p| p.dropped.load(Ordering::Relaxed)),
+            max_exchanges: self.limits.max_exchanges,
+            max_bytes: self.limits.max_bytes,
+        }
+    }
+
+    /// Store events from now on. A slow receiver gets `Lagged` and should
+    /// reload.
+    pub fn subscribe(&self) -> broadcast::Receiver<StoreEvent> {
+        self.events.subscribe()
+    }
+
+    /// Waits until every exchange recorded so far is in the persistence file
+    /// (a no-op without one). Blocks the calling thread for up to 10 s.
+    ///
+    /// # Errors
+    /// [`PersistError`] when the writer failed or did not answer.
+    pub fn flush(&self) -> Result<(), PersistError> {
+        let Some(p) = self.persist.get() else {
+            return Ok(());
+        };
+        let stalled = || PersistError::Stalled {
+            path: p.path.clone(),
+        };
+        let (ack_tx, ack_rx) = std::sync::mpsc::sync_channel(1);
+        p.tx.send(PersistMsg::Flush(ack_tx))
+            .map_err(|_| stalled())?;
+        match ack_rx.recv_timeout(Duration::from_secs(10)) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(msg)) => Err(PersistError::Write {
+                path: p.path.clone(),
+                source: std::io::Error::other(msg),
+            }),
+            Err(_) => Err(stalled()),
+        }
+    }
+}
+
+/// Rewrites `path` with `entries` (temp file + rename) and opens it for
+/// appending.
+fn compact(path: &Path, entries: &[Arc<Entry>]) -> Result<BufWriter<File>, PersistError> {
+    let write_err = |source| PersistError::Write {
+        path: path.to_owned(),
+        source,
+    };
+    let mut tmp_name = path.as_os_str().to_owned();
+    tmp_name.push(".tmp");
+    let tmp = PathBuf::from(tmp_name);
+    {
+        let mut w = BufWriter::new(File::create(&tmp).map_err(write_err)?);
+        for e in entries {
+            serde_json::to_writer(&mut w, &e.exchange)
+                .map_err(|e| write_err(std::io::Error::other(e)))?;
+            w.write_all(b"\n").map_err(write_err)?;
+        }
+        w.flush().map_err(write_err)?;
+    }
+    std::fs::rename(&tmp, path).map_err(write_err)?;
+    let file = OpenOptions::new()
+        .append(true)
+        .open(path)
+        .map_err(write_err)?;
+    Ok(BufWriter::new(file))
+}
+
+fn persist_loop(
+    path: &Path,
+    mut writer: BufWriter<File>,
+    rx: &Receiver<PersistMsg>,
+    store: &Weak<Store>,
+    max_bytes: usize,
+) {
+    let compact_at = max_bytes.saturating_mul(2).max(16 * 1024 * 1024) as u64;
+    let mut written: u64 = 0;
+    let mut failed: Option<String> = None;
+    while let Ok(first) = rx.recv() {
+        let mut acks = Vec::new();
+        let mut msg = Some(first);
+        while let Some(m) = msg.take() {
+            match m {
+                PersistMsg::Append(entry) => {
+                    if failed.is_none() {
+                        let line = serde_json::to_vec(&entry.exchange).unwrap_or_default();
+                        written += line.len() as u64 + 1;
+                        if let Err(e) = writer
+                            .write_all(&line)
+                            .and_then(|()| writer.write_all(b"\n"))
+                        {
+                            tracing::error!(path = %path.display(), error = %e, "cannot append to the capture file; persistence stopped");
+                            failed = Some(e.to_string());
+                        }
+                    }
+                }
+                PersistMsg::Clear => match File::create(path) {
+                    Ok(file) => {
+                        writer = BufWriter::new(file);
+                        written = 0;
+                    }
+                    Err(e) => failed = Some(e.to_string()),
+                },
+                PersistMsg::Flush(ack) => acks.push(ack),
+            }
+            msg = rx.try_recv().ok();
+        }
+        if failed.is_none()
+            && let Err(e) = writer.flush()
+        {
+            failed = Some(e.to_string());
+        }
+        if failed.is_none()
+            && written > compact_at
+            && let Some(store) = store.upgrade()
+        {
+            match compact(path, &store.snapshot()) {
+                Ok(w) => {
+                    writer = w;
+                    written = 0;
+                }
+                Err(e) => failed = Some(format!("{e}: {:?}", std::error::Error::source(&e))),
+            }
+        }
+        for ack in acks {
+            let _ = ack.send(failed.clone().map_or(Ok(()), Err));
+        }
+    }
+    let _ = writer.flush();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exchange::{Body, RequestRecord};
+
+    fn exchange(body_len: usize) -> Exchange {
+        Exchange {
+            id: 0,
+            started_us: 0,
+            client: None,
+            host: "a.example".into(),
+            upstream: None,
+            request: RequestRecord {
+                method: "POST".into(),
+                uri: "/inbox".into(),
+                version: "HTTP/1.1".into(),
+                headers: vec![("host".into(), "a.example".into())],
+                body: Body {
+                    captured: vec![b'x'; body_len].into(),
+                    size: body_len as u64,
+                    truncated: false,
+                    complete: true,
+                },
+            },
+            response: None,
+            error: None,
+            headers_us: None,
+            total_us: 0,
+            upgrade: None,
+        }
+    }
+
+    #[test]
+    fn hundred_thousand_pushes_keep_at_most_n_and_bounded_bytes() {
+        let limits = StoreLimits {
+            max_exchanges: 1000,
+            max_bytes: 4 * 1024 * 1024,
+        };
+        let store = Store::new(limits);
+        let mut max_seen = 0;
+        for i in 0..100_000 {
+            store.push(exchange(i % 4096));
+            let s = store.stats();
+            assert!(s.count <= 1000, "count {} after {i}", s.count);
+            assert!(s.bytes <= limits.max_bytes, "bytes {} after {i}", s.bytes);
+            max_seen = max_seen.max(s.bytes);
+        }
+        let s = store.stats();
+        assert_eq!(s.recorded, 100_000);
+        assert_eq!(s.evicted as usize + s.count, 100_000);
+        // The byte limit, not the count, binds here: ~1000 entries of ~3 KiB
+        // average would be ~4 MiB.
+        assert!(max_seen > 3 * 1024 * 1024);
+        // Newest kept, oldest evicted, ids in order.
+        let snap = store.snapshot();
+        assert_eq!(snap.last().map(|e| e.exchange.id), Some(100_000));
+        assert!(snap.windows(2).all(|w| w[0].exchange.id < w[1].exchange.id));
+        assert!(store.get(1).is_none());
+        assert!(store.get(100_000).is_some());
+    }
+
+    #[test]
+    fn count_limit_binds_when_bytes_allow() {
+        let store = Store::new(StoreLimits {
+            max_exchanges: 10,
+            max_bytes: usize::MAX,
+        });
+        for _ in 0..25 {
+            store.push(exchange(10));
+        }
+        let ids: Vec<u64> = store.snapshot().iter().map(|e| e.exchange.id).collect();
+        assert_eq!(ids, (16..=25).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn persistence_reloads_compacts_and_continues_ids() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("capture.jsonl");
+        let limits = StoreLimits {
+            max_exchanges: 5,
+            max_bytes: usize::MAX,
+        };
+        {
+            let store = Store::open(limits, &path).expect("open");
+            for i in 0..8 {
+                store.push(exchange(i));
+            }
+            store.flush().expect("flush");
+        }
+        let lines = std::fs::read_to_string(&path)
+            .expect("read")
+            .lines()
+            .count();
+        assert_eq!(lines, 8, "append-only while running");
+
+        let store = Store::open(limits, &path).expect("reopen");
+        let ids: Vec<u64> = store.snapshot().iter().map(|e| e.exchange.id).collect();
+        assert_eq!(ids, vec![4, 5, 6, 7, 8]);
+        assert_eq!(
+            store.get(8).map(|e| e.exchange.request.body.captured.len()),
+            Some(7)
+        );
+        assert_eq!(store.push(exchange(1)), 9);
+        store.flush().expect("flush");
+        let text = std::fs::read_to_string(&path).expect("read");
+        assert_eq!(text.lines().count(), 6, "compacted on load, then appended");
+
+        store.clear();
+        store.flush().expect("flush");
+        assert_eq!(std::fs::read_to_string(&path).expect("read"), "");
+        assert_eq!(store.stats().count, 0);
+    }
+
+    #[test]
+    fn garbage_lines_are_skipped() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("capture.jsonl");
+        let good = serde_json::to_string(&Exchange {
+            id: 3,
+            ..exchange(2)
+        })
+        .expect("json");
+        std::fs::write(&path, format!("not json\n{good}\n{{\"id\":\n")).expect("write");
+        let store = Store::open(StoreLimits::default(), &path).expect("open");
+        assert_eq!(store.stats().count, 1);
+        assert_eq!(store.push(exchange(0)), 4);
+    }
+}

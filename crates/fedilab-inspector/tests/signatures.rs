@@ -1,0 +1,219 @@
+//! HTTP signatures end to end: requests signed here with a real RSA key
+//! (draft-cavage and RFC 9421) go through the proxy; the inspector fetches
+//! the actor's key through the upstream and gives its verdict.
+
+mod common;
+
+use common::*;
+use fedilab_inspector::signature::{DigestStatus, ProblemCode, Scheme};
+use fedilab_inspector::{Kind, Verdict, Verification};
+
+const INBOX: &str = "/users/bob/inbox";
+
+async fn deliver(
+    lab: &mut Lab,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+) -> (fedilab_inspector::Analysis, Verification) {
+    let reply = lab.send("POST", M2, INBOX, &headers, body).await;
+    assert_eq!(reply.status, 202);
+    let entry = lab.next_record().await;
+    let analyzer = lab.inspector.analyzer();
+    let a = (*analyzer.analysis(&entry)).clone();
+    let v = (*within("verification", analyzer.verification(&entry)).await).clone();
+    (a, v)
+}
+
+fn codes(v: &Verification) -> Vec<ProblemCode> {
+    v.problems.iter().map(|p| p.code).collect()
+}
+
+fn cavage<'a>(key: &'a rsa::RsaPrivateKey, body: &'a [u8]) -> Cavage<'a> {
+    Cavage {
+        key,
+        key_id: ALICE_KEY_ID,
+        algorithm: "rsa-sha256",
+        host: M2,
+        path: INBOX,
+        date: http_date(0),
+        signed_body: body,
+    }
+}
+
+#[tokio::test]
+async fn a_cavage_signed_create_note_is_valid() {
+    let mut lab = lab(|_| {}).await;
+    let alice = key(ALICE_KEY);
+    let body = create_note(1);
+    let (a, v) = deliver(&mut lab, cavage(&alice, &body).headers(), body.clone()).await;
+    assert_eq!(a.kind, Kind::InboxPost);
+    assert_eq!(a.activity.as_deref(), Some("Create(Note)"));
+    assert_eq!(a.actor.as_deref(), Some(ALICE));
+    assert_eq!(
+        a.object.as_deref(),
+        Some(format!("{ALICE}/statuses/1").as_str())
+    );
+    assert_eq!(a.from.as_deref(), Some(M1));
+    let sig = a.signature.as_ref().expect("signature");
+    assert_eq!(sig.scheme, Scheme::DraftCavage);
+    assert_eq!(
+        sig.components,
+        ["(request-target)", "host", "date", "digest", "content-type"]
+    );
+    assert_eq!(
+        sig.digest.as_ref().map(|d| d.status),
+        Some(DigestStatus::Match)
+    );
+    assert!(sig.skew_secs.is_some_and(|s| s.abs() < 60));
+    assert_eq!(v.verdict, Verdict::Valid, "{:?}", v.problems);
+    assert!(v.problems.is_empty(), "{:?}", v.problems);
+    assert_eq!(v.key_owner.as_deref(), Some(ALICE));
+}
+
+#[tokio::test]
+async fn an_hs2019_signature_is_valid() {
+    let mut lab = lab(|_| {}).await;
+    let alice = key(ALICE_KEY);
+    let body = create_note(2);
+    let mut c = cavage(&alice, &body);
+    c.algorithm = "hs2019";
+    let (_, v) = deliver(&mut lab, c.headers(), body.clone()).await;
+    assert_eq!(v.verdict, Verdict::Valid, "{:?}", v.problems);
+}
+
+#[tokio::test]
+async fn an_rfc9421_signature_is_valid() {
+    let mut lab = lab(|_| {}).await;
+    let alice = key(ALICE_KEY);
+    let body = create_note(3);
+    let headers = rfc9421_headers(&alice, ALICE_KEY_ID, M2, INBOX, &body, now_secs());
+    let (a, v) = deliver(&mut lab, headers, body).await;
+    let sig = a.signature.as_ref().expect("signature");
+    assert_eq!(sig.scheme, Scheme::Rfc9421);
+    assert_eq!(sig.label.as_deref(), Some("sig1"));
+    assert_eq!(
+        sig.components,
+        ["@method", "@target-uri", "content-digest", "content-type"]
+    );
+    assert_eq!(
+        sig.digest.as_ref().map(|d| d.status),
+        Some(DigestStatus::Match)
+    );
+    assert_eq!(v.verdict, Verdict::Valid, "{:?}", v.problems);
+    assert_eq!(a.activity.as_deref(), Some("Create(Note)"));
+}
+
+#[tokio::test]
+async fn a_tampered_body_is_flagged_as_a_digest_mismatch() {
+    let mut lab = lab(|_| {}).await;
+    let alice = key(ALICE_KEY);
+    let signed = create_note(4);
+    let sent = String::from_utf8(signed.clone())
+        .expect("utf8")
+        .replace("Hello", "Hullo")
+        .into_bytes();
+    let (_, v) = deliver(&mut lab, cavage(&alice, &signed).headers(), sent.clone()).await;
+    assert_eq!(v.verdict, Verdict::Invalid);
+    assert_eq!(codes(&v), [ProblemCode::DigestMismatch], "{:?}", v.problems);
+
+    let headers = rfc9421_headers(&alice, ALICE_KEY_ID, M2, INBOX, &signed, now_secs());
+    let (_, v) = deliver(&mut lab, headers, sent).await;
+    assert_eq!(v.verdict, Verdict::Invalid);
+    assert_eq!(codes(&v), [ProblemCode::DigestMismatch], "{:?}", v.problems);
+}
+
+#[tokio::test]
+async fn a_stale_date_is_flagged() {
+    let mut lab = lab(|_| {}).await;
+    let alice = key(ALICE_KEY);
+    let body = create_note(5);
+    let mut c = cavage(&alice, &body);
+    c.date = http_date(13 * 3600);
+    let (a, v) = deliver(&mut lab, c.headers(), body.clone()).await;
+    assert_eq!(v.verdict, Verdict::Invalid);
+    assert_eq!(codes(&v), [ProblemCode::DateStale], "{:?}", v.problems);
+    assert!(
+        v.problems[0].message.contains("13h"),
+        "{}",
+        v.problems[0].message
+    );
+    assert!(
+        a.signature
+            .and_then(|s| s.skew_secs)
+            .is_some_and(|s| s >= 13 * 3600)
+    );
+
+    let headers = rfc9421_headers(
+        &alice,
+        ALICE_KEY_ID,
+        M2,
+        INBOX,
+        &body,
+        now_secs() - 13 * 3600,
+    );
+    let (_, v) = deliver(&mut lab, headers, body.clone()).await;
+    assert_eq!(codes(&v), [ProblemCode::DateStale], "{:?}", v.problems);
+
+    let mut c = cavage(&alice, &body);
+    c.date = http_date(-2 * 3600);
+    let (_, v) = deliver(&mut lab, c.headers(), body).await;
+    assert_eq!(codes(&v), [ProblemCode::DateInFuture], "{:?}", v.problems);
+}
+
+#[tokio::test]
+async fn a_wrong_key_is_flagged_as_a_bad_signature() {
+    let mut lab = lab(|_| {}).await;
+    let mallory = key(MALLORY_KEY);
+    let body = create_note(6);
+    let (_, v) = deliver(&mut lab, cavage(&mallory, &body).headers(), body.clone()).await;
+    assert_eq!(v.verdict, Verdict::Invalid);
+    assert_eq!(codes(&v), [ProblemCode::BadSignature], "{:?}", v.problems);
+
+    let headers = rfc9421_headers(&mallory, ALICE_KEY_ID, M2, INBOX, &body, now_secs());
+    let (_, v) = deliver(&mut lab, headers, body).await;
+    assert_eq!(codes(&v), [ProblemCode::BadSignature], "{:?}", v.problems);
+}
+
+#[tokio::test]
+async fn keys_on_unrouted_hosts_are_unverifiable_not_invalid() {
+    let mut lab = lab(|_| {}).await;
+    let alice = key(ALICE_KEY);
+    let body = create_note(7);
+    let mut c = cavage(&alice, &body);
+    c.key_id = "https://outside.example/users/x#main-key";
+    let (_, v) = deliver(&mut lab, c.headers(), body).await;
+    assert_eq!(v.verdict, Verdict::Unverifiable);
+    assert!(
+        codes(&v).contains(&ProblemCode::KeyHostUnknown),
+        "{:?}",
+        v.problems
+    );
+}
+
+#[tokio::test]
+async fn a_signed_header_that_was_changed_breaks_the_signature() {
+    let mut lab = lab(|_| {}).await;
+    let alice = key(ALICE_KEY);
+    let body = create_note(8);
+    let mut headers = cavage(&alice, &body).headers();
+    for (n, v) in &mut headers {
+        if n == "content-type" {
+            *v = "application/ld+json".into();
+        }
+    }
+    let (_, v) = deliver(&mut lab, headers, body).await;
+    assert_eq!(codes(&v), [ProblemCode::BadSignature], "{:?}", v.problems);
+}
+
+#[tokio::test]
+async fn unsigned_posts_are_reported_unsigned() {
+    let mut lab = lab(|_| {}).await;
+    let (a, v) = deliver(
+        &mut lab,
+        vec![("content-type".into(), "application/activity+json".into())],
+        create_note(9),
+    )
+    .await;
+    assert!(a.federation);
+    assert_eq!(v.verdict, Verdict::Unsigned);
+}
