@@ -35,6 +35,9 @@ pub enum Command {
     /// certificates, make this host trust it.
     #[command(long_about = crate::cmd::ca::LONG_ABOUT)]
     Ca(crate::cmd::ca::CaArgs),
+    /// The lab's DNS on this host: serve the lab domain, hook it into
+    /// systemd-resolved.
+    Dns(crate::cmd::dns::DnsArgs),
     /// Run the recording proxy and its live UI in front of fediverse
     /// servers, without a lab.
     Inspect(crate::cmd::inspect::InspectArgs),

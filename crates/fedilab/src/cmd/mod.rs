@@ -1,6 +1,7 @@
 //! One module per subcommand; [`run`] dispatches.
 
 pub mod ca;
+pub mod dns;
 pub mod inspect;
 pub mod render;
 
@@ -17,6 +18,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Render(args) => render::run(&args),
         Command::Ca(args) => ca::run(&args),
+        Command::Dns(args) => dns::run(&args),
         Command::Inspect(args) => inspect::run(&args),
     }
 }

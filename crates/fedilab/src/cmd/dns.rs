@@ -1,0 +1,531 @@
+//! `fedilab dns`: serve the lab's zone on this host, print it, and hook it
+//! into systemd-resolved.
+//!
+//! The zone and the server are `fedilab-dns`'s; this module binds the
+//! sockets, handles signals (SIGHUP reloads, SIGINT/SIGTERM stop), prints
+//! status on stderr and writes the resolved drop-in. It holds no DNS logic.
+
+use std::fmt;
+use std::io::Write as _;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::process::{Command, ExitCode, Stdio};
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use fedilab_dns::{Server, SharedZone, Zone, ZoneError};
+use fedilab_profile::{Domain, LabSpec};
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::UsageError;
+use crate::cli::LabArgs;
+
+/// Where `fedilab dns serve` listens unless told otherwise, and where the
+/// resolver drop-in sends the lab domain.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:5353";
+
+/// systemd-resolved's drop-in directory.
+const RESOLVED_DROP_IN_DIR: &str = "/etc/systemd/resolved.conf.d";
+
+/// How long shutdown may take before we stop waiting.
+const SHUTDOWN_LIMIT: Duration = Duration::from_secs(5);
+
+/// Arguments of `fedilab dns`.
+#[derive(Debug, Args)]
+#[command(
+    long_about = "The lab's DNS on this host.\n\n\
+Inside the cluster, CoreDNS resolves the lab's names. On this host, for your browser, \
+curl or a server you are developing, `fedilab dns serve` answers them: an authoritative \
+server for the lab domain only. Every name under the domain (mastodon1.fediverse.local, \
+and any other through a wildcard) answers with the address you give, the node where \
+Traefik listens. Names outside the lab domain are REFUSED: it is never an open resolver \
+and never recurses.\n\n\
+`fedilab dns install-resolver` then tells systemd-resolved to send the lab domain, and \
+only it, to that server.\n\n\
+About .local: names ending in .local belong to multicast DNS (RFC 6762), so resolvers \
+send them to mDNS, not to a DNS server, unless a routing domain (Domains=~fediverse.local) \
+claims them; and hosts with nss-mdns (`mdns4_minimal [NOTFOUND=return]` in \
+/etc/nsswitch.conf) answer them before DNS is even asked. `--domain fediverse.test` \
+(.test is reserved for testing, RFC 6761) avoids all of that.",
+    after_help = "Examples:\n  \
+fedilab dns serve --instances 2 --answer 10.0.0.1\n  \
+dig @127.0.0.1 -p 5353 mastodon2.fediverse.local\n  \
+fedilab dns zone --answer 10.0.0.1          # the zone file it serves\n  \
+fedilab dns install-resolver --dry-run      # what would change in systemd-resolved"
+)]
+pub struct DnsArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: DnsCommand,
+}
+
+/// The `fedilab dns` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum DnsCommand {
+    /// Serve the lab's zone over UDP and TCP until stopped.
+    #[command(
+        long_about = "Serve the lab's zone over UDP and TCP on --listen until SIGINT \
+(Ctrl-C) or SIGTERM, then print what it answered. SIGHUP re-reads the profile and \
+swaps the zone without dropping a query.\n\n\
+The zone: SOA and NS at the lab domain; A (AAAA for an IPv6 --answer) for the domain, \
+ns.<domain>, every instance host and the wildcard *.<domain>. Wildcard names answer \
+NOERROR with no data for other types (RFC 4592), never NXDOMAIN. Names outside the \
+domain and zone transfers are REFUSED.",
+        after_help = "Examples:\n  \
+fedilab dns serve --instances 2 --answer 10.0.0.1\n  \
+fedilab dns serve --profile lab-profiles/mastodon-trio.yaml --answer 192.168.1.20 --listen 127.0.0.1:5300\n  \
+kill -HUP <pid>      # after editing the profile"
+    )]
+    Serve(ServeArgs),
+
+    /// Print the zone that `serve` would answer from, as a zone file.
+    #[command(
+        long_about = "Print the zone that `fedilab dns serve` answers from, as an RFC 1035 \
+zone file: to read what the lab's names resolve to, or to load the same zone into \
+another DNS server."
+    )]
+    Zone(ZoneArgs),
+
+    /// Send the lab domain to `fedilab dns serve` (systemd-resolved).
+    #[command(
+        name = "install-resolver",
+        long_about = "Make this host's resolver, systemd-resolved, send queries for the lab \
+domain and names under it to `fedilab dns serve`, and nothing else. Writes \
+/etc/systemd/resolved.conf.d/fedilab-<domain>.conf with DNS=<listen> and \
+Domains=~<domain> (a routing domain: it routes the domain without adding a search \
+suffix), then restarts systemd-resolved. Uses sudo when not run as root. Needs \
+systemd 246 or later for a DNS server with a port.\n\n\
+The routing domain is what makes .local work: without it, resolved sends .local \
+names to multicast DNS (RFC 6762). With --domain fediverse.test the question does \
+not arise.\n\n\
+--dry-run prints the steps as a shell script and changes nothing.",
+        after_help = "Examples:\n  \
+fedilab dns install-resolver --dry-run\n  \
+fedilab dns install-resolver --domain fediverse.test --listen 127.0.0.1:5300\n  \
+resolvectl query mastodon1.fediverse.local      # check it"
+    )]
+    InstallResolver(ResolverArgs),
+
+    /// Undo `install-resolver`: remove the drop-in, restart resolved.
+    #[command(
+        name = "uninstall-resolver",
+        long_about = "Remove the systemd-resolved drop-in that `fedilab dns \
+install-resolver` wrote for the lab domain and restart systemd-resolved. --dry-run \
+prints the steps and changes nothing."
+    )]
+    UninstallResolver(ResolverArgs),
+}
+
+/// Arguments of `fedilab dns serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub lab: LabArgs,
+
+    #[command(flatten)]
+    pub answer: AnswerArgs,
+
+    /// Where to listen, UDP and TCP. Port 0 picks a free port (printed).
+    #[arg(long, value_name = "ADDR", default_value = DEFAULT_LISTEN)]
+    pub listen: SocketAddr,
+
+    /// Tasks receiving UDP queries (default: one per CPU).
+    #[arg(long, value_name = "N")]
+    pub udp_workers: Option<usize>,
+}
+
+/// Arguments of `fedilab dns zone`.
+#[derive(Debug, Args)]
+pub struct ZoneArgs {
+    #[command(flatten)]
+    pub lab: LabArgs,
+
+    #[command(flatten)]
+    pub answer: AnswerArgs,
+}
+
+/// The addresses the lab's names resolve to.
+#[derive(Debug, Args)]
+pub struct AnswerArgs {
+    /// The address every lab name resolves to: the node where Traefik
+    /// listens. Repeat for several (IPv6 gives AAAA records). Required until
+    /// `fedilab up` records the node address.
+    #[arg(long = "answer", value_name = "IP")]
+    pub answer: Vec<IpAddr>,
+}
+
+/// Arguments of `fedilab dns install-resolver` and `uninstall-resolver`.
+#[derive(Debug, Args)]
+pub struct ResolverArgs {
+    #[command(flatten)]
+    pub lab: LabArgs,
+
+    /// Where `fedilab dns serve` listens.
+    #[arg(long, value_name = "ADDR", default_value = DEFAULT_LISTEN)]
+    pub listen: SocketAddr,
+
+    /// Print the steps as a shell script; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// Runs `fedilab dns`.
+///
+/// # Errors
+/// A [`UsageError`] for a bad profile or a missing `--answer`; otherwise
+/// whatever binding, serving or changing the resolver failed with.
+pub fn run(args: &DnsArgs) -> anyhow::Result<ExitCode> {
+    match &args.command {
+        DnsCommand::Serve(args) => serve(args),
+        DnsCommand::Zone(args) => print_zone(args),
+        DnsCommand::InstallResolver(args) => resolver(args, true),
+        DnsCommand::UninstallResolver(args) => resolver(args, false),
+    }
+}
+
+impl AnswerArgs {
+    fn require(&self) -> anyhow::Result<&[IpAddr]> {
+        if self.answer.is_empty() {
+            return Err(UsageError(
+                "--answer IP is required: `fedilab up` does not record the node address yet.\n\
+                 Give the address where Traefik listens, the k3s node's IP \
+                 (`kubectl get nodes -o wide`, INTERNAL-IP), e.g. --answer 10.0.0.1"
+                    .to_owned(),
+            )
+            .into());
+        }
+        Ok(&self.answer)
+    }
+}
+
+fn build_zone(lab: &LabArgs, answer: &[IpAddr]) -> anyhow::Result<(LabSpec, Zone)> {
+    let spec = lab.load()?;
+    let zone = fedilab_dns::zone(&spec, answer).map_err(|e| match e {
+        ZoneError::NoAddress | ZoneError::TooLarge { .. } => UsageError(e.to_string()).into(),
+        other => anyhow::Error::new(other).context("cannot build the lab zone"),
+    })?;
+    Ok((spec, zone))
+}
+
+fn print_zone(args: &ZoneArgs) -> anyhow::Result<ExitCode> {
+    let (_, zone) = build_zone(&args.lab, args.answer.require()?)?;
+    print!("{}", zone.to_zone_file());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
+    let answer = args.answer.require()?;
+    let (spec, zone) = build_zone(&args.lab, answer)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(serve_until_signalled(args, answer, &spec, zone))
+}
+
+async fn serve_until_signalled(
+    args: &ServeArgs,
+    answer: &[IpAddr],
+    spec: &LabSpec,
+    zone: Zone,
+) -> anyhow::Result<ExitCode> {
+    // Signals first: a SIGTERM that arrives once we said "serving" must
+    // find its handler installed.
+    let mut hangup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
+    let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+
+    let (udp, tcp) = bind(args.listen).await?;
+    let addr = udp
+        .local_addr()
+        .context("cannot read the UDP socket's address")?;
+    let mut serial = zone.serial();
+    let shared = SharedZone::new(zone);
+    let mut server = Server::new(shared.clone());
+    if let Some(workers) = args.udp_workers {
+        server = server.with_options(fedilab_dns::ServerOptions {
+            udp_workers: workers,
+            ..fedilab_dns::ServerOptions::default()
+        });
+    }
+    let stop = server.shutdown_token();
+    let mut running = tokio::spawn(server.serve(vec![udp], vec![tcp]));
+
+    let answer_list = answer
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
+    eprintln!(
+        "serving {domain} ({n} instances, serial {serial}) on {addr} over UDP and TCP, \
+         answering {answer_list}\n\
+         try: dig @{ip} -p {port} {first}\n\
+         SIGHUP re-reads the profile; Ctrl-C or SIGTERM stops",
+        domain = spec.domain,
+        n = spec.instances.len(),
+        ip = addr.ip(),
+        port = addr.port(),
+        first = spec
+            .instances
+            .first()
+            .map_or_else(|| spec.domain.to_string(), |i| i.host.to_string()),
+    );
+
+    let signal_name = loop {
+        tokio::select! {
+            _ = hangup.recv() => match build_zone(&args.lab, answer) {
+                Ok((spec, zone)) => {
+                    let new_serial = zone.serial();
+                    shared.replace(zone);
+                    eprintln!(
+                        "reloaded: {} ({} instances), serial {serial} -> {new_serial}",
+                        spec.domain,
+                        spec.instances.len()
+                    );
+                    serial = new_serial;
+                }
+                Err(e) => eprintln!("reload failed, still serving the previous zone: {e:#}"),
+            },
+            _ = terminate.recv() => break "SIGTERM",
+            _ = interrupt.recv() => break "SIGINT",
+            ended = &mut running => {
+                // The server only returns on its own when it failed.
+                let stats = ended.context("the DNS server task failed")??;
+                anyhow::bail!("the DNS server stopped unexpectedly after {stats}");
+            }
+        }
+    };
+    stop.cancel();
+    let stats = tokio::time::timeout(SHUTDOWN_LIMIT, running)
+        .await
+        .with_context(|| format!("the DNS server did not stop within {SHUTDOWN_LIMIT:?}"))?
+        .context("the DNS server task failed")??;
+    eprintln!("stopped on {signal_name}: {stats}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// UDP and TCP on the same address; with port 0, TCP takes the port the
+/// kernel chose for UDP.
+async fn bind(listen: SocketAddr) -> anyhow::Result<(UdpSocket, TcpListener)> {
+    let attempts = if listen.port() == 0 { 10 } else { 1 };
+    let mut last_error = None;
+    for _ in 0..attempts {
+        let udp = UdpSocket::bind(listen)
+            .await
+            .map_err(|e| bind_error(listen, "UDP", e))?;
+        let addr = udp
+            .local_addr()
+            .context("cannot read the UDP socket's address")?;
+        match TcpListener::bind(addr).await {
+            Ok(tcp) => return Ok((udp, tcp)),
+            Err(e) => last_error = Some(bind_error(addr, "TCP", e)),
+        }
+    }
+    Err(last_error.unwrap_or_else(|| anyhow::anyhow!("cannot bind {listen}")))
+}
+
+fn bind_error(addr: SocketAddr, proto: &str, e: std::io::Error) -> anyhow::Error {
+    let hint = match e.kind() {
+        std::io::ErrorKind::AddrInUse if addr.port() == 5353 => {
+            "; 5353 is also the mDNS port, and avahi-daemon or systemd-resolved may hold it: \
+             try --listen 127.0.0.1:5300 (and the same --listen for install-resolver)"
+        }
+        std::io::ErrorKind::AddrInUse => "; another server listens there: pick another --listen",
+        std::io::ErrorKind::PermissionDenied if addr.port() < 1024 => {
+            "; ports below 1024 need root: use a higher port with install-resolver"
+        }
+        _ => "",
+    };
+    anyhow::anyhow!("cannot listen on {addr} ({proto}): {e}{hint}")
+}
+
+// ---------------------------------------------------------------------------
+// systemd-resolved.
+
+/// The drop-in file for `domain`.
+fn drop_in_path(domain: &Domain) -> PathBuf {
+    PathBuf::from(RESOLVED_DROP_IN_DIR).join(format!("fedilab-{domain}.conf"))
+}
+
+/// The drop-in's text: the lab domain, as a routing domain, to `listen`.
+fn drop_in_text(domain: &Domain, listen: SocketAddr) -> String {
+    format!(
+        "# Written by `fedilab dns install-resolver`; `fedilab dns uninstall-resolver` \
+         removes it.\n\
+         # Queries for {domain} and names under it go to `fedilab dns serve` at {listen}.\n\
+         # ~ makes it a routing domain: no search suffix, and .local names reach DNS\n\
+         # instead of multicast DNS (RFC 6762).\n\
+         [Resolve]\n\
+         DNS={listen}\n\
+         Domains=~{domain}\n"
+    )
+}
+
+/// One step of a resolver change.
+struct Step {
+    argv: Vec<String>,
+    /// Text fed to the command's standard input.
+    stdin: Option<String>,
+}
+
+impl Step {
+    fn new(root: bool, argv: &[&str]) -> Self {
+        let sudo = if root { None } else { Some("sudo") };
+        Self {
+            argv: sudo
+                .into_iter()
+                .chain(argv.iter().copied())
+                .map(str::to_owned)
+                .collect(),
+            stdin: None,
+        }
+    }
+
+    fn with_stdin(mut self, text: String) -> Self {
+        self.stdin = Some(text);
+        self
+    }
+
+    fn run(&self) -> anyhow::Result<()> {
+        eprintln!("+ {}", self.argv.join(" "));
+        let (program, args) = self.argv.split_first().context("an empty command")?;
+        let mut command = Command::new(program);
+        command.args(args);
+        if self.stdin.is_some() {
+            command.stdin(Stdio::piped()).stdout(Stdio::null());
+        }
+        let mut child = command
+            .spawn()
+            .with_context(|| format!("cannot run `{}`", self.argv.join(" ")))?;
+        if let (Some(text), Some(mut stdin)) = (&self.stdin, child.stdin.take()) {
+            stdin
+                .write_all(text.as_bytes())
+                .with_context(|| format!("cannot write to `{}`", self.argv.join(" ")))?;
+        }
+        let status = child.wait()?;
+        anyhow::ensure!(
+            status.success(),
+            "`{}` failed ({status})",
+            self.argv.join(" ")
+        );
+        Ok(())
+    }
+}
+
+impl fmt::Display for Step {
+    /// As a shell command, with a here-document for its input.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.argv.join(" "))?;
+        if let Some(text) = &self.stdin {
+            write!(f, " >/dev/null <<'EOF'\n{text}EOF")?;
+        }
+        Ok(())
+    }
+}
+
+fn resolver(args: &ResolverArgs, install: bool) -> anyhow::Result<ExitCode> {
+    let spec = args.lab.load()?;
+    let domain = &spec.domain;
+    let path = drop_in_path(domain);
+    let root = running_as_root();
+    let path_str = path.display().to_string();
+    let mut steps = Vec::new();
+    if install {
+        steps.push(Step::new(root, &["mkdir", "-p", RESOLVED_DROP_IN_DIR]));
+        steps.push(
+            Step::new(root, &["tee", &path_str]).with_stdin(drop_in_text(domain, args.listen)),
+        );
+    } else {
+        if !args.dry_run && !path.exists() {
+            println!("{} does not exist: nothing to remove", path.display());
+            return Ok(ExitCode::SUCCESS);
+        }
+        steps.push(Step::new(root, &["rm", "-f", &path_str]));
+    }
+    steps.push(Step::new(
+        root,
+        &["systemctl", "restart", "systemd-resolved"],
+    ));
+
+    let resolved_running = std::path::Path::new("/run/systemd/resolve").is_dir();
+    let verb = if install {
+        "install-resolver"
+    } else {
+        "uninstall-resolver"
+    };
+    if args.dry_run {
+        println!("# fedilab dns {verb} --domain {domain} would run (dry run: nothing changed):");
+        if !resolved_running {
+            println!("# note: systemd-resolved does not seem to run on this host");
+        }
+        for step in &steps {
+            println!("{step}");
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    if !resolved_running {
+        anyhow::bail!(
+            "systemd-resolved does not run on this host (no /run/systemd/resolve): \
+             send {domain} to {listen} in your resolver instead (dnsmasq: \
+             server=/{domain}/{ip}#{port})",
+            listen = args.listen,
+            ip = args.listen.ip(),
+            port = args.listen.port(),
+        );
+    }
+    if !root && find_program("sudo").is_none() {
+        anyhow::bail!("changing systemd-resolved needs root and sudo is missing: run this as root");
+    }
+    for step in &steps {
+        step.run()?;
+    }
+    if install {
+        println!(
+            "{domain} now resolves through {listen}: start `fedilab dns serve --answer IP \
+             --listen {listen}`, then `resolvectl query {first}`",
+            listen = args.listen,
+            first = spec
+                .instances
+                .first()
+                .map_or_else(|| domain.to_string(), |i| i.host.to_string()),
+        );
+    } else {
+        println!("{domain} no longer goes to fedilab's DNS");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn running_as_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+}
+
+/// `program` in `PATH`, `/usr/sbin` or `/sbin`.
+fn find_program(program: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/sbin"].map(PathBuf::from))
+        .map(|dir| dir.join(program))
+        .find(|p| p.is_file())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_drop_in_routes_only_the_lab_domain_to_the_listen_address() {
+        let domain: Domain = "fediverse.local".parse().expect("domain");
+        let listen: SocketAddr = "127.0.0.1:5353".parse().expect("addr");
+        assert_eq!(
+            drop_in_path(&domain),
+            PathBuf::from("/etc/systemd/resolved.conf.d/fedilab-fediverse.local.conf")
+        );
+        let text = drop_in_text(&domain, listen);
+        assert!(text.contains("\n[Resolve]\nDNS=127.0.0.1:5353\nDomains=~fediverse.local\n"));
+        let step = Step::new(false, &["tee", "/x"]).with_stdin("a\n".to_owned());
+        assert_eq!(step.to_string(), "sudo tee /x >/dev/null <<'EOF'\na\nEOF");
+    }
+}
