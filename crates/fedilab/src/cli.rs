@@ -41,6 +41,42 @@ pub enum Command {
     /// Run the recording proxy and its live UI in front of fediverse
     /// servers, without a lab.
     Inspect(crate::cmd::inspect::InspectArgs),
+    /// Put a lab on the cluster, wait until every instance works, print how
+    /// to log in. Running it again applies only what changed.
+    Up(crate::cmd::up::UpArgs),
+    /// Show labs on the cluster: per instance its phase, ready pods, URL and
+    /// age, and the lab-level objects.
+    Status(crate::cmd::status::StatusArgs),
+    /// Print each instance's URL, admin login, password and API token.
+    Creds(crate::cmd::creds::CredsArgs),
+    /// Remove a lab from the cluster (and with --purge its state and CA
+    /// here).
+    Down(crate::cmd::down::DownArgs),
+    /// Install k3s on a fresh VM, with the settings fedilab needs.
+    Bootstrap(crate::cmd::bootstrap::BootstrapArgs),
+}
+
+/// Which cluster: found like kubectl finds it.
+#[derive(Debug, Clone, Args)]
+pub struct KubeArgs {
+    /// The kubeconfig. Default: the files in KUBECONFIG, else
+    /// ~/.kube/config, else k3s's /etc/rancher/k3s/k3s.yaml.
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// The kubeconfig context (default: its current context).
+    #[arg(long, value_name = "NAME")]
+    pub context: Option<String>,
+}
+
+impl KubeArgs {
+    /// As the orchestrator's options.
+    pub fn options(&self) -> fedilab_orchestrator::ConnectOptions {
+        fedilab_orchestrator::ConnectOptions {
+            kubeconfig: self.kubeconfig.clone(),
+            context: self.context.clone(),
+        }
+    }
 }
 
 /// Which lab: a profile file, flags that override it, or both.

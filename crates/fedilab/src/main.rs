@@ -44,7 +44,9 @@ fn main() -> ExitCode {
 
 fn init_tracing(verbose: u8) {
     let default = match verbose {
-        0 => "warn",
+        // kube's client logs connection failures as ERROR lines of its own;
+        // fedilab reports them once, with what to do next.
+        0 => "warn,kube_client=off",
         1 => "info,fedilab=debug",
         _ => "debug",
     };

@@ -21,7 +21,10 @@ fn render_instances_2_prints_the_default_lab() {
     let out = t.run(&["render", "--instances", "2"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let docs = docs(&stdout(&out));
-    assert_eq!(hosts(&docs), ["mastodon1.fediverse.local", "mastodon2.fediverse.local"]);
+    assert_eq!(
+        hosts(&docs),
+        ["mastodon1.fediverse.local", "mastodon2.fediverse.local"]
+    );
     assert_eq!(docs[0]["kind"], "Namespace");
     assert_eq!(docs[0]["metadata"]["name"], "fedilab-main");
 }
@@ -37,7 +40,17 @@ fn render_trio_profile_gives_three_instances() {
 #[test]
 fn flags_override_the_profile() {
     let t = TestDir::new();
-    let out = t.run(&["render", "-p", "lab-profiles/mastodon-trio.yaml", "-n", "1", "--domain", "fediverse.test", "--lab", "exp"]);
+    let out = t.run(&[
+        "render",
+        "-p",
+        "lab-profiles/mastodon-trio.yaml",
+        "-n",
+        "1",
+        "--domain",
+        "fediverse.test",
+        "--lab",
+        "exp",
+    ]);
     assert!(out.status.success(), "{}", stderr(&out));
     let docs = docs(&stdout(&out));
     assert_eq!(hosts(&docs), ["mastodon1.fediverse.test"]);
@@ -76,7 +89,11 @@ fn unknown_field_and_missing_file_exit_2() {
     assert!(stderr(&out).contains("nmae"), "{}", stderr(&out));
     let out = t.run(&["render", "--profile", "/nonexistent/lab.yaml"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("cannot read the profile /nonexistent/lab.yaml"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("cannot read the profile /nonexistent/lab.yaml"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
@@ -87,7 +104,10 @@ fn json_output_is_a_list_of_the_same_objects() {
     assert!(yaml.status.success() && json.status.success());
     let list: serde_json::Value = serde_json::from_slice(&json.stdout).expect("JSON");
     assert_eq!(list["kind"], "List");
-    assert_eq!(list["items"].as_array().cloned().unwrap_or_default(), docs(&stdout(&yaml)));
+    assert_eq!(
+        list["items"].as_array().cloned().unwrap_or_default(),
+        docs(&stdout(&yaml))
+    );
 }
 
 #[test]
@@ -96,10 +116,18 @@ fn seeded_renders_are_identical_and_unseeded_ones_are_not() {
     let a = t.run(&["render", "--seed", "x"]);
     let b = t.run(&["render", "--seed", "x"]);
     assert!(a.status.success(), "{}", stderr(&a));
-    assert_eq!(stdout(&a), stdout(&b), "same seed, same CA dir: byte-identical");
+    assert_eq!(
+        stdout(&a),
+        stdout(&b),
+        "same seed, same CA dir: byte-identical"
+    );
     let c = t.run(&["render"]);
     let d = t.run(&["render"]);
-    assert_ne!(stdout(&c), stdout(&d), "fresh secrets every time without --seed");
+    assert_ne!(
+        stdout(&c),
+        stdout(&d),
+        "fresh secrets every time without --seed"
+    );
 }
 
 /// Replaces what differs per machine (certificates and keys from the local
@@ -132,11 +160,21 @@ fn shipped_manifests_match_the_profiles() {
     profiles.sort();
     assert!(profiles.len() >= 2);
     for profile in profiles {
-        let out = t.run(&["render", "--seed", "test", "--profile", profile.to_str().expect("utf-8 path")]);
+        let out = t.run(&[
+            "render",
+            "--seed",
+            "test",
+            "--profile",
+            profile.to_str().expect("utf-8 path"),
+        ]);
         assert!(out.status.success(), "{}", stderr(&out));
         let mut docs = docs(&stdout(&out));
         mask_certificates(&mut docs);
-        let name = profile.file_name().expect("file name").to_string_lossy().into_owned();
+        let name = profile
+            .file_name()
+            .expect("file name")
+            .to_string_lossy()
+            .into_owned();
         let header = format!(
             "# Rendered by `fedilab render --profile lab-profiles/{name} --seed test`.\n\
              # Certificates are masked (they come from each machine's lab CA), and --seed\n\

@@ -1,9 +1,14 @@
 //! One module per subcommand; [`run`] dispatches.
 
+pub mod bootstrap;
 pub mod ca;
+pub mod creds;
 pub mod dns;
+pub mod down;
 pub mod inspect;
 pub mod render;
+pub mod status;
+pub mod up;
 
 use std::process::ExitCode;
 
@@ -20,5 +25,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Ca(args) => ca::run(&args),
         Command::Dns(args) => dns::run(&args),
         Command::Inspect(args) => inspect::run(&args),
+        Command::Up(args) => up::run(&args),
+        Command::Status(args) => status::run(&args),
+        Command::Creds(args) => creds::run(&args),
+        Command::Down(args) => down::run(&args),
+        Command::Bootstrap(args) => bootstrap::run(&args),
     }
 }

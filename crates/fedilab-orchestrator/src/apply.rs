@@ -1,0 +1,279 @@
+//! Server-side apply of a lab's objects, in the order `fedilab-manifest`
+//! built them. Field manager `fedilab` (forced: fedilab owns these objects),
+//! except the shared `coredns-custom` ConfigMap, which each lab applies with
+//! its own manager so labs never take each other's keys. Applying identical
+//! content is a no-op on the server, so unchanged objects keep their
+//! resourceVersion. Jobs are immutable: a changed or failed setup Job is
+//! deleted and created again; a complete, unchanged one is left alone.
+
+use std::time::Duration;
+
+use fedilab_manifest::{LabManifests, Manifest};
+use fedilab_profile::{LabSpec, names};
+use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::core::DynamicObject;
+use kube::{Api, Client};
+
+use crate::preflight::Preflight;
+use crate::resources::Resolved;
+use crate::{Cluster, coredns};
+
+/// What happened to one object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Outcome {
+    /// Applied: created, changed or already as wanted.
+    Applied,
+    /// A Job deleted and created again (changed template, or failed).
+    Recreated,
+}
+
+/// One applied object.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct AppliedObject {
+    /// `Kind/namespace/name`.
+    pub object: String,
+    /// Its resourceVersion after the apply.
+    pub resource_version: Option<String>,
+    /// What happened.
+    pub outcome: Outcome,
+}
+
+/// The result of [`apply`].
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct ApplyReport {
+    /// Every object, in apply order.
+    pub objects: Vec<AppliedObject>,
+    /// Whether the lab's CoreDNS key changed, so CoreDNS was restarted.
+    pub coredns_restarted: bool,
+}
+
+/// Why applying stopped. Objects before the failing one are applied;
+/// running `fedilab up` again continues.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// The manifest list has a kind preflight did not resolve (a bug).
+    #[error("no API resource known for {object}")]
+    UnknownKind {
+        /// The object.
+        object: String,
+    },
+    /// The API server refused an object.
+    #[error("cannot apply {object}: {message}{hint}")]
+    Refused {
+        /// The object.
+        object: String,
+        /// The server's message.
+        message: String,
+        /// What to do.
+        hint: &'static str,
+        /// kube's error.
+        #[source]
+        source: kube::Error,
+    },
+    /// A Job could not be replaced.
+    #[error(
+        "cannot replace the Job {object} ({step}); delete it with kubectl and run `fedilab up` again"
+    )]
+    ReplaceJob {
+        /// The Job.
+        object: String,
+        /// `delete` or `wait for deletion`.
+        step: &'static str,
+        /// kube's error.
+        #[source]
+        source: Option<kube::Error>,
+    },
+    /// The CoreDNS restart failed.
+    #[error(
+        "applied the lab's CoreDNS key but cannot restart CoreDNS; run \
+         `kubectl -n kube-system rollout restart deployment coredns`"
+    )]
+    RestartCoreDns(#[source] kube::Error),
+}
+
+fn api_for(client: &Client, resolved: &Resolved, object: &Manifest) -> Api<DynamicObject> {
+    match (resolved.namespaced, object.namespace()) {
+        (true, Some(ns)) => Api::namespaced_with(client.clone(), ns, &resolved.resource),
+        (true, None) => Api::default_namespaced_with(client.clone(), &resolved.resource),
+        (false, _) => Api::all_with(client.clone(), &resolved.resource),
+    }
+}
+
+fn is_coredns_custom(object: &Manifest) -> bool {
+    object.kind() == "ConfigMap"
+        && object.namespace() == Some(names::KUBE_SYSTEM)
+        && object.name() == names::COREDNS_CUSTOM_CONFIGMAP
+}
+
+fn refused(object: &Manifest, source: kube::Error) -> ApplyError {
+    let (message, hint) = match &source {
+        kube::Error::Api(s) => (
+            s.message.clone(),
+            match s.code {
+                401 | 403 => {
+                    "\nfedilab needs cluster-admin rights: use k3s's kubeconfig \
+                     (/etc/rancher/k3s/k3s.yaml) or pass --kubeconfig"
+                }
+                409 => "\nsomething else changed it at the same time; run `fedilab up` again",
+                _ => "",
+            },
+        ),
+        other => (
+            other.to_string(),
+            "\nrun `fedilab up` again; it continues where it stopped",
+        ),
+    };
+    ApplyError::Refused {
+        object: object.describe(),
+        message,
+        hint,
+        source,
+    }
+}
+
+/// Applies every object of `manifests` in order, then restarts CoreDNS if
+/// the lab's key in `coredns-custom` changed.
+///
+/// # Errors
+/// [`ApplyError`] for the first object the server refuses.
+///
+/// # Caveats
+/// Replacing a Job waits up to a minute for the old one to go.
+pub async fn apply(
+    cluster: &Cluster,
+    spec: &LabSpec,
+    manifests: &LabManifests,
+    preflight: &Preflight,
+) -> Result<ApplyReport, ApplyError> {
+    let client = &cluster.client;
+    let lab_manager = names::lab_field_manager(&spec.name);
+    let mut report = ApplyReport::default();
+    let mut coredns_changed = false;
+    for object in &manifests.objects {
+        let resolved = preflight
+            .resources
+            .get(object)
+            .ok_or_else(|| ApplyError::UnknownKind {
+                object: object.describe(),
+            })?;
+        let api = api_for(client, resolved, object);
+        let manager = if is_coredns_custom(object) {
+            let key = names::coredns_key(&spec.name);
+            let wanted = match object {
+                Manifest::ConfigMap(c) => c.data.as_ref().and_then(|d| d.get(&key)),
+                _ => None,
+            };
+            coredns_changed = wanted != preflight.coredns_key_before.as_ref();
+            lab_manager.as_str()
+        } else {
+            names::FIELD_MANAGER
+        };
+        let params = PatchParams::apply(manager).force();
+        let body = serde_json::to_value(object).map_err(|e| ApplyError::Refused {
+            object: object.describe(),
+            message: format!("cannot serialize: {e}"),
+            hint: "",
+            source: kube::Error::SerdeError(e),
+        })?;
+        let result = api
+            .patch(object.name(), &params, &Patch::Apply(&body))
+            .await;
+        let is_job = object.kind() == "Job";
+        let (applied, outcome) = match result {
+            Ok(applied) if is_job && job_failed(&applied) => (
+                replace_job(&api, object, &params, &body).await?,
+                Outcome::Recreated,
+            ),
+            Ok(applied) => (applied, Outcome::Applied),
+            Err(kube::Error::Api(s)) if is_job && s.code == 422 => {
+                tracing::info!(
+                    "{}: template changed ({}); recreating",
+                    object.describe(),
+                    s.message
+                );
+                (
+                    replace_job(&api, object, &params, &body).await?,
+                    Outcome::Recreated,
+                )
+            }
+            Err(e) => return Err(refused(object, e)),
+        };
+        report.objects.push(AppliedObject {
+            object: object.describe(),
+            resource_version: applied.metadata.resource_version.clone(),
+            outcome,
+        });
+        if is_coredns_custom(object) && coredns_changed {
+            report.coredns_restarted = coredns::restart(cluster)
+                .await
+                .map_err(ApplyError::RestartCoreDns)?;
+        }
+    }
+    Ok(report)
+}
+
+fn job_failed(job: &DynamicObject) -> bool {
+    let Ok(job) = serde_json::from_value::<k8s_openapi::api::batch::v1::Job>(
+        serde_json::to_value(job).unwrap_or_default(),
+    ) else {
+        return false;
+    };
+    crate::readiness::is_job_failed(Some(&job))
+}
+
+/// Deletes a Job (its pods in the background), waits until it is gone and
+/// applies it again.
+async fn replace_job(
+    api: &Api<DynamicObject>,
+    object: &Manifest,
+    params: &PatchParams,
+    body: &serde_json::Value,
+) -> Result<DynamicObject, ApplyError> {
+    let name = object.name();
+    let deleted = match api.delete(name, &DeleteParams::background()).await {
+        // Left: still there (finalizers); Right: gone.
+        Ok(d) => d.left(),
+        Err(kube::Error::Api(s)) if s.code == 404 => None,
+        Err(e) => {
+            return Err(ApplyError::ReplaceJob {
+                object: object.describe(),
+                step: "delete",
+                source: Some(e),
+            });
+        }
+    };
+    if let Some(old) = deleted {
+        let uid = old.metadata.uid;
+        let gone = async {
+            loop {
+                match api.get_opt(name).await {
+                    Ok(None) => return Ok(()),
+                    Ok(Some(o)) if o.metadata.uid != uid => return Ok(()),
+                    Ok(Some(_)) => tokio::time::sleep(Duration::from_millis(500)).await,
+                    Err(e) => return Err(e),
+                }
+            }
+        };
+        match tokio::time::timeout(Duration::from_secs(60), gone).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                return Err(ApplyError::ReplaceJob {
+                    object: object.describe(),
+                    step: "wait for deletion",
+                    source: Some(e),
+                });
+            }
+            Err(_) => {
+                return Err(ApplyError::ReplaceJob {
+                    object: object.describe(),
+                    step: "still there after 60 s",
+                    source: None,
+                });
+            }
+        }
+    }
+    api.patch(name, params, &Patch::Apply(body))
+        .await
+        .map_err(|e| refused(object, e))
+}

@@ -1,0 +1,54 @@
+//! Puts a lab on a cluster, waits until it works, and takes it away again.
+//!
+//! ```text
+//! connect(&ConnectOptions)                      kubeconfig like kubectl -> Cluster
+//! preflight(&Cluster, &LabSpec, &LabManifests)  reachable, k3s, CRDs, memory, domain
+//! apply(&Cluster, &LabSpec, &LabManifests, &Preflight)    server-side apply, in order
+//! wait_ready(&Cluster, &LabSpec, &WaitOptions, &dyn Progress)   per instance and phase
+//! status / down / credentials                   by the lab's labels
+//! ```
+//!
+//! Pure parts (kubeconfig choice, readiness predicates, capacity sums, the
+//! bootstrap plan, CoreDNS key checks) are plain functions with their own
+//! tests; everything that talks to the API server takes a [`Cluster`], whose
+//! client a test can point at a fake API server. The crate never prints:
+//! progress goes through [`Progress`], results come back as values.
+//! It never re-validates the profile: a [`fedilab_profile::LabSpec`] is
+//! valid by construction.
+#![warn(missing_docs, clippy::print_stdout, clippy::dbg_macro)]
+
+mod apply;
+pub mod bootstrap;
+mod cluster;
+mod coredns;
+mod creds;
+mod diagnose;
+mod kubeconfig;
+mod metrics;
+mod preflight;
+pub mod readiness;
+mod resources;
+mod state;
+mod status;
+mod teardown;
+mod wait;
+
+pub use apply::{AppliedObject, ApplyError, ApplyReport, Outcome, apply};
+pub use cluster::{Cluster, ConnectError, ConnectOptions, cluster_from_config, connect};
+pub use coredns::{coredns_zones, domain_conflicts};
+pub use creds::{
+    CredsError, InstanceCredentials, credentials_from_cluster, credentials_from_state,
+    select_instance,
+};
+pub use diagnose::{Diagnosis, PodDiagnosis};
+pub use kubeconfig::{K3S_KUBECONFIG, KubeconfigSource, choose_kubeconfig};
+pub use metrics::{CountLayer, CountService, PhaseTiming, RequestCounter, Timings};
+pub use preflight::{
+    Capacity, NodeSummary, Preflight, PreflightError, PreflightOptions, PreflightWarning,
+    lab_memory_requests, parse_quantity, preflight, reachable,
+};
+pub use resources::{ResourceError, ResourceMap};
+pub use state::{LabDir, LabState, StateError, StoredInstance, purge_ca};
+pub use status::{InstanceStatus, LabObjectStatus, LabStatus, StatusError, list_labs, status};
+pub use teardown::{DownError, DownOptions, DownReport, RemovedObject, down};
+pub use wait::{Progress, WaitError, WaitOptions, WaitReport, wait_ready};

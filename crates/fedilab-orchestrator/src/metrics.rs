@@ -1,0 +1,152 @@
+//! How much fedilab itself costs: a tower layer that counts the API requests
+//! of a kube client and the time spent waiting for their responses, and
+//! [`Timings`], the wall time and request count of each phase of a command.
+//! Measures only; never prints.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use tower::{Layer, Service};
+
+/// Counts requests and the time until their response headers arrived.
+/// Cheap to clone; clones share the counts.
+#[derive(Debug, Clone, Default)]
+pub struct RequestCounter(Arc<Counts>);
+
+#[derive(Debug, Default)]
+struct Counts {
+    requests: AtomicU64,
+    api_nanos: AtomicU64,
+}
+
+impl RequestCounter {
+    /// Requests sent so far.
+    pub fn requests(&self) -> u64 {
+        self.0.requests.load(Ordering::Relaxed)
+    }
+
+    /// Time spent waiting for responses so far (summed over requests).
+    pub fn api_time(&self) -> Duration {
+        Duration::from_nanos(self.0.api_nanos.load(Ordering::Relaxed))
+    }
+
+    fn record(&self, elapsed: Duration) {
+        let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
+        self.0.api_nanos.fetch_add(nanos, Ordering::Relaxed);
+    }
+}
+
+/// The tower layer that feeds a [`RequestCounter`].
+#[derive(Debug, Clone, Default)]
+pub struct CountLayer {
+    counter: RequestCounter,
+}
+
+impl CountLayer {
+    /// A layer counting into `counter`.
+    pub fn new(counter: RequestCounter) -> Self {
+        CountLayer { counter }
+    }
+}
+
+impl<S> Layer<S> for CountLayer {
+    type Service = CountService<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        CountService {
+            inner,
+            counter: self.counter.clone(),
+        }
+    }
+}
+
+/// The service of [`CountLayer`].
+#[derive(Debug, Clone)]
+pub struct CountService<S> {
+    inner: S,
+    counter: RequestCounter,
+}
+
+impl<S, B> Service<http::Request<B>> for CountService<S>
+where
+    S: Service<http::Request<B>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        self.counter.0.requests.fetch_add(1, Ordering::Relaxed);
+        let counter = self.counter.clone();
+        let start = Instant::now();
+        let response = self.inner.call(request);
+        Box::pin(async move {
+            let result = response.await;
+            counter.record(start.elapsed());
+            result
+        })
+    }
+}
+
+/// The cost of one phase of a command.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct PhaseTiming {
+    /// `preflight`, `apply`, `wait`, ...
+    pub phase: String,
+    /// Wall time.
+    pub wall: Duration,
+    /// API requests sent during the phase.
+    pub requests: u64,
+    /// Time spent waiting for API responses during the phase; `wall - api`
+    /// is fedilab's own time (plus any deliberate polling pauses).
+    pub api: Duration,
+}
+
+/// Phase timings of one command, fed by [`Timings::phase`].
+#[derive(Debug, Clone)]
+pub struct Timings {
+    counter: RequestCounter,
+    phases: Arc<Mutex<Vec<PhaseTiming>>>,
+}
+
+impl Timings {
+    /// Timings that read request counts from `counter`.
+    pub fn new(counter: RequestCounter) -> Self {
+        Timings {
+            counter,
+            phases: Arc::default(),
+        }
+    }
+
+    /// Runs `work` as the phase `name` and records its cost, whether it
+    /// succeeds or not.
+    pub async fn phase<T>(&self, name: &str, work: impl Future<Output = T>) -> T {
+        let start = Instant::now();
+        let requests = self.counter.requests();
+        let api = self.counter.api_time();
+        let out = work.await;
+        let timing = PhaseTiming {
+            phase: name.to_owned(),
+            wall: start.elapsed(),
+            requests: self.counter.requests() - requests,
+            api: self.counter.api_time().saturating_sub(api),
+        };
+        if let Ok(mut phases) = self.phases.lock() {
+            phases.push(timing);
+        }
+        out
+    }
+
+    /// Every phase recorded so far, in order.
+    pub fn phases(&self) -> Vec<PhaseTiming> {
+        self.phases.lock().map(|p| p.clone()).unwrap_or_default()
+    }
+}

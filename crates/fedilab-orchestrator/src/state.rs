@@ -1,0 +1,440 @@
+//! A lab's state on the host, under `<data_dir>/labs/<lab>/` (0700):
+//!
+//! ```text
+//! secrets.json   0600  every generated secret, per instance; made once and
+//!                      reused, so `up` twice applies identical Secrets
+//! lab.json       0600  the domain, namespace, node address and instance URLs
+//!                      that `status`, `creds` and `down` need
+//! ```
+//!
+//! Writes go to a temp file in the same directory (mode set at creation),
+//! are synced and renamed over the target. Files only: no cluster.
+
+use std::collections::BTreeMap;
+use std::fs::{self, DirBuilder, OpenOptions, Permissions};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use fedilab_manifest::{LabSecrets, MastodonSecrets};
+use fedilab_profile::{LabName, LabSpec};
+use rand_core::{OsRng, RngCore};
+use serde::{Deserialize, Serialize};
+
+const DIR_MODE: u32 = 0o700;
+const FILE_MODE: u32 = 0o600;
+const SECRETS_FILE: &str = "secrets.json";
+const STATE_FILE: &str = "lab.json";
+
+/// A lab state file could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// Reading, writing, creating or removing failed.
+    #[error("cannot {action} {path}")]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file is not what fedilab wrote.
+    #[error("{path} is damaged ({message}); move it away and run the command again")]
+    Damaged {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message.
+        message: String,
+    },
+}
+
+/// What `status`, `creds` and `down` need to know about a lab.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LabState {
+    /// The lab's name.
+    pub lab: String,
+    /// Its domain.
+    pub domain: String,
+    /// Its namespace.
+    pub namespace: String,
+    /// The node address Traefik listens on (for host DNS).
+    pub node_address: Option<String>,
+    /// Its instances.
+    pub instances: Vec<StoredInstance>,
+}
+
+/// One instance in [`LabState`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredInstance {
+    /// Its name.
+    pub name: String,
+    /// Its host name.
+    pub host: String,
+    /// `https://<host>/`.
+    pub url: String,
+}
+
+impl LabState {
+    /// The state of `spec` with the node address preflight found.
+    pub fn from_spec(spec: &LabSpec, node_address: Option<&str>) -> LabState {
+        LabState {
+            lab: spec.name.to_string(),
+            domain: spec.domain.to_string(),
+            namespace: fedilab_profile::names::namespace(&spec.name),
+            node_address: node_address.map(str::to_owned),
+            instances: spec
+                .instances
+                .iter()
+                .map(|i| StoredInstance {
+                    name: i.name.to_string(),
+                    host: i.host.to_string(),
+                    url: format!("https://{}/", i.host),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Serialized [`MastodonSecrets`]; field names are the file format.
+#[derive(Clone, Serialize, Deserialize)]
+struct StoredSecrets {
+    secret_key_base: String,
+    otp_secret: String,
+    vapid_private_key: String,
+    vapid_public_key: String,
+    ar_deterministic_key: String,
+    ar_key_derivation_salt: String,
+    ar_primary_key: String,
+    db_password: String,
+    admin_password: String,
+    api_token: String,
+}
+
+impl From<&MastodonSecrets> for StoredSecrets {
+    fn from(s: &MastodonSecrets) -> Self {
+        StoredSecrets {
+            secret_key_base: s.secret_key_base.clone(),
+            otp_secret: s.otp_secret.clone(),
+            vapid_private_key: s.vapid_private_key.clone(),
+            vapid_public_key: s.vapid_public_key.clone(),
+            ar_deterministic_key: s.ar_deterministic_key.clone(),
+            ar_key_derivation_salt: s.ar_key_derivation_salt.clone(),
+            ar_primary_key: s.ar_primary_key.clone(),
+            db_password: s.db_password.clone(),
+            admin_password: s.admin_password.clone(),
+            api_token: s.api_token.clone(),
+        }
+    }
+}
+
+impl From<StoredSecrets> for MastodonSecrets {
+    fn from(s: StoredSecrets) -> Self {
+        MastodonSecrets {
+            secret_key_base: s.secret_key_base,
+            otp_secret: s.otp_secret,
+            vapid_private_key: s.vapid_private_key,
+            vapid_public_key: s.vapid_public_key,
+            ar_deterministic_key: s.ar_deterministic_key,
+            ar_key_derivation_salt: s.ar_key_derivation_salt,
+            ar_primary_key: s.ar_primary_key,
+            db_password: s.db_password,
+            admin_password: s.admin_password,
+            api_token: s.api_token,
+        }
+    }
+}
+
+#[derive(Default, Serialize, Deserialize)]
+struct SecretsFile {
+    instances: BTreeMap<String, StoredSecrets>,
+}
+
+/// One lab's state directory.
+#[derive(Debug, Clone)]
+pub struct LabDir {
+    dir: PathBuf,
+}
+
+impl LabDir {
+    /// `<data_dir>/labs/<lab>/` (not created until something is saved).
+    pub fn new(data_dir: &Path, lab: &LabName) -> LabDir {
+        LabDir {
+            dir: data_dir.join("labs").join(lab.as_str()),
+        }
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Whether anything was saved.
+    pub fn exists(&self) -> bool {
+        self.dir.exists()
+    }
+
+    /// The lab's secrets: the saved ones, plus fresh ones (from OS
+    /// randomness) for instances that have none yet, which are saved
+    /// before returning. Instances no longer in `spec` keep theirs on disk.
+    ///
+    /// # Errors
+    /// [`StateError`] when the file cannot be read, parsed or written.
+    pub fn secrets(&self, spec: &LabSpec) -> Result<LabSecrets, StateError> {
+        self.secrets_with(spec, |seed| OsRng.fill_bytes(seed))
+    }
+
+    /// [`LabDir::secrets`] with a chosen source of seeds (tests).
+    ///
+    /// # Errors
+    /// As [`LabDir::secrets`].
+    pub fn secrets_with(
+        &self,
+        spec: &LabSpec,
+        mut fill: impl FnMut(&mut [u8; 32]),
+    ) -> Result<LabSecrets, StateError> {
+        let path = self.dir.join(SECRETS_FILE);
+        let mut file: SecretsFile = self.read_json(&path)?.unwrap_or_default();
+        let mut changed = false;
+        for instance in &spec.instances {
+            if !file.instances.contains_key(instance.name.as_str()) {
+                let mut seed = [0u8; 32];
+                fill(&mut seed);
+                let generated = MastodonSecrets::generate(seed, &instance.name);
+                file.instances
+                    .insert(instance.name.to_string(), StoredSecrets::from(&generated));
+                changed = true;
+            }
+        }
+        if changed {
+            self.write_json(&path, &file)?;
+        }
+        let instances = spec
+            .instances
+            .iter()
+            .filter_map(|i| {
+                let s = file.instances.get(i.name.as_str())?.clone();
+                Some((i.name.clone(), MastodonSecrets::from(s)))
+            })
+            .collect();
+        Ok(LabSecrets { instances })
+    }
+
+    /// The saved admin password and API token of `instance`, if any.
+    ///
+    /// # Errors
+    /// [`StateError`] when the file cannot be read or parsed.
+    pub fn admin_secrets(&self, instance: &str) -> Result<Option<(String, String)>, StateError> {
+        let file: Option<SecretsFile> = self.read_json(&self.dir.join(SECRETS_FILE))?;
+        Ok(file
+            .and_then(|f| f.instances.get(instance).cloned())
+            .map(|s| (s.admin_password, s.api_token)))
+    }
+
+    /// Saves what `status`, `creds` and `down` need.
+    ///
+    /// # Errors
+    /// [`StateError`] when it cannot be written.
+    pub fn save_state(&self, state: &LabState) -> Result<(), StateError> {
+        self.write_json(&self.dir.join(STATE_FILE), state)
+    }
+
+    /// The saved state, if any.
+    ///
+    /// # Errors
+    /// [`StateError`] when it cannot be read or parsed.
+    pub fn load_state(&self) -> Result<Option<LabState>, StateError> {
+        self.read_json(&self.dir.join(STATE_FILE))
+    }
+
+    /// Removes the directory and everything in it.
+    ///
+    /// # Errors
+    /// [`StateError`] when it cannot be removed.
+    pub fn remove(&self) -> Result<bool, StateError> {
+        remove_dir(&self.dir)
+    }
+
+    fn read_json<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &Path,
+    ) -> Result<Option<T>, StateError> {
+        let text = match fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => {
+                return Err(StateError::Io {
+                    action: "read",
+                    path: path.to_owned(),
+                    source,
+                });
+            }
+        };
+        serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|e| StateError::Damaged {
+                path: path.to_owned(),
+                message: e.to_string(),
+            })
+    }
+
+    fn write_json<T: Serialize>(&self, path: &Path, value: &T) -> Result<(), StateError> {
+        let io = |action, path: &Path| {
+            let path = path.to_owned();
+            move |source| StateError::Io {
+                action,
+                path,
+                source,
+            }
+        };
+        DirBuilder::new()
+            .recursive(true)
+            .mode(DIR_MODE)
+            .create(&self.dir)
+            .map_err(io("create", &self.dir))?;
+        fs::set_permissions(&self.dir, Permissions::from_mode(DIR_MODE))
+            .map_err(io("restrict", &self.dir))?;
+        let mut text = serde_json::to_string_pretty(value).map_err(|e| StateError::Damaged {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        text.push('\n');
+        let file_name = path.file_name().and_then(|n| n.to_str()).unwrap_or("state");
+        let tmp = self
+            .dir
+            .join(format!(".{file_name}.{}.tmp", std::process::id()));
+        let write = || -> std::io::Result<()> {
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(FILE_MODE)
+                .open(&tmp)?;
+            f.set_permissions(Permissions::from_mode(FILE_MODE))?;
+            f.write_all(text.as_bytes())?;
+            f.sync_all()?;
+            fs::rename(&tmp, path)
+        };
+        write().map_err(|source| {
+            let _ = fs::remove_file(&tmp);
+            StateError::Io {
+                action: "write",
+                path: path.to_owned(),
+                source,
+            }
+        })
+    }
+}
+
+/// Removes `dir` recursively; `Ok(false)` when it was not there.
+pub(crate) fn remove_dir(dir: &Path) -> Result<bool, StateError> {
+    match fs::remove_dir_all(dir) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(source) => Err(StateError::Io {
+            action: "remove",
+            path: dir.to_owned(),
+            source,
+        }),
+    }
+}
+
+/// Removes the lab CA of `domain`, `<data_dir>/ca/<domain>/`, unless the
+/// saved state of another lab still uses that domain.
+///
+/// # Errors
+/// [`StateError`] when it cannot be removed.
+pub fn purge_ca(data_dir: &Path, domain: &str, except_lab: &LabName) -> Result<bool, StateError> {
+    if let Ok(entries) = fs::read_dir(data_dir.join("labs")) {
+        for entry in entries.flatten() {
+            if entry.file_name().to_str() == Some(except_lab.as_str()) {
+                continue;
+            }
+            let state = fs::read_to_string(entry.path().join(STATE_FILE))
+                .ok()
+                .and_then(|t| serde_json::from_str::<LabState>(&t).ok());
+            if state.is_some_and(|s| s.domain == domain) {
+                return Ok(false);
+            }
+        }
+    }
+    if domain.is_empty() || domain.contains('/') || domain.starts_with('.') {
+        return Ok(false);
+    }
+    remove_dir(&data_dir.join("ca").join(domain))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fedilab_profile::Overrides;
+
+    fn spec(n: usize) -> LabSpec {
+        LabSpec::from_yaml(
+            fedilab_profile::DEFAULT_PROFILE_YAML,
+            "test",
+            &Overrides {
+                instances: Some(n),
+                ..Overrides::default()
+            },
+        )
+        .expect("valid")
+    }
+
+    #[test]
+    fn secrets_are_generated_once_and_reused() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let lab = LabDir::new(tmp.path(), &"main".parse().expect("valid"));
+        let mut seeds = 0u8;
+        let mut fill = |s: &mut [u8; 32]| {
+            seeds += 1;
+            s.fill(seeds);
+        };
+        let first = lab.secrets_with(&spec(2), &mut fill).expect("first");
+        let again = lab.secrets_with(&spec(2), &mut fill).expect("again");
+        assert_eq!(first, again);
+        let more = lab.secrets_with(&spec(3), &mut fill).expect("more");
+        assert_eq!(more.instances.len(), 3);
+        for (name, s) in &first.instances {
+            assert!(more.instances.get(name) == Some(s), "{name} kept");
+        }
+        assert_eq!(seeds, 3, "one seed per instance, ever");
+
+        let mode = |p: &Path| fs::metadata(p).expect("meta").permissions().mode() & 0o777;
+        assert_eq!(mode(lab.path()), 0o700);
+        assert_eq!(mode(&lab.path().join(SECRETS_FILE)), 0o600);
+        let leftovers: Vec<_> = fs::read_dir(lab.path())
+            .expect("dir")
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+            .collect();
+        assert!(leftovers.is_empty());
+    }
+
+    #[test]
+    fn state_round_trips_and_purge_removes_it() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let name: LabName = "main".parse().expect("valid");
+        let lab = LabDir::new(tmp.path(), &name);
+        assert_eq!(lab.load_state().expect("none"), None);
+        let state = LabState::from_spec(&spec(2), Some("192.0.2.10"));
+        lab.save_state(&state).expect("save");
+        assert_eq!(lab.load_state().expect("load"), Some(state.clone()));
+        assert_eq!(state.instances[0].url, "https://mastodon1.fediverse.local/");
+        fs::create_dir_all(tmp.path().join("ca/fediverse.local")).expect("ca dir");
+        assert!(purge_ca(tmp.path(), "fediverse.local", &name).expect("purge"));
+        assert!(lab.remove().expect("remove"));
+        assert!(!lab.exists());
+    }
+
+    #[test]
+    fn damaged_file_says_what_to_do() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let lab = LabDir::new(tmp.path(), &"main".parse().expect("valid"));
+        fs::create_dir_all(lab.path()).expect("dir");
+        fs::write(lab.path().join(STATE_FILE), "{not json").expect("write");
+        let err = lab.load_state().expect_err("damaged");
+        assert!(err.to_string().contains("move it away"), "{err}");
+    }
+}

@@ -1,0 +1,380 @@
+//! `down`: removes everything labelled for a lab (its namespace first, which
+//! takes the lab's objects with it), its key in the shared `coredns-custom`
+//! ConfigMap (server-side apply with the lab's own field manager of an
+//! object without the key, so only this lab's key goes), and, when no other
+//! lab is left, fedilab's Traefik HelmChartConfig; restarts CoreDNS; waits
+//! until nothing labelled for the lab remains.
+
+use std::time::Duration;
+
+use fedilab_profile::{LabName, names};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, Preconditions};
+use kube::core::DynamicObject;
+use kube::{Api, Client};
+
+use crate::resources::{Resolved, builtin_kinds, helm_chart_config};
+use crate::{Cluster, coredns};
+
+/// Time budget and polling pace of [`down`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DownOptions {
+    /// How long to wait for everything to go.
+    pub timeout: Duration,
+    /// Pause between two checks.
+    pub poll_interval: Duration,
+}
+
+impl Default for DownOptions {
+    fn default() -> Self {
+        DownOptions {
+            timeout: Duration::from_secs(5 * 60),
+            poll_interval: Duration::from_secs(2),
+        }
+    }
+}
+
+/// One removed object.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RemovedObject {
+    /// Its kind.
+    pub kind: String,
+    /// Its namespace, if namespaced.
+    pub namespace: Option<String>,
+    /// Its name.
+    pub name: String,
+}
+
+impl std::fmt::Display for RemovedObject {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.namespace {
+            Some(ns) => write!(f, "{}/{ns}/{}", self.kind, self.name),
+            None => write!(f, "{}/{}", self.kind, self.name),
+        }
+    }
+}
+
+/// What [`down`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct DownReport {
+    /// Whether there was anything of the lab on the cluster.
+    pub existed: bool,
+    /// Every object labelled for the lab that was there, kind by kind.
+    pub removed: Vec<RemovedObject>,
+    /// Whether the lab's CoreDNS key was removed (and CoreDNS restarted).
+    pub coredns_key_removed: bool,
+    /// The zones the removed key served (the lab's domain).
+    pub domains: Vec<String>,
+    /// Whether fedilab's Traefik HelmChartConfig was removed (last lab).
+    pub traefik_config_removed: bool,
+}
+
+/// Why `down` did not finish.
+#[derive(Debug, thiserror::Error)]
+pub enum DownError {
+    /// A request failed.
+    #[error("cannot {what} while removing lab {lab}; run `fedilab down` again")]
+    Api {
+        /// The lab.
+        lab: String,
+        /// What was being done.
+        what: String,
+        /// kube's error.
+        #[source]
+        source: kube::Error,
+    },
+    /// Objects are still there after the timeout.
+    #[error(
+        "lab {lab}: still there after {}s: {}.\n\
+         A finalizer may be stuck: `kubectl get namespace {namespace} -o yaml` shows what \
+         it waits for. Run `fedilab down` again to keep waiting",
+        waited.as_secs(),
+        remaining.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+    )]
+    Timeout {
+        /// The lab.
+        lab: String,
+        /// Its namespace.
+        namespace: String,
+        /// How long it waited.
+        waited: Duration,
+        /// What is left (at most 10 shown).
+        remaining: Vec<RemovedObject>,
+    },
+}
+
+fn api_of(client: &Client, kind: &Resolved) -> Api<DynamicObject> {
+    Api::all_with(client.clone(), &kind.resource)
+}
+
+/// Everything labelled for the lab, every kind fedilab creates, in every
+/// namespace.
+async fn sweep(cluster: &Cluster, lab: &LabName) -> Result<Vec<RemovedObject>, DownError> {
+    let lp = ListParams::default().labels(&names::lab_selector(lab));
+    let mut found = Vec::new();
+    for kind in builtin_kinds() {
+        let list = api_of(&cluster.client, &kind)
+            .list(&lp)
+            .await
+            .map_err(|source| DownError::Api {
+                lab: lab.to_string(),
+                what: format!("list {}", kind.resource.plural),
+                source,
+            })?;
+        found.extend(list.items.into_iter().map(|o| RemovedObject {
+            kind: kind.resource.kind.clone(),
+            namespace: o.metadata.namespace,
+            name: o.metadata.name.unwrap_or_default(),
+        }));
+    }
+    Ok(found)
+}
+
+/// Removes lab `lab` from the cluster and waits until nothing labelled for
+/// it remains. A lab that is not there is not an error:
+/// [`DownReport::existed`] is false.
+///
+/// # Errors
+/// [`DownError`] when a request fails or objects outlast the timeout.
+///
+/// # Caveats
+/// Bounded by [`DownOptions::timeout`] plus one poll interval.
+pub async fn down(
+    cluster: &Cluster,
+    lab: &LabName,
+    options: &DownOptions,
+) -> Result<DownReport, DownError> {
+    let client = &cluster.client;
+    let namespace = names::namespace(lab);
+    let api_err = |what: &str| {
+        let what = what.to_owned();
+        move |source| DownError::Api {
+            lab: lab.to_string(),
+            what,
+            source,
+        }
+    };
+    let mut report = DownReport {
+        removed: sweep(cluster, lab).await?,
+        ..DownReport::default()
+    };
+    let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), names::KUBE_SYSTEM);
+    let coredns_custom = configmaps
+        .get_opt(names::COREDNS_CUSTOM_CONFIGMAP)
+        .await
+        .map_err(api_err("read kube-system/coredns-custom"))?;
+    let key = names::coredns_key(lab);
+    let block = coredns_custom
+        .as_ref()
+        .and_then(|c| c.data.as_ref())
+        .and_then(|d| d.get(&key))
+        .cloned();
+    report.existed = !report.removed.is_empty() || block.is_some();
+    if !report.existed {
+        return Ok(report);
+    }
+
+    // The namespace takes everything in it along.
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    match namespaces
+        .delete(&namespace, &DeleteParams::background())
+        .await
+    {
+        Ok(_) => {}
+        Err(kube::Error::Api(s)) if s.code == 404 => {}
+        Err(e) => return Err(api_err("delete the namespace")(e)),
+    }
+    // Anything labelled for the lab elsewhere.
+    for object in &report.removed {
+        let Some(ns) = &object.namespace else {
+            continue;
+        };
+        if *ns == namespace {
+            continue;
+        }
+        let Some(kind) = builtin_kinds()
+            .into_iter()
+            .find(|k| k.resource.kind == object.kind)
+        else {
+            continue;
+        };
+        let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &kind.resource);
+        match api.delete(&object.name, &DeleteParams::background()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => return Err(api_err(&format!("delete {object}"))(e)),
+        }
+    }
+
+    if let Some(block) = block {
+        report.domains = coredns::coredns_zones(&block);
+        remove_coredns_key(cluster, lab, &key).await?;
+        report.coredns_key_removed = true;
+        coredns::restart(cluster)
+            .await
+            .map_err(api_err("restart CoreDNS"))?;
+    }
+
+    report.traefik_config_removed = release_traefik_config(cluster, lab).await?;
+
+    let waiting = async {
+        loop {
+            let gone = namespaces
+                .get_opt(&namespace)
+                .await
+                .map_err(api_err("read the namespace"))?
+                .is_none();
+            if gone {
+                let left = sweep(cluster, lab).await?;
+                if left.is_empty() {
+                    return Ok(());
+                }
+            }
+            tokio::time::sleep(options.poll_interval).await;
+        }
+    };
+    match tokio::time::timeout(options.timeout, waiting).await {
+        Ok(Ok(())) => Ok(report),
+        Ok(Err(e)) => Err(e),
+        Err(_) => {
+            let mut remaining = sweep(cluster, lab).await.unwrap_or_default();
+            remaining.truncate(10);
+            Err(DownError::Timeout {
+                lab: lab.to_string(),
+                namespace,
+                waited: options.timeout,
+                remaining,
+            })
+        }
+    }
+}
+
+/// Removes the lab's key: apply, with the lab's field manager, an object
+/// without it; the server drops the fields only that manager owned. If
+/// something else had taken the key over, a merge patch removes it. An
+/// empty ConfigMap left behind is deleted (if nobody changed it since).
+async fn remove_coredns_key(cluster: &Cluster, lab: &LabName, key: &str) -> Result<(), DownError> {
+    let api: Api<ConfigMap> = Api::namespaced(cluster.client.clone(), names::KUBE_SYSTEM);
+    let err = |what: &'static str| {
+        move |source| DownError::Api {
+            lab: lab.to_string(),
+            what: what.to_owned(),
+            source,
+        }
+    };
+    let empty = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": { "name": names::COREDNS_CUSTOM_CONFIGMAP, "namespace": names::KUBE_SYSTEM },
+    });
+    let params = PatchParams::apply(&names::lab_field_manager(lab)).force();
+    let mut after = api
+        .patch(
+            names::COREDNS_CUSTOM_CONFIGMAP,
+            &params,
+            &Patch::Apply(&empty),
+        )
+        .await
+        .map_err(err("remove the lab's key from kube-system/coredns-custom"))?;
+    if after.data.as_ref().is_some_and(|d| d.contains_key(key)) {
+        let patch = serde_json::json!({ "data": { key: null } });
+        after = api
+            .patch(
+                names::COREDNS_CUSTOM_CONFIGMAP,
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await
+            .map_err(err("remove the lab's key from kube-system/coredns-custom"))?;
+    }
+    let is_empty = after.data.as_ref().is_none_or(|d| d.is_empty())
+        && after.binary_data.as_ref().is_none_or(|d| d.is_empty());
+    if is_empty {
+        let dp = DeleteParams::default().preconditions(Preconditions {
+            resource_version: after.metadata.resource_version.clone(),
+            uid: None,
+        });
+        match api.delete(names::COREDNS_CUSTOM_CONFIGMAP, &dp).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
+            Err(e) => return Err(err("delete the empty kube-system/coredns-custom")(e)),
+        }
+    }
+    Ok(())
+}
+
+/// When no other lab is left, removes fedilab's Traefik HelmChartConfig:
+/// deleted if only fedilab wrote it, otherwise fedilab's fields are given
+/// up (applied empty by its manager). Returns whether anything changed.
+async fn release_traefik_config(cluster: &Cluster, lab: &LabName) -> Result<bool, DownError> {
+    let others = crate::status::list_labs(cluster)
+        .await
+        .map_err(|e| DownError::Api {
+            lab: lab.to_string(),
+            what: "list other labs".to_owned(),
+            source: e.source,
+        })?;
+    if others.iter().any(|other| other != lab) {
+        return Ok(false);
+    }
+    let hcc = helm_chart_config();
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(cluster.client.clone(), names::KUBE_SYSTEM, &hcc.resource);
+    let existing = match api.get_opt(names::TRAEFIK_HELM_CHART_CONFIG).await {
+        Ok(Some(o)) => o,
+        Ok(None) => return Ok(false),
+        Err(kube::Error::Api(s)) if s.code == 404 => return Ok(false),
+        Err(e) => {
+            return Err(DownError::Api {
+                lab: lab.to_string(),
+                what: "read the Traefik HelmChartConfig".to_owned(),
+                source: e,
+            });
+        }
+    };
+    let ours = existing
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(names::MANAGED_BY_KEY))
+        .is_some_and(|v| v == names::MANAGED_BY);
+    if !ours {
+        return Ok(false);
+    }
+    let only_fedilab = existing
+        .metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .all(|m| m.manager.as_deref() == Some(names::FIELD_MANAGER));
+    let result = if only_fedilab {
+        api.delete(
+            names::TRAEFIK_HELM_CHART_CONFIG,
+            &DeleteParams::background(),
+        )
+        .await
+        .map(|_| ())
+    } else {
+        let empty = serde_json::json!({
+            "apiVersion": hcc.resource.api_version,
+            "kind": hcc.resource.kind,
+            "metadata": { "name": names::TRAEFIK_HELM_CHART_CONFIG, "namespace": names::KUBE_SYSTEM },
+        });
+        api.patch(
+            names::TRAEFIK_HELM_CHART_CONFIG,
+            &PatchParams::apply(names::FIELD_MANAGER).force(),
+            &Patch::Apply(&empty),
+        )
+        .await
+        .map(|_| ())
+    };
+    match result {
+        Ok(()) => Ok(true),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(false),
+        Err(e) => Err(DownError::Api {
+            lab: lab.to_string(),
+            what: "remove the Traefik HelmChartConfig".to_owned(),
+            source: e,
+        }),
+    }
+}

@@ -1,0 +1,127 @@
+//! The readiness predicates on YAML fixtures of objects as the API server
+//! returns them.
+
+use fedilab_orchestrator::readiness::{
+    InstanceObjects, InstanceProgress, JobState, Phase, instance_progress, is_deployment_available,
+    is_job_complete, is_job_failed, is_statefulset_ready, job_state,
+};
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::batch::v1::Job;
+
+fn fixture<T: serde::de::DeserializeOwned>(name: &str) -> T {
+    let path = format!("{}/tests/fixtures/{name}.yaml", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+#[test]
+fn deployments() {
+    let available: Deployment = fixture("deployment-available");
+    let rolling: Deployment = fixture("deployment-rolling");
+    let crashing: Deployment = fixture("deployment-crashloop");
+    assert!(is_deployment_available(Some(&available)));
+    assert!(
+        !is_deployment_available(Some(&rolling)),
+        "an old replica is left"
+    );
+    assert!(!is_deployment_available(Some(&crashing)));
+    assert!(!is_deployment_available(None));
+
+    let mut unobserved = available.clone();
+    unobserved.metadata.generation = Some(3);
+    assert!(
+        !is_deployment_available(Some(&unobserved)),
+        "new generation not seen yet"
+    );
+    let mut no_status = available;
+    no_status.status = None;
+    assert!(!is_deployment_available(Some(&no_status)));
+}
+
+#[test]
+fn statefulsets() {
+    let ready: StatefulSet = fixture("statefulset-ready");
+    let starting: StatefulSet = fixture("statefulset-starting");
+    assert!(is_statefulset_ready(Some(&ready)));
+    assert!(!is_statefulset_ready(Some(&starting)));
+    assert!(!is_statefulset_ready(None));
+    let mut updating = ready;
+    if let Some(s) = updating.status.as_mut() {
+        s.update_revision = Some("mastodon1-postgres-new".to_owned());
+    }
+    assert!(
+        !is_statefulset_ready(Some(&updating)),
+        "revision rolling out"
+    );
+}
+
+#[test]
+fn jobs() {
+    let complete: Job = fixture("job-complete");
+    let running: Job = fixture("job-running");
+    let failed: Job = fixture("job-failed");
+    assert!(is_job_complete(Some(&complete)));
+    assert_eq!(
+        job_state(Some(&running)),
+        JobState::Running,
+        "one failure is a retry"
+    );
+    assert!(is_job_failed(Some(&failed)));
+    assert_eq!(
+        job_state(Some(&failed)),
+        JobState::Failed {
+            reason: "BackoffLimitExceeded".to_owned(),
+            message: "Job has reached the specified backoff limit".to_owned(),
+        }
+    );
+    assert_eq!(job_state(None), JobState::Missing);
+
+    // A server that sets no condition: the failure count decides.
+    let mut old_server = failed;
+    if let Some(s) = old_server.status.as_mut() {
+        s.conditions = None;
+    }
+    assert!(is_job_failed(Some(&old_server)));
+}
+
+#[test]
+fn instance_phases_follow_the_first_unready_object() {
+    let pg: StatefulSet = fixture("statefulset-ready");
+    let pg_starting: StatefulSet = fixture("statefulset-starting");
+    let up: Deployment = fixture("deployment-available");
+    let down: Deployment = fixture("deployment-crashloop");
+    let done: Job = fixture("job-complete");
+    let running: Job = fixture("job-running");
+    let failed: Job = fixture("job-failed");
+
+    let waiting = |phase| InstanceProgress::Waiting { phase };
+    let mut objects = InstanceObjects::default();
+    assert_eq!(instance_progress(&objects), waiting(Phase::Database));
+    objects.postgres = Some(&pg_starting);
+    objects.redis = Some(&up);
+    assert_eq!(instance_progress(&objects), waiting(Phase::Database));
+    objects.postgres = Some(&pg);
+    assert_eq!(instance_progress(&objects), waiting(Phase::Setup));
+    objects.setup = Some(&running);
+    objects.web = Some(&up);
+    objects.streaming = Some(&up);
+    objects.sidekiq = Some(&up);
+    assert_eq!(
+        instance_progress(&objects),
+        waiting(Phase::Setup),
+        "setup gates services"
+    );
+    objects.setup = Some(&done);
+    objects.sidekiq = Some(&down);
+    assert_eq!(instance_progress(&objects), waiting(Phase::Services));
+    objects.sidekiq = Some(&up);
+    assert_eq!(instance_progress(&objects), InstanceProgress::Ready);
+    objects.setup = Some(&failed);
+    assert!(matches!(
+        instance_progress(&objects),
+        InstanceProgress::Failed {
+            phase: Phase::Setup,
+            ..
+        }
+    ));
+}

@@ -1,0 +1,144 @@
+//! `fedilab status`: per lab, a table of instances (phase, ready pods, URL,
+//! age) and the lab-level objects, or the same as JSON.
+
+use std::process::ExitCode;
+
+use clap::{Args, ValueEnum};
+use fedilab_orchestrator::{LabStatus, Timings};
+
+use crate::cli::KubeArgs;
+use crate::cmd::creds::lab_name;
+use crate::cmd::up::{connect_checked, print_timings, runtime};
+
+/// Output formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum StatusFormat {
+    /// Tables.
+    #[default]
+    Table,
+    /// JSON, for scripts.
+    Json,
+}
+
+/// Arguments of `fedilab status`.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Phases: database (PostgreSQL, Redis) -> setup (the setup Job) -> services\n\
+(web, streaming, Sidekiq) -> ready; failed when the setup Job gave up (`fedilab up` retries it).\n\n\
+Examples:\n  fedilab status\n  fedilab status --lab exp -o json"
+)]
+pub struct StatusArgs {
+    /// Only this lab (default: every lab on the cluster).
+    #[arg(long, value_name = "NAME")]
+    pub lab: Option<String>,
+
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t)]
+    pub output: StatusFormat,
+
+    /// Print fedilab's own time and its number of API requests.
+    #[arg(long)]
+    pub timings: bool,
+
+    #[command(flatten)]
+    pub kube: KubeArgs,
+}
+
+fn age(seconds: Option<i64>) -> String {
+    match seconds {
+        None => "-".to_owned(),
+        Some(s) if s < 120 => format!("{s}s"),
+        Some(s) if s < 7200 => format!("{}m", s / 60),
+        Some(s) if s < 172_800 => format!("{}h", s / 3600),
+        Some(s) => format!("{}d", s / 86_400),
+    }
+}
+
+fn print_table(lab: &LabStatus) {
+    let state = if !lab.exists {
+        "not on the cluster"
+    } else if lab.terminating {
+        "being deleted"
+    } else {
+        "present"
+    };
+    println!(
+        "lab {}  namespace {} ({state}, age {})",
+        lab.lab,
+        lab.namespace,
+        age(lab.age_seconds)
+    );
+    if !lab.instances.is_empty() {
+        println!(
+            "  {:<14} {:<9} {:<6} {:<40} AGE",
+            "INSTANCE", "PHASE", "PODS", "URL"
+        );
+        for i in &lab.instances {
+            println!(
+                "  {:<14} {:<9} {:<6} {:<40} {}",
+                i.name,
+                i.phase,
+                format!("{}/{}", i.ready_pods, i.pods),
+                i.url.as_deref().unwrap_or("-"),
+                age(i.age_seconds)
+            );
+        }
+    }
+    println!("  lab objects:");
+    for o in &lab.lab_objects {
+        println!(
+            "    {:<8} {}",
+            if o.present { "present" } else { "missing" },
+            o.object
+        );
+    }
+}
+
+/// Runs `fedilab status`.
+///
+/// # Errors
+/// An unreachable cluster or a failed read.
+pub fn run(args: &StatusArgs) -> anyhow::Result<ExitCode> {
+    let wanted = args.lab.as_deref().map(lab_name).transpose()?;
+    runtime()?.block_on(async {
+        let cluster = connect_checked(&args.kube).await?;
+        let timings = Timings::new(cluster.counter.clone());
+        let labs = match wanted {
+            Some(lab) => vec![lab],
+            None => {
+                timings
+                    .phase("list", fedilab_orchestrator::list_labs(&cluster))
+                    .await?
+            }
+        };
+        let mut all = Vec::new();
+        for lab in &labs {
+            all.push(
+                timings
+                    .phase("status", fedilab_orchestrator::status(&cluster, lab))
+                    .await?,
+            );
+        }
+        match args.output {
+            StatusFormat::Json => println!("{}", serde_json::to_string_pretty(&all)?),
+            StatusFormat::Table if all.is_empty() => {
+                println!(
+                    "no fedilab labs on {}; `fedilab up` creates one",
+                    cluster.server
+                );
+            }
+            StatusFormat::Table => {
+                for (i, lab) in all.iter().enumerate() {
+                    if i > 0 {
+                        println!();
+                    }
+                    print_table(lab);
+                }
+            }
+        }
+        if args.timings {
+            print_timings(&timings, &cluster);
+        }
+        anyhow::Ok(ExitCode::SUCCESS)
+    })
+}

@@ -1,0 +1,88 @@
+//! `fedilab up/status/creds/down/bootstrap` as a user runs them, without a
+//! cluster: the dry-run bootstrap, and what each command says when the
+//! cluster is not there. (The flows against an API server are the
+//! orchestrator crate's tests.)
+
+mod common;
+
+use common::{TestDir, stderr, stdout};
+
+/// A kubeconfig pointing at a loopback port nobody listens on.
+fn dead_kubeconfig(t: &TestDir) -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    drop(listener);
+    let text = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: http://127.0.0.1:{port}\n\
+         contexts:\n- name: c\n  context:\n    cluster: c\n    user: u\nusers:\n- name: u\n  user: {{}}\n\
+         current-context: c\n"
+    );
+    t.write("kubeconfig", &text).display().to_string()
+}
+
+#[test]
+fn bootstrap_dry_run_prints_the_steps_and_does_nothing() {
+    let t = TestDir::new();
+    let out = t.run(&["bootstrap", "--dry-run"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    // k3s may or may not be installed where the test runs.
+    assert!(
+        text.contains(
+            "curl -sfL https://get.k3s.io | INSTALL_K3S_EXEC='--write-kubeconfig-mode 644' sh -"
+        ) || text.contains("already installed"),
+        "{text}"
+    );
+    assert!(!text.contains("disable-network-policy"));
+    assert!(text.contains("next: fedilab up --instances 2"), "{text}");
+    assert!(text.contains("dry run: nothing was done"), "{text}");
+}
+
+#[test]
+fn commands_say_how_to_reach_a_cluster_that_is_not_there() {
+    let t = TestDir::new();
+    let kubeconfig = dead_kubeconfig(&t);
+    for args in [
+        vec!["status"],
+        vec!["down", "--lab", "main"],
+        vec!["creds"],
+        vec!["up", "--instances", "1", "--domain", "fediverse.test"],
+    ] {
+        let mut full = args.clone();
+        full.extend(["--kubeconfig", kubeconfig.as_str()]);
+        let out = t.run(&full);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert!(
+            err.contains("cannot reach the Kubernetes API"),
+            "{args:?}: {err}"
+        );
+        assert!(err.contains("fedilab bootstrap"), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn no_kubeconfig_anywhere_is_explained() {
+    let t = TestDir::new();
+    let out = t
+        .fedilab(&["status"])
+        .env("HOME", t.dir.path())
+        .env_remove("KUBECONFIG")
+        .output()
+        .expect("runs");
+    let err = stderr(&out);
+    if std::path::Path::new("/etc/rancher/k3s/k3s.yaml").exists() {
+        return; // this host has k3s; the fallback is taken
+    }
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("no kubeconfig found"), "{err}");
+    assert!(err.contains("--kubeconfig FILE"), "{err}");
+}
+
+#[test]
+fn bad_lab_name_is_a_usage_error() {
+    let t = TestDir::new();
+    let out = t.run(&["down", "--lab", "Not_A_Name"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--lab"), "{}", stderr(&out));
+}
