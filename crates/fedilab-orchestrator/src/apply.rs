@@ -133,7 +133,9 @@ fn refused(object: &Manifest, source: kube::Error) -> ApplyError {
 }
 
 /// Applies every object of `manifests` in order, then restarts CoreDNS if
-/// the lab's key in `coredns-custom` changed.
+/// the lab's key in `coredns-custom` changed (or
+/// [`Preflight::coredns_restart_pending`] says an interrupted apply may
+/// have changed it).
 ///
 /// # Errors
 /// [`ApplyError`] for the first object the server refuses.
@@ -164,7 +166,8 @@ pub async fn apply(
                 Manifest::ConfigMap(c) => c.data.as_ref().and_then(|d| d.get(&key)),
                 _ => None,
             };
-            coredns_changed = wanted != preflight.coredns_key_before.as_ref();
+            coredns_changed = wanted != preflight.coredns_key_before.as_ref()
+                || preflight.coredns_restart_pending;
             lab_manager.as_str()
         } else {
             names::FIELD_MANAGER

@@ -126,6 +126,10 @@ pub struct Preflight {
     /// The lab's key in `coredns-custom` as it is now (`None`: absent), to
     /// restart CoreDNS only when it changes.
     pub coredns_key_before: Option<String>,
+    /// Restart CoreDNS even if the key is unchanged: an earlier apply was
+    /// interrupted and may have changed it without restarting CoreDNS. The
+    /// caller sets it from [`crate::LabDir::apply_pending`].
+    pub coredns_restart_pending: bool,
     /// Warnings to show.
     pub warnings: Vec<PreflightWarning>,
 }
@@ -340,6 +344,7 @@ pub async fn preflight(
         capacity,
         resources,
         coredns_key_before: data.get(&own_key).cloned(),
+        coredns_restart_pending: false,
         warnings,
     })
 }

@@ -25,6 +25,8 @@ const DIR_MODE: u32 = 0o700;
 const FILE_MODE: u32 = 0o600;
 const SECRETS_FILE: &str = "secrets.json";
 const STATE_FILE: &str = "lab.json";
+/// Present while an `up` is applying (see [`LabDir::apply_pending`]).
+const APPLY_PENDING_FILE: &str = "apply-pending.json";
 
 /// A lab state file could not be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -246,6 +248,43 @@ impl LabDir {
     /// [`StateError`] when it cannot be read or parsed.
     pub fn load_state(&self) -> Result<Option<LabState>, StateError> {
         self.read_json(&self.dir.join(STATE_FILE))
+    }
+
+    /// Whether an earlier `up` started applying and did not finish: it may
+    /// have changed the lab's CoreDNS key without restarting CoreDNS, so the
+    /// next apply must restart it even if the key looks unchanged.
+    ///
+    /// # Errors
+    /// [`StateError`] when the marker cannot be read or parsed.
+    pub fn apply_pending(&self) -> Result<bool, StateError> {
+        Ok(self
+            .read_json::<bool>(&self.dir.join(APPLY_PENDING_FILE))?
+            .unwrap_or(false))
+    }
+
+    /// Marks an apply as started ([`LabDir::apply_pending`] until
+    /// [`LabDir::finish_apply`]).
+    ///
+    /// # Errors
+    /// [`StateError`] when it cannot be written.
+    pub fn start_apply(&self) -> Result<(), StateError> {
+        self.write_json(&self.dir.join(APPLY_PENDING_FILE), &true)
+    }
+
+    /// Marks the apply as finished.
+    ///
+    /// # Errors
+    /// [`StateError`] when the marker cannot be removed.
+    pub fn finish_apply(&self) -> Result<(), StateError> {
+        let path = self.dir.join(APPLY_PENDING_FILE);
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(StateError::Io {
+                action: "remove",
+                path,
+                source: e,
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// Removes the directory and everything in it.

@@ -217,6 +217,65 @@ async fn applying_twice_changes_nothing_and_does_not_restart_coredns() {
     );
 }
 
+/// An `up` interrupted between applying the CoreDNS key and restarting
+/// CoreDNS leaves the key looking unchanged; the lab dir's marker makes the
+/// rerun restart CoreDNS anyway (issue 5: a rerun finishes the job).
+#[tokio::test]
+async fn a_rerun_after_an_interrupted_apply_restarts_coredns() {
+    let fake = Fake::start(Behaviour::default());
+    let data = tempfile::tempdir().expect("temp dir");
+    let spec = spec("main", "fediverse.local", 1);
+    let lab_dir = fedilab_orchestrator::LabDir::new(data.path(), &spec.name);
+    let manifests = manifests(&spec);
+    // The interrupted run: the marker is written, the key applied, and the
+    // process dies before the restart (the apply below stands in for it,
+    // and its restart request is then forgotten by clearing the log).
+    lab_dir.start_apply().expect("marker");
+    let first = bounded(preflight(
+        &fake.cluster,
+        &spec,
+        &manifests,
+        PreflightOptions::default(),
+    ))
+    .await
+    .expect("preflight");
+    bounded(apply(&fake.cluster, &spec, &manifests, &first))
+        .await
+        .expect("first");
+    fake.clear_log();
+
+    // The rerun: the key is unchanged, but the marker is still there.
+    assert!(lab_dir.apply_pending().expect("read marker"));
+    let mut second = bounded(preflight(
+        &fake.cluster,
+        &spec,
+        &manifests,
+        PreflightOptions::default(),
+    ))
+    .await
+    .expect("preflight again");
+    assert_eq!(
+        second.coredns_key_before.as_deref(),
+        Some(fedilab_manifest::corefile_server_block(&spec).as_str()),
+        "the key already looks applied"
+    );
+    second.coredns_restart_pending = lab_dir.apply_pending().expect("read marker");
+    let report = bounded(apply(&fake.cluster, &spec, &manifests, &second))
+        .await
+        .expect("second");
+    lab_dir.finish_apply().expect("clear marker");
+    assert!(report.coredns_restarted);
+    assert!(
+        fake.log()
+            .iter()
+            .any(|r| r.method == "PATCH" && r.path.contains("/deployments/coredns"))
+    );
+    assert!(
+        !lab_dir.apply_pending().expect("read marker"),
+        "a finished apply clears it"
+    );
+}
+
 #[tokio::test]
 async fn a_changed_setup_job_is_deleted_and_created_again() {
     let fake = Fake::start(Behaviour::default());

@@ -273,7 +273,7 @@ pub fn run(args: &UpArgs) -> anyhow::Result<ExitCode> {
         let cluster = connect(&args.kube).await?;
         let timings = Timings::new(cluster.counter.clone());
         let outcome = async {
-            let checked = timings
+            let mut checked = timings
                 .phase(
                     "preflight",
                     fedilab_orchestrator::preflight(
@@ -287,12 +287,17 @@ pub fn run(args: &UpArgs) -> anyhow::Result<ExitCode> {
             for w in &checked.warnings {
                 eprintln!("warning: {w}");
             }
+            // A marker brackets the apply, so a rerun after an interrupted
+            // `up` restarts CoreDNS even if its key already looks applied.
+            checked.coredns_restart_pending = lab_dir.apply_pending()?;
+            lab_dir.start_apply()?;
             let report = timings
                 .phase(
                     "apply",
                     fedilab_orchestrator::apply(&cluster, &spec, &manifests, &checked),
                 )
                 .await?;
+            lab_dir.finish_apply()?;
             lab_dir.save_state(&LabState::from_spec(&spec, checked.node_address()))?;
             eprintln!(
                 "applied {} objects to {} (lab {}, namespace {}){}",
