@@ -117,8 +117,12 @@ pub(crate) fn coredns_custom(spec: &LabSpec) -> ConfigMap {
 /// k3s's HelmChartConfig for its packaged Traefik: access logs on, so every
 /// request to a lab host shows in `kubectl logs -n kube-system deploy/traefik`.
 pub(crate) fn traefik_config() -> DynamicObject {
-    let gvk = GroupVersionKind::gvk("helm.cattle.io", "v1", "HelmChartConfig");
-    let resource = ApiResource::from_gvk_with_plural(&gvk, "helmchartconfigs");
+    let gvk = GroupVersionKind::gvk(
+        names::HELM_CATTLE_GROUP,
+        "v1",
+        names::HELM_CHART_CONFIG_KIND,
+    );
+    let resource = ApiResource::from_gvk_with_plural(&gvk, names::HELM_CHART_CONFIG_PLURAL);
     let values = serde_json::json!({
         "logs": { "access": { "enabled": true } },
     });

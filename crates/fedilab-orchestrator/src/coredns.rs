@@ -67,7 +67,7 @@ pub(crate) async fn restart(cluster: &Cluster) -> Result<bool, kube::Error> {
         .unwrap_or_else(|_| jiff::Timestamp::now());
     let patch = serde_json::json!({
         "spec": { "template": { "metadata": { "annotations": {
-            "kubectl.kubernetes.io/restartedAt": now.to_string()
+            names::RESTARTED_AT_ANNOTATION: now.to_string()
         }}}}
     });
     let params = PatchParams {

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use fedilab_manifest::{LabManifests, Manifest};
+use fedilab_profile::names;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{
@@ -58,11 +59,11 @@ pub(crate) fn builtin_kinds() -> Vec<Resolved> {
 pub(crate) fn helm_chart_config() -> Resolved {
     Resolved {
         resource: ApiResource {
-            group: "helm.cattle.io".to_owned(),
+            group: names::HELM_CATTLE_GROUP.to_owned(),
             version: "v1".to_owned(),
             api_version: "helm.cattle.io/v1".to_owned(),
-            kind: "HelmChartConfig".to_owned(),
-            plural: "helmchartconfigs".to_owned(),
+            kind: names::HELM_CHART_CONFIG_KIND.to_owned(),
+            plural: names::HELM_CHART_CONFIG_PLURAL.to_owned(),
         },
         namespaced: true,
     }

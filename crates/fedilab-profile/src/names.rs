@@ -39,6 +39,15 @@ pub const COREDNS_CUSTOM_CONFIGMAP: &str = "coredns-custom";
 pub const COREDNS_DEPLOYMENT: &str = "coredns";
 /// The HelmChartConfig that customises k3s's packaged Traefik.
 pub const TRAEFIK_HELM_CHART_CONFIG: &str = "traefik";
+/// The API group of k3s's Helm controller CRDs.
+pub const HELM_CATTLE_GROUP: &str = "helm.cattle.io";
+/// The kind that customises a packaged chart such as Traefik.
+pub const HELM_CHART_CONFIG_KIND: &str = "HelmChartConfig";
+/// Its resource (plural) name.
+pub const HELM_CHART_CONFIG_PLURAL: &str = "helmchartconfigs";
+/// The pod-template annotation `kubectl rollout restart` sets; fedilab sets
+/// it to restart CoreDNS.
+pub const RESTARTED_AT_ANNOTATION: &str = "kubectl.kubernetes.io/restartedAt";
 /// The Ingress class of k3s's Traefik.
 pub const TRAEFIK_INGRESS_CLASS: &str = "traefik";
 /// Where lab names point inside the cluster (a CNAME target, hence the dot).
