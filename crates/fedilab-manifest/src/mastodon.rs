@@ -167,6 +167,18 @@ fn resources(r: &ComponentResources) -> ResourceRequirements {
     }
 }
 
+/// Resources of the small shell init containers (trust bundle, waits).
+fn init_resources() -> ResourceRequirements {
+    ResourceRequirements {
+        requests: Some(BTreeMap::from([
+            (s("cpu"), K8sQuantity(s("10m"))),
+            (s("memory"), K8sQuantity(s("16Mi"))),
+        ])),
+        limits: Some(BTreeMap::from([(s("memory"), K8sQuantity(s("64Mi")))])),
+        ..ResourceRequirements::default()
+    }
+}
+
 fn http_probe(path: &str, port: i32, period: i32, failures: i32) -> Probe {
     Probe {
         http_get: Some(HTTPGetAction {
@@ -474,14 +486,7 @@ impl Builder<'_> {
                 mount("lab-ca", CA_DIR, true),
             ]),
             security_context: Some(restricted_container()),
-            resources: Some(ResourceRequirements {
-                requests: Some(BTreeMap::from([
-                    (s("cpu"), K8sQuantity(s("10m"))),
-                    (s("memory"), K8sQuantity(s("16Mi"))),
-                ])),
-                limits: Some(BTreeMap::from([(s("memory"), K8sQuantity(s("64Mi")))])),
-                ..ResourceRequirements::default()
-            }),
+            resources: Some(init_resources()),
             ..Container::default()
         };
         let mut volumes = vec![
@@ -811,14 +816,7 @@ impl Builder<'_> {
                 image: Some(s(POSTGRES_IMAGE)),
                 command: Some(vec![s("sh"), s("-c"), wait]),
                 security_context: Some(restricted_container()),
-                resources: Some(ResourceRequirements {
-                    requests: Some(BTreeMap::from([
-                        (s("cpu"), K8sQuantity(s("10m"))),
-                        (s("memory"), K8sQuantity(s("16Mi"))),
-                    ])),
-                    limits: Some(BTreeMap::from([(s("memory"), K8sQuantity(s("64Mi")))])),
-                    ..ResourceRequirements::default()
-                }),
+                resources: Some(init_resources()),
                 ..Container::default()
             });
         let component = Component::Setup;

@@ -155,14 +155,7 @@ async fn request_count_grows_linearly_with_instances() {
         let fake = Fake::start(Behaviour::default());
         let spec = spec("main", "fediverse.local", n);
         let manifests = manifests(&spec);
-        let checked = bounded(preflight(
-            &fake.cluster,
-            &spec,
-            &manifests,
-            PreflightOptions::default(),
-        ))
-        .await
-        .expect("preflight");
+        let checked = preflight_ok(&fake, &spec, &manifests).await;
         bounded(apply(&fake.cluster, &spec, &manifests, &checked))
             .await
             .expect("apply");
@@ -178,28 +171,14 @@ async fn applying_twice_changes_nothing_and_does_not_restart_coredns() {
     let fake = Fake::start(Behaviour::default());
     let spec = spec("main", "fediverse.local", 2);
     let manifests = manifests(&spec);
-    let first = bounded(preflight(
-        &fake.cluster,
-        &spec,
-        &manifests,
-        PreflightOptions::default(),
-    ))
-    .await
-    .expect("preflight");
+    let first = preflight_ok(&fake, &spec, &manifests).await;
     bounded(apply(&fake.cluster, &spec, &manifests, &first))
         .await
         .expect("first");
     let before = fake.resource_versions();
     let coredns_before = fake.object("deployments", Some("kube-system"), "coredns");
     fake.clear_log();
-    let second = bounded(preflight(
-        &fake.cluster,
-        &spec,
-        &manifests,
-        PreflightOptions::default(),
-    ))
-    .await
-    .expect("preflight again");
+    let second = preflight_ok(&fake, &spec, &manifests).await;
     let report = bounded(apply(&fake.cluster, &spec, &manifests, &second))
         .await
         .expect("second");
@@ -231,14 +210,7 @@ async fn a_rerun_after_an_interrupted_apply_restarts_coredns() {
     // process dies before the restart (the apply below stands in for it,
     // and its restart request is then forgotten by clearing the log).
     lab_dir.start_apply().expect("marker");
-    let first = bounded(preflight(
-        &fake.cluster,
-        &spec,
-        &manifests,
-        PreflightOptions::default(),
-    ))
-    .await
-    .expect("preflight");
+    let first = preflight_ok(&fake, &spec, &manifests).await;
     bounded(apply(&fake.cluster, &spec, &manifests, &first))
         .await
         .expect("first");
@@ -246,14 +218,7 @@ async fn a_rerun_after_an_interrupted_apply_restarts_coredns() {
 
     // The rerun: the key is unchanged, but the marker is still there.
     assert!(lab_dir.apply_pending().expect("read marker"));
-    let mut second = bounded(preflight(
-        &fake.cluster,
-        &spec,
-        &manifests,
-        PreflightOptions::default(),
-    ))
-    .await
-    .expect("preflight again");
+    let mut second = preflight_ok(&fake, &spec, &manifests).await;
     assert_eq!(
         second.coredns_key_before.as_deref(),
         Some(fedilab_manifest::corefile_server_block(&spec).as_str()),
@@ -281,14 +246,7 @@ async fn a_changed_setup_job_is_deleted_and_created_again() {
     let fake = Fake::start(Behaviour::default());
     let spec = spec("main", "fediverse.local", 1);
     let mut manifests = manifests(&spec);
-    let checked = bounded(preflight(
-        &fake.cluster,
-        &spec,
-        &manifests,
-        PreflightOptions::default(),
-    ))
-    .await
-    .expect("preflight");
+    let checked = preflight_ok(&fake, &spec, &manifests).await;
     bounded(apply(&fake.cluster, &spec, &manifests, &checked))
         .await
         .expect("first");
@@ -341,14 +299,7 @@ async fn a_failed_setup_job_is_replaced_by_the_next_up() {
     });
     let spec = spec("main", "fediverse.local", 1);
     let manifests = manifests(&spec);
-    let checked = bounded(preflight(
-        &fake.cluster,
-        &spec,
-        &manifests,
-        PreflightOptions::default(),
-    ))
-    .await
-    .expect("preflight");
+    let checked = preflight_ok(&fake, &spec, &manifests).await;
     bounded(apply(&fake.cluster, &spec, &manifests, &checked))
         .await
         .expect("first");
@@ -368,6 +319,22 @@ async fn a_failed_setup_job_is_replaced_by_the_next_up() {
     );
 }
 
+/// Preflight with default options, which these tests expect to pass.
+async fn preflight_ok(
+    fake: &Fake,
+    spec: &fedilab_profile::LabSpec,
+    manifests: &fedilab_manifest::LabManifests,
+) -> fedilab_orchestrator::Preflight {
+    bounded(preflight(
+        &fake.cluster,
+        spec,
+        manifests,
+        PreflightOptions::default(),
+    ))
+    .await
+    .expect("preflight")
+}
+
 #[derive(Default)]
 struct Recorder(Mutex<Vec<(String, InstanceProgress)>>);
 
@@ -383,14 +350,7 @@ impl Progress for Recorder {
 async fn applied(fake: &Fake, instances: usize) -> fedilab_profile::LabSpec {
     let spec = spec("main", "fediverse.local", instances);
     let manifests = manifests(&spec);
-    let checked = bounded(preflight(
-        &fake.cluster,
-        &spec,
-        &manifests,
-        PreflightOptions::default(),
-    ))
-    .await
-    .expect("preflight");
+    let checked = preflight_ok(fake, &spec, &manifests).await;
     bounded(apply(&fake.cluster, &spec, &manifests, &checked))
         .await
         .expect("apply");
