@@ -411,69 +411,51 @@ fn body_complete(body: &crate::exchange::Body) -> bool {
 
 fn check_digest(value: &str, body: &crate::exchange::Body) -> DigestCheck {
     // `SHA-256=base64, SHA-512=base64`
-    let mut first_alg = None;
-    for part in value.split(',') {
-        let Some((alg, b64)) = part.trim().split_once('=') else {
-            continue;
-        };
-        let alg_l = alg.trim().to_ascii_lowercase();
-        first_alg.get_or_insert_with(|| alg.trim().to_owned());
-        let expected = STANDARD.decode(b64.trim()).ok();
-        let actual: Option<Vec<u8>> = match alg_l.as_str() {
-            "sha-256" => Some(Sha256::digest(&body.captured).to_vec()),
-            "sha-512" => Some(Sha512::digest(&body.captured).to_vec()),
-            _ => None,
-        };
-        if let Some(actual) = actual {
-            return DigestCheck {
-                header: String::new(),
-                algorithm: alg.trim().to_owned(),
-                status: if !body_complete(body) {
-                    DigestStatus::NotChecked
-                } else if expected.as_deref() == Some(&actual[..]) {
-                    DigestStatus::Match
-                } else {
-                    DigestStatus::Mismatch
-                },
-                signed: false,
-            };
-        }
-    }
-    DigestCheck {
-        header: String::new(),
-        algorithm: first_alg.unwrap_or_default(),
-        status: DigestStatus::Unsupported,
-        signed: false,
-    }
+    let members = value.split(',').filter_map(|part| {
+        let (alg, b64) = part.trim().split_once('=')?;
+        Some((alg.trim().to_owned(), b64.trim()))
+    });
+    first_known_digest(members, body)
 }
 
 fn check_content_digest(value: &str, body: &crate::exchange::Body) -> DigestCheck {
     // `sha-256=:base64:, sha-512=:base64:` (a structured dictionary).
     let members = split_top_level(value);
-    let mut first_alg = None;
-    for (alg, raw) in members {
-        first_alg.get_or_insert_with(|| alg.clone());
+    let members = members.iter().map(|(alg, raw)| {
         let b64 = raw.trim().trim_start_matches(':').trim_end_matches(':');
-        let expected = STANDARD.decode(b64).ok();
-        let actual: Option<Vec<u8>> = match alg.as_str() {
-            "sha-256" => Some(Sha256::digest(&body.captured).to_vec()),
-            "sha-512" => Some(Sha512::digest(&body.captured).to_vec()),
-            _ => None,
+        (alg.clone(), b64)
+    });
+    first_known_digest(members, body)
+}
+
+/// The verdict for the first member whose algorithm fedilab computes
+/// (SHA-256, SHA-512; names compared case-insensitively), else Unsupported
+/// naming the first algorithm given.
+fn first_known_digest<'a>(
+    members: impl Iterator<Item = (String, &'a str)>,
+    body: &crate::exchange::Body,
+) -> DigestCheck {
+    let mut first_alg = None;
+    for (alg, b64) in members {
+        first_alg.get_or_insert_with(|| alg.clone());
+        let actual: Vec<u8> = match alg.to_ascii_lowercase().as_str() {
+            "sha-256" => Sha256::digest(&body.captured).to_vec(),
+            "sha-512" => Sha512::digest(&body.captured).to_vec(),
+            _ => continue,
         };
-        if let Some(actual) = actual {
-            return DigestCheck {
-                header: String::new(),
-                algorithm: alg,
-                status: if !body_complete(body) {
-                    DigestStatus::NotChecked
-                } else if expected.as_deref() == Some(&actual[..]) {
-                    DigestStatus::Match
-                } else {
-                    DigestStatus::Mismatch
-                },
-                signed: false,
-            };
-        }
+        let expected = STANDARD.decode(b64).ok();
+        return DigestCheck {
+            header: String::new(),
+            algorithm: alg,
+            status: if !body_complete(body) {
+                DigestStatus::NotChecked
+            } else if expected.as_deref() == Some(&actual[..]) {
+                DigestStatus::Match
+            } else {
+                DigestStatus::Mismatch
+            },
+            signed: false,
+        };
     }
     DigestCheck {
         header: String::new(),
