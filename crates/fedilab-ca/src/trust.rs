@@ -268,10 +268,7 @@ impl Probe {
         } else {
             None
         };
-        let root = {
-            use std::os::unix::fs::MetadataExt;
-            std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
-        };
+        let root = running_as_root();
         let home = std::env::var_os("HOME").map(PathBuf::from);
         Probe {
             system,
@@ -281,6 +278,12 @@ impl Probe {
             nss_dbs: home.as_deref().map(nss_dbs).unwrap_or_default(),
         }
     }
+}
+
+/// Whether this process runs as root (otherwise privileged steps use sudo).
+pub fn running_as_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
 }
 
 /// `program` in `PATH`, `/usr/local/sbin`, `/usr/sbin` or `/sbin`.

@@ -8,14 +8,14 @@
 use std::fmt;
 use std::io::Write as _;
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
 use std::process::{Command, ExitCode, Stdio};
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use fedilab_dns::{Server, SharedZone, Zone, ZoneError};
-use fedilab_profile::{Domain, LabSpec};
+use fedilab_ca::trust;
+use fedilab_dns::{Server, SharedZone, Zone, ZoneError, resolver};
+use fedilab_profile::LabSpec;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -25,9 +25,6 @@ use crate::cli::LabArgs;
 /// Where `fedilab dns serve` listens unless told otherwise, and where the
 /// resolver drop-in sends the lab domain.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:5353";
-
-/// systemd-resolved's drop-in directory.
-const RESOLVED_DROP_IN_DIR: &str = "/etc/systemd/resolved.conf.d";
 
 /// How long shutdown may take before we stop waiting.
 const SHUTDOWN_LIMIT: Duration = Duration::from_secs(5);
@@ -344,25 +341,6 @@ fn bind_error(addr: SocketAddr, proto: &str, e: std::io::Error) -> anyhow::Error
 // ---------------------------------------------------------------------------
 // systemd-resolved.
 
-/// The drop-in file for `domain`.
-fn drop_in_path(domain: &Domain) -> PathBuf {
-    PathBuf::from(RESOLVED_DROP_IN_DIR).join(format!("fedilab-{domain}.conf"))
-}
-
-/// The drop-in's text: the lab domain, as a routing domain, to `listen`.
-fn drop_in_text(domain: &Domain, listen: SocketAddr) -> String {
-    format!(
-        "# Written by `fedilab dns install-resolver`; `fedilab dns uninstall-resolver` \
-         removes it.\n\
-         # Queries for {domain} and names under it go to `fedilab dns serve` at {listen}.\n\
-         # ~ makes it a routing domain: no search suffix, and .local names reach DNS\n\
-         # instead of multicast DNS (RFC 6762).\n\
-         [Resolve]\n\
-         DNS={listen}\n\
-         Domains=~{domain}\n"
-    )
-}
-
 /// One step of a resolver change.
 struct Step {
     argv: Vec<String>,
@@ -428,14 +406,15 @@ impl fmt::Display for Step {
 fn resolver(args: &ResolverArgs, install: bool) -> anyhow::Result<ExitCode> {
     let spec = args.lab.load()?;
     let domain = &spec.domain;
-    let path = drop_in_path(domain);
-    let root = running_as_root();
+    let path = resolver::drop_in_path(domain);
+    let root = trust::running_as_root();
     let path_str = path.display().to_string();
     let mut steps = Vec::new();
     if install {
-        steps.push(Step::new(root, &["mkdir", "-p", RESOLVED_DROP_IN_DIR]));
+        steps.push(Step::new(root, &["mkdir", "-p", resolver::DROP_IN_DIR]));
         steps.push(
-            Step::new(root, &["tee", &path_str]).with_stdin(drop_in_text(domain, args.listen)),
+            Step::new(root, &["tee", &path_str])
+                .with_stdin(resolver::drop_in_text(domain, args.listen)),
         );
     } else {
         if !args.dry_run && !path.exists() {
@@ -475,7 +454,7 @@ fn resolver(args: &ResolverArgs, install: bool) -> anyhow::Result<ExitCode> {
             port = args.listen.port(),
         );
     }
-    if !root && find_program("sudo").is_none() {
+    if !root && trust::find_program("sudo").is_none() {
         anyhow::bail!("changing systemd-resolved needs root and sudo is missing: run this as root");
     }
     for step in &steps {
@@ -497,34 +476,12 @@ fn resolver(args: &ResolverArgs, install: bool) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn running_as_root() -> bool {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
-}
-
-/// `program` in `PATH`, `/usr/sbin` or `/sbin`.
-fn find_program(program: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin", "/sbin"].map(PathBuf::from))
-        .map(|dir| dir.join(program))
-        .find(|p| p.is_file())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn the_drop_in_routes_only_the_lab_domain_to_the_listen_address() {
-        let domain: Domain = "fediverse.local".parse().expect("domain");
-        let listen: SocketAddr = "127.0.0.1:5353".parse().expect("addr");
-        assert_eq!(
-            drop_in_path(&domain),
-            PathBuf::from("/etc/systemd/resolved.conf.d/fedilab-fediverse.local.conf")
-        );
-        let text = drop_in_text(&domain, listen);
-        assert!(text.contains("\n[Resolve]\nDNS=127.0.0.1:5353\nDomains=~fediverse.local\n"));
+    fn a_step_prints_as_a_shell_command_with_its_input() {
         let step = Step::new(false, &["tee", "/x"]).with_stdin("a\n".to_owned());
         assert_eq!(step.to_string(), "sudo tee /x >/dev/null <<'EOF'\na\nEOF");
     }
