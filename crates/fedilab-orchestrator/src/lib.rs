@@ -48,7 +48,10 @@ pub use preflight::{
     lab_memory_requests, parse_quantity, preflight, reachable,
 };
 pub use resources::{ResourceError, ResourceMap};
-pub use state::{LabDir, LabState, StateError, StoredInstance, purge_ca};
+pub use state::{
+    AttachedServer, LabDir, LabState, ServeSettings, StateError, StoredInstance, StoredKind,
+    StoredUpstream, purge_ca,
+};
 pub use status::{InstanceStatus, LabObjectStatus, LabStatus, StatusError, list_labs, status};
 pub use teardown::{DownError, DownOptions, DownReport, RemovedObject, down};
 pub use wait::{Progress, WaitError, WaitOptions, WaitReport, wait_ready};

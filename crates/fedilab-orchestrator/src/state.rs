@@ -3,8 +3,12 @@
 //! ```text
 //! secrets.json   0600  every generated secret, per instance; made once and
 //!                      reused, so `up` twice applies identical Secrets
-//! lab.json       0600  the domain, namespace, node address and instance URLs
-//!                      that `status`, `creds` and `down` need
+//! lab.json       0600  the domain, namespace, node address, instance URLs,
+//!                      the inspector's upstreams and the host side's
+//!                      addresses: what `status`, `creds`, `down` and
+//!                      `serve` need
+//! attached.json  0600  the host servers `fedilab attach` made members of
+//!                      the lab; `up` keeps them
 //! ```
 //!
 //! Writes go to a temp file in the same directory (mode set at creation),
@@ -13,6 +17,7 @@
 use std::collections::BTreeMap;
 use std::fs::{self, DirBuilder, OpenOptions, Permissions};
 use std::io::Write;
+use std::net::SocketAddr;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -25,6 +30,7 @@ const DIR_MODE: u32 = 0o700;
 const FILE_MODE: u32 = 0o600;
 const SECRETS_FILE: &str = "secrets.json";
 const STATE_FILE: &str = "lab.json";
+const ATTACHED_FILE: &str = "attached.json";
 /// Present while an `up` is applying (see [`LabDir::apply_pending`]).
 const APPLY_PENDING_FILE: &str = "apply-pending.json";
 
@@ -52,7 +58,7 @@ pub enum StateError {
     },
 }
 
-/// What `status`, `creds` and `down` need to know about a lab.
+/// What `status`, `creds`, `down` and `serve` need to know about a lab.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LabState {
     /// The lab's name.
@@ -63,8 +69,12 @@ pub struct LabState {
     pub namespace: String,
     /// The node address Traefik listens on (for host DNS).
     pub node_address: Option<String>,
-    /// Its instances.
+    /// Its instances, attached servers included.
     pub instances: Vec<StoredInstance>,
+    /// Where the host side (`fedilab serve`) listens; absent in labs saved
+    /// by older versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serve: Option<ServeSettings>,
 }
 
 /// One instance in [`LabState`].
@@ -76,10 +86,69 @@ pub struct StoredInstance {
     pub host: String,
     /// `https://<host>/`.
     pub url: String,
+    /// What runs behind it.
+    #[serde(default)]
+    pub kind: StoredKind,
+    /// Where the inspector sends requests for `host`: the longest matching
+    /// path prefix wins. Empty until `up` has read the Services' addresses,
+    /// and when Traefik routes straight to the instance.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub upstreams: Vec<StoredUpstream>,
+}
+
+/// What runs behind a [`StoredInstance`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoredKind {
+    /// Mastodon in the cluster.
+    #[default]
+    Mastodon,
+    /// A server outside the cluster, declared in the profile
+    /// (`kind: external`).
+    External,
+    /// A server outside the cluster, added by `fedilab attach`.
+    Attached,
+}
+
+/// One upstream of a [`StoredInstance`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredUpstream {
+    /// `/` or a prefix such as `/api/v1/streaming`.
+    pub path_prefix: String,
+    /// `http://ADDRESS:PORT`.
+    pub url: String,
+}
+
+/// Where the lab's host side listens.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServeSettings {
+    /// The embedded DNS (UDP and TCP), normally on loopback.
+    pub dns: SocketAddr,
+    /// The inspector's proxy, on the node address so Traefik reaches it;
+    /// `None` when the lab runs without the inspector (`up --no-inspector`).
+    pub proxy: Option<SocketAddr>,
+    /// The inspector's UI and JSON API, on loopback; `None` without the
+    /// inspector.
+    pub ui: Option<SocketAddr>,
+}
+
+/// A host server made a member of the lab by `fedilab attach`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttachedServer {
+    /// Its instance name (`<name>.<domain>` is its host).
+    pub name: String,
+    /// Where it listens on the host: `http://127.0.0.1:PORT`.
+    pub url: String,
+}
+
+#[derive(Default, Serialize, Deserialize)]
+struct AttachedFile {
+    servers: Vec<AttachedServer>,
 }
 
 impl LabState {
-    /// The state of `spec` with the node address preflight found.
+    /// The state of `spec` with the node address preflight found; no
+    /// upstreams and no host-side settings yet.
     pub fn from_spec(spec: &LabSpec, node_address: Option<&str>) -> LabState {
         LabState {
             lab: spec.name.to_string(),
@@ -93,9 +162,17 @@ impl LabState {
                     name: i.name.to_string(),
                     host: i.host.to_string(),
                     url: format!("https://{}/", i.host),
+                    kind: StoredKind::Mastodon,
+                    upstreams: Vec::new(),
                 })
                 .collect(),
+            serve: None,
         }
+    }
+
+    /// The instance called `name`, if any.
+    pub fn instance(&self, name: &str) -> Option<&StoredInstance> {
+        self.instances.iter().find(|i| i.name == name)
     }
 }
 
@@ -250,6 +327,32 @@ impl LabDir {
         self.read_json(&self.dir.join(STATE_FILE))
     }
 
+    /// The servers `fedilab attach` added, in the order they were added.
+    ///
+    /// # Errors
+    /// [`StateError`] when the file cannot be read or parsed.
+    pub fn attached(&self) -> Result<Vec<AttachedServer>, StateError> {
+        let file: Option<AttachedFile> = self.read_json(&self.dir.join(ATTACHED_FILE))?;
+        Ok(file.map(|f| f.servers).unwrap_or_default())
+    }
+
+    /// Saves the attached servers (an empty list removes the file).
+    ///
+    /// # Errors
+    /// [`StateError`] when it cannot be written or removed.
+    pub fn save_attached(&self, servers: &[AttachedServer]) -> Result<(), StateError> {
+        let path = self.dir.join(ATTACHED_FILE);
+        if servers.is_empty() {
+            return remove_file(&path);
+        }
+        self.write_json(
+            &path,
+            &AttachedFile {
+                servers: servers.to_vec(),
+            },
+        )
+    }
+
     /// Whether an earlier `up` started applying and did not finish: it may
     /// have changed the lab's CoreDNS key without restarting CoreDNS, so the
     /// next apply must restart it even if the key looks unchanged.
@@ -276,15 +379,7 @@ impl LabDir {
     /// # Errors
     /// [`StateError`] when the marker cannot be removed.
     pub fn finish_apply(&self) -> Result<(), StateError> {
-        let path = self.dir.join(APPLY_PENDING_FILE);
-        match std::fs::remove_file(&path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(StateError::Io {
-                action: "remove",
-                path,
-                source: e,
-            }),
-            _ => Ok(()),
-        }
+        remove_file(&self.dir.join(APPLY_PENDING_FILE))
     }
 
     /// Removes the directory and everything in it.
@@ -363,6 +458,18 @@ impl LabDir {
                 source,
             }
         })
+    }
+}
+
+/// Removes `path`; fine when it was not there.
+fn remove_file(path: &Path) -> Result<(), StateError> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(StateError::Io {
+            action: "remove",
+            path: path.to_owned(),
+            source: e,
+        }),
+        _ => Ok(()),
     }
 }
 
@@ -465,6 +572,34 @@ mod tests {
         assert!(purge_ca(tmp.path(), "fediverse.local", &name).expect("purge"));
         assert!(lab.remove().expect("remove"));
         assert!(!lab.exists());
+    }
+
+    #[test]
+    fn attached_servers_round_trip_and_old_state_still_reads() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let lab = LabDir::new(tmp.path(), &"main".parse().expect("valid"));
+        assert_eq!(lab.attached().expect("none"), vec![]);
+        let servers = vec![AttachedServer {
+            name: "mine".to_owned(),
+            url: "http://127.0.0.1:3000".to_owned(),
+        }];
+        lab.save_attached(&servers).expect("save");
+        assert_eq!(lab.attached().expect("load"), servers);
+        lab.save_attached(&[]).expect("empty");
+        assert!(!lab.path().join(ATTACHED_FILE).exists());
+
+        // lab.json as the first release wrote it: no kind, upstreams, serve.
+        fs::write(
+            lab.path().join(STATE_FILE),
+            r#"{"lab":"main","domain":"fediverse.local","namespace":"fedilab-main",
+               "node_address":null,"instances":[{"name":"mastodon1",
+               "host":"mastodon1.fediverse.local","url":"https://mastodon1.fediverse.local/"}]}"#,
+        )
+        .expect("write");
+        let state = lab.load_state().expect("load").expect("some");
+        assert_eq!(state.instances[0].kind, StoredKind::Mastodon);
+        assert!(state.instances[0].upstreams.is_empty());
+        assert_eq!(state.serve, None);
     }
 
     #[test]

@@ -77,6 +77,18 @@ pub const SETUP_SCRIPTS_CONFIGMAP: &str = "fedilab-setup-scripts";
 /// The admin account fedilab creates on every Mastodon instance. Not
 /// `admin`: Mastodon reserves that name in production.
 pub const ADMIN_USERNAME: &str = "labadmin";
+/// The host side's default ports (`fedilab serve`): the embedded DNS on
+/// loopback (5353 is mDNS's, so not that), the inspector's proxy on the
+/// node address, its UI on loopback. A second lab on the same host takes
+/// the next free block of [`SERVE_PORT_STRIDE`].
+pub const SERVE_DNS_PORT: u16 = 5300;
+/// See [`SERVE_DNS_PORT`].
+pub const SERVE_PROXY_PORT: u16 = 8480;
+/// See [`SERVE_DNS_PORT`].
+pub const SERVE_UI_PORT: u16 = 8481;
+/// How far apart the ports of two labs on one host are.
+pub const SERVE_PORT_STRIDE: u16 = 10;
+
 /// The OAuth application that owns fedilab's API token.
 pub const OAUTH_APP_NAME: &str = "fedilab";
 
