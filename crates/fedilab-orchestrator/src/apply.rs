@@ -15,7 +15,7 @@ use kube::core::DynamicObject;
 use kube::{Api, Client};
 
 use crate::preflight::Preflight;
-use crate::resources::Resolved;
+use crate::resources::{Resolved, ResourceMap};
 use crate::{Cluster, coredns};
 
 /// What happened to one object.
@@ -148,72 +148,107 @@ pub async fn apply(
     manifests: &LabManifests,
     preflight: &Preflight,
 ) -> Result<ApplyReport, ApplyError> {
-    let client = &cluster.client;
     let lab_manager = names::lab_field_manager(&spec.name);
     let mut report = ApplyReport::default();
-    let mut coredns_changed = false;
     for object in &manifests.objects {
-        let resolved = preflight
-            .resources
-            .get(object)
-            .ok_or_else(|| ApplyError::UnknownKind {
-                object: object.describe(),
-            })?;
-        let api = api_for(client, resolved, object);
-        let manager = if is_coredns_custom(object) {
+        let resolved = resolve(&preflight.resources, object)?;
+        if is_coredns_custom(object) {
             let key = names::coredns_key(&spec.name);
             let wanted = match object {
                 Manifest::ConfigMap(c) => c.data.as_ref().and_then(|d| d.get(&key)),
                 _ => None,
             };
-            coredns_changed = wanted != preflight.coredns_key_before.as_ref()
+            let changed = wanted != preflight.coredns_key_before.as_ref()
                 || preflight.coredns_restart_pending;
-            lab_manager.as_str()
-        } else {
-            names::FIELD_MANAGER
-        };
-        let params = PatchParams::apply(manager).force();
-        let body = serde_json::to_value(object).map_err(|e| ApplyError::Refused {
-            object: object.describe(),
-            message: format!("cannot serialize: {e}"),
-            hint: "",
-            source: kube::Error::SerdeError(e),
-        })?;
-        let result = api
-            .patch(object.name(), &params, &Patch::Apply(&body))
-            .await;
-        let is_job = object.kind() == "Job";
-        let (applied, outcome) = match result {
-            Ok(applied) if is_job && job_failed(&applied) => (
-                replace_job(&api, object, &params, &body).await?,
-                Outcome::Recreated,
-            ),
-            Ok(applied) => (applied, Outcome::Applied),
-            Err(kube::Error::Api(s)) if is_job && s.code == 422 => {
-                tracing::info!(
-                    "{}: template changed ({}); recreating",
-                    object.describe(),
-                    s.message
-                );
-                (
-                    replace_job(&api, object, &params, &body).await?,
-                    Outcome::Recreated,
-                )
+            report
+                .objects
+                .push(apply_object(cluster, resolved, object, &lab_manager).await?);
+            if changed {
+                report.coredns_restarted = coredns::restart(cluster)
+                    .await
+                    .map_err(ApplyError::RestartCoreDns)?;
             }
-            Err(e) => return Err(refused(object, e)),
-        };
-        report.objects.push(AppliedObject {
-            object: object.describe(),
-            resource_version: applied.metadata.resource_version.clone(),
-            outcome,
-        });
-        if is_coredns_custom(object) && coredns_changed {
-            report.coredns_restarted = coredns::restart(cluster)
-                .await
-                .map_err(ApplyError::RestartCoreDns)?;
+        } else {
+            report
+                .objects
+                .push(apply_object(cluster, resolved, object, names::FIELD_MANAGER).await?);
         }
     }
     Ok(report)
+}
+
+/// Applies `objects` in order with fedilab's field manager: for objects
+/// outside the shared kube-system ones, such as an attached server's.
+///
+/// # Errors
+/// [`ApplyError`] for the first object the server refuses.
+pub(crate) async fn apply_objects(
+    cluster: &Cluster,
+    resources: &ResourceMap,
+    objects: &[Manifest],
+) -> Result<ApplyReport, ApplyError> {
+    let mut report = ApplyReport::default();
+    for object in objects {
+        let resolved = resolve(resources, object)?;
+        report
+            .objects
+            .push(apply_object(cluster, resolved, object, names::FIELD_MANAGER).await?);
+    }
+    Ok(report)
+}
+
+fn resolve<'a>(resources: &'a ResourceMap, object: &Manifest) -> Result<&'a Resolved, ApplyError> {
+    resources
+        .get(object)
+        .ok_or_else(|| ApplyError::UnknownKind {
+            object: object.describe(),
+        })
+}
+
+/// Server-side applies one object (forced, as `manager`); a Job that failed
+/// or whose template changed is replaced.
+async fn apply_object(
+    cluster: &Cluster,
+    resolved: &Resolved,
+    object: &Manifest,
+    manager: &str,
+) -> Result<AppliedObject, ApplyError> {
+    let api = api_for(&cluster.client, resolved, object);
+    let params = PatchParams::apply(manager).force();
+    let body = serde_json::to_value(object).map_err(|e| ApplyError::Refused {
+        object: object.describe(),
+        message: format!("cannot serialize: {e}"),
+        hint: "",
+        source: kube::Error::SerdeError(e),
+    })?;
+    let result = api
+        .patch(object.name(), &params, &Patch::Apply(&body))
+        .await;
+    let is_job = object.kind() == "Job";
+    let (applied, outcome) = match result {
+        Ok(applied) if is_job && job_failed(&applied) => (
+            replace_job(&api, object, &params, &body).await?,
+            Outcome::Recreated,
+        ),
+        Ok(applied) => (applied, Outcome::Applied),
+        Err(kube::Error::Api(s)) if is_job && s.code == 422 => {
+            tracing::info!(
+                "{}: template changed ({}); recreating",
+                object.describe(),
+                s.message
+            );
+            (
+                replace_job(&api, object, &params, &body).await?,
+                Outcome::Recreated,
+            )
+        }
+        Err(e) => return Err(refused(object, e)),
+    };
+    Ok(AppliedObject {
+        object: object.describe(),
+        resource_version: applied.metadata.resource_version.clone(),
+        outcome,
+    })
 }
 
 fn job_failed(job: &DynamicObject) -> bool {

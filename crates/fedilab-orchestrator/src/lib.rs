@@ -6,6 +6,7 @@
 //! apply(&Cluster, &LabSpec, &LabManifests, &Preflight)    server-side apply, in order
 //! wait_ready(&Cluster, &LabSpec, &WaitOptions, &dyn Progress)   per instance and phase
 //! status / down / credentials                   by the lab's labels
+//! instance_upstreams / attach / detach          the inspector's routes, host servers
 //! ```
 //!
 //! Pure parts (kubeconfig choice, readiness predicates, capacity sums, the
@@ -24,6 +25,7 @@ mod coredns;
 mod creds;
 mod diagnose;
 mod kubeconfig;
+mod member;
 mod metrics;
 mod preflight;
 pub mod readiness;
@@ -42,15 +44,16 @@ pub use creds::{
 };
 pub use diagnose::{Diagnosis, PodDiagnosis};
 pub use kubeconfig::{K3S_KUBECONFIG, KubeconfigSource, choose_kubeconfig};
+pub use member::{MemberError, attach, detach, instance_upstreams, upstreams_from_services};
 pub use metrics::{CountLayer, CountService, PhaseTiming, RequestCounter, Timings};
 pub use preflight::{
     Capacity, NodeSummary, Preflight, PreflightError, PreflightOptions, PreflightWarning,
-    lab_memory_requests, parse_quantity, preflight, reachable,
+    lab_memory_requests, node_address, parse_quantity, preflight, reachable,
 };
 pub use resources::{ResourceError, ResourceMap};
 pub use state::{
     AttachedServer, LabDir, LabState, ServeSettings, StateError, StoredInstance, StoredKind,
-    StoredUpstream, purge_ca,
+    StoredUpstream, other_lab_states, purge_ca,
 };
 pub use status::{InstanceStatus, LabObjectStatus, LabStatus, StatusError, list_labs, status};
 pub use teardown::{DownError, DownOptions, DownReport, RemovedObject, down};

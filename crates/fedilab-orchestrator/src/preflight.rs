@@ -220,6 +220,28 @@ fn api(what: &'static str, hint: &'static str) -> impl FnOnce(kube::Error) -> Pr
     move |source| PreflightError::Api { what, hint, source }
 }
 
+/// The first usable node's InternalIP, where Traefik listens and where
+/// the inspector's EndpointSlices point; `None` when no usable node has one.
+/// One request; `up` needs it before it can build the routing objects.
+///
+/// # Errors
+/// [`PreflightError::Api`] when the nodes cannot be listed.
+pub async fn node_address(cluster: &Cluster) -> Result<Option<String>, PreflightError> {
+    let nodes = Api::<Node>::all(cluster.client.clone())
+        .list(&ListParams::default())
+        .await
+        .map_err(api(
+            "list nodes",
+            " (fedilab needs a kubeconfig with cluster-admin rights, such as k3s's own)",
+        ))?;
+    Ok(nodes
+        .items
+        .iter()
+        .map(summarize_node)
+        .filter(|n| n.usable)
+        .find_map(|n| n.internal_ip))
+}
+
 /// Asks the API server its version: the cheapest proof it answers.
 ///
 /// # Errors

@@ -128,10 +128,7 @@ impl ResourceMap {
         cluster: &Cluster,
         manifests: &LabManifests,
     ) -> Result<ResourceMap, ResourceError> {
-        let mut map = ResourceMap::default();
-        for kind in builtin_kinds() {
-            map.insert(kind);
-        }
+        let mut map = ResourceMap::builtin();
         for object in &manifests.objects {
             let key = (object.api_version().to_owned(), object.kind().to_owned());
             if map.by_kind.contains_key(&key) {
@@ -141,6 +138,16 @@ impl ResourceMap {
             map.insert(resolved);
         }
         Ok(map)
+    }
+
+    /// Only the built-in kinds: enough for objects that need no discovery
+    /// (an attached server's Secret, Service, EndpointSlice and Ingress).
+    pub(crate) fn builtin() -> ResourceMap {
+        let mut map = ResourceMap::default();
+        for kind in builtin_kinds() {
+            map.insert(kind);
+        }
+        map
     }
 
     fn insert(&mut self, resolved: Resolved) {

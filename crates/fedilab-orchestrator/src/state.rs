@@ -17,12 +17,12 @@
 use std::collections::BTreeMap;
 use std::fs::{self, DirBuilder, OpenOptions, Permissions};
 use std::io::Write;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use fedilab_manifest::{LabSecrets, MastodonSecrets};
-use fedilab_profile::{LabName, LabSpec};
+use fedilab_profile::{LabName, LabSpec, names};
 use rand_core::{OsRng, RngCore};
 use serde::{Deserialize, Serialize};
 
@@ -139,6 +139,42 @@ pub struct AttachedServer {
     pub name: String,
     /// Where it listens on the host: `http://127.0.0.1:PORT`.
     pub url: String,
+}
+
+impl ServeSettings {
+    /// The host side's addresses for a lab: the default ports
+    /// ([`names::SERVE_DNS_PORT`] and the next ones), or the first block of
+    /// [`names::SERVE_PORT_STRIDE`] above them that no lab in `taken` uses.
+    /// The proxy listens on `node` (Traefik reaches it there), the DNS and
+    /// the UI on loopback. Without the inspector there is no proxy or UI.
+    pub fn choose(node: IpAddr, inspector: bool, taken: &[ServeSettings]) -> ServeSettings {
+        let used: Vec<u16> = taken
+            .iter()
+            .flat_map(|s| [Some(s.dns), s.proxy, s.ui])
+            .flatten()
+            .map(|a| a.port())
+            .collect();
+        let loopback = IpAddr::from([127, 0, 0, 1]);
+        let mut block = 0u16;
+        loop {
+            let offset = block.saturating_mul(names::SERVE_PORT_STRIDE);
+            let ports = [
+                names::SERVE_DNS_PORT,
+                names::SERVE_PROXY_PORT,
+                names::SERVE_UI_PORT,
+            ]
+            .map(|p| p.saturating_add(offset));
+            if offset > 1000 || !ports.iter().any(|p| used.contains(p)) {
+                let [dns, proxy, ui] = ports;
+                return ServeSettings {
+                    dns: SocketAddr::new(loopback, dns),
+                    proxy: inspector.then_some(SocketAddr::new(node, proxy)),
+                    ui: inspector.then_some(SocketAddr::new(loopback, ui)),
+                };
+            }
+            block += 1;
+        }
+    }
 }
 
 #[derive(Default, Serialize, Deserialize)]
@@ -486,24 +522,31 @@ pub(crate) fn remove_dir(dir: &Path) -> Result<bool, StateError> {
     }
 }
 
+/// The saved states of every lab under `data_dir` except `except` (labs
+/// whose state is missing or unreadable are skipped).
+pub fn other_lab_states(data_dir: &Path, except: &LabName) -> Vec<LabState> {
+    let Ok(entries) = fs::read_dir(data_dir.join("labs")) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter(|e| e.file_name().to_str() != Some(except.as_str()))
+        .filter_map(|e| fs::read_to_string(e.path().join(STATE_FILE)).ok())
+        .filter_map(|t| serde_json::from_str::<LabState>(&t).ok())
+        .collect()
+}
+
 /// Removes the lab CA of `domain`, `<data_dir>/ca/<domain>/`, unless the
 /// saved state of another lab still uses that domain.
 ///
 /// # Errors
 /// [`StateError`] when it cannot be removed.
 pub fn purge_ca(data_dir: &Path, domain: &str, except_lab: &LabName) -> Result<bool, StateError> {
-    if let Ok(entries) = fs::read_dir(data_dir.join("labs")) {
-        for entry in entries.flatten() {
-            if entry.file_name().to_str() == Some(except_lab.as_str()) {
-                continue;
-            }
-            let state = fs::read_to_string(entry.path().join(STATE_FILE))
-                .ok()
-                .and_then(|t| serde_json::from_str::<LabState>(&t).ok());
-            if state.is_some_and(|s| s.domain == domain) {
-                return Ok(false);
-            }
-        }
+    if other_lab_states(data_dir, except_lab)
+        .iter()
+        .any(|s| s.domain == domain)
+    {
+        return Ok(false);
     }
     if domain.is_empty() || domain.contains('/') || domain.starts_with('.') {
         return Ok(false);
@@ -600,6 +643,27 @@ mod tests {
         assert_eq!(state.instances[0].kind, StoredKind::Mastodon);
         assert!(state.instances[0].upstreams.is_empty());
         assert_eq!(state.serve, None);
+    }
+
+    #[test]
+    fn serve_ports_default_then_step_past_other_labs() {
+        let node: IpAddr = "192.0.2.10".parse().expect("ip");
+        let first = ServeSettings::choose(node, true, &[]);
+        assert_eq!(first.dns.to_string(), "127.0.0.1:5300");
+        assert_eq!(
+            first.proxy.map(|a| a.to_string()).as_deref(),
+            Some("192.0.2.10:8480")
+        );
+        assert_eq!(
+            first.ui.map(|a| a.to_string()).as_deref(),
+            Some("127.0.0.1:8481")
+        );
+        let second = ServeSettings::choose(node, true, std::slice::from_ref(&first));
+        assert_eq!(second.dns.port(), 5310);
+        assert_eq!(second.proxy.map(|a| a.port()), Some(8490));
+        let third = ServeSettings::choose(node, false, &[first, second]);
+        assert_eq!(third.dns.port(), 5320);
+        assert_eq!((third.proxy, third.ui), (None, None));
     }
 
     #[test]

@@ -226,6 +226,16 @@ pub fn component_selector(
     ])
 }
 
+/// The label selector, as text, that finds everything of one instance (or
+/// attached server) of a lab.
+pub fn instance_selector(lab: &LabName, instance: &InstanceName) -> String {
+    format!("{},{INSTANCE_KEY}={instance}", lab_selector(lab))
+}
+
+/// The path prefix Mastodon's streaming server answers under; Traefik (or
+/// the inspector) sends it to the streaming Service, the rest to web.
+pub const MASTODON_STREAMING_PATH: &str = "/api/v1/streaming";
+
 /// The label selector, as text, that finds everything of a lab.
 pub fn lab_selector(lab: &LabName) -> String {
     format!("{MANAGED_BY_KEY}={MANAGED_BY},{LAB_KEY}={lab}")

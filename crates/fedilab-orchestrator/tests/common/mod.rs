@@ -358,6 +358,11 @@ impl State {
         if stored.terminating {
             meta["deletionTimestamp"] = json!("2025-01-01T11:00:00Z");
         }
+        if key.0 == "services" && object["spec"]["clusterIP"].is_null() {
+            // Allocated like the API server would, from the service network.
+            let n: u64 = stored.uid.trim_start_matches("uid-").parse().unwrap_or(0);
+            object["spec"]["clusterIP"] = json!(format!("10.43.{}.{}", n / 250, n % 250 + 1));
+        }
         let ready = self.ready();
         match key.0.as_str() {
             "deployments" if ready => {
