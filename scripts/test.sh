@@ -18,10 +18,14 @@ rm -rf "$out" && mkdir -p "$out"
 data=$(mktemp -d)
 trap 'rm -rf "$data"' EXIT
 for profile in lab-profiles/*.yaml; do
+    # Servers outside the cluster are reachable only through the inspector.
+    routing=()
+    grep -q 'kind: external' "$profile" && routing=(--inspector-at 192.0.2.10:8480)
     FEDILAB_DATA_DIR=$data target/debug/fedilab render --profile "$profile" --seed ci \
-        >"$out/$(basename "$profile")"
+        "${routing[@]}" >"$out/$(basename "$profile")"
 done
 FEDILAB_DATA_DIR=$data target/debug/fedilab render --instances 5 --domain fediverse.test --lab five \
+    --inspector-at 192.0.2.10:8480 \
     >"$out/five-instances.yaml"
 target/test-venv/bin/python scripts/check_manifests.py "$out"/*.yaml --profiles lab-profiles
 

@@ -4,47 +4,72 @@
 //! and certificates come in as arguments.
 //!
 //! ```text
-//! build(&LabSpec, &LabSecrets, &TlsMaterial) -> LabManifests (apply order)
+//! build(&LabSpec, &LabSecrets, &TlsMaterial, &Routing) -> LabManifests (apply order)
 //! ```
 #![warn(missing_docs, clippy::print_stdout, clippy::dbg_macro)]
 
+mod external;
 mod lab;
 mod mastodon;
 mod objects;
+mod routing;
 mod secrets;
 mod tls;
+
+use std::net::SocketAddr;
 
 use fedilab_profile::{InstanceName, InstanceSpecKind, LabSpec};
 
 pub use lab::corefile_server_block;
 pub use mastodon::{POSTGRES_IMAGE, REDIS_IMAGE};
 pub use objects::{LabManifests, Manifest, OutputError};
+pub use routing::Routing;
 pub use secrets::{LabSecrets, MastodonSecrets, seed_from_text};
 pub use tls::{LeafPem, TlsMaterial};
 
-/// What the inputs of [`build`] lack.
+/// What the inputs of [`build`] lack, or why they do not fit together.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BuildError {
-    /// No generated secrets for an instance.
+    /// No generated secrets for a Mastodon instance.
     #[error("no generated secrets for instance {0}")]
     MissingSecrets(InstanceName),
     /// No certificate for an instance.
     #[error("no TLS certificate for instance {0}")]
     MissingCertificate(InstanceName),
+    /// An external instance with [`Routing::Direct`].
+    #[error(
+        "instance {0} is an external server, and external servers need the inspector: \
+         the cluster reaches them only through it"
+    )]
+    ExternalNeedsInspector(InstanceName),
+    /// A [`Routing::Inspector`] proxy address that cannot be an endpoint.
+    #[error("cannot route to the inspector at {addr}: {problem}")]
+    ProxyAddress {
+        /// The address given.
+        addr: SocketAddr,
+        /// What is wrong with it, and what to give instead.
+        problem: String,
+    },
 }
 
 /// Builds every object of the lab, in apply order: the namespace and its
 /// egress policy first (so no pod ever runs unfenced), then kube-system
 /// objects (CoreDNS, Traefik), config and secrets, stateful services,
-/// workloads and routes, and the setup Jobs last.
+/// workloads and routes, and the setup Jobs last. `routing` says whether
+/// Traefik sends each instance's traffic through the inspector; external
+/// instances need it, and have no secrets in `secrets`.
 ///
 /// # Errors
-/// [`BuildError`] when `secrets` or `tls` lack an instance of `spec`.
+/// [`BuildError`] when `secrets` lacks a Mastodon instance of `spec` or
+/// `tls` any instance, when an external instance is routed directly, or
+/// when the inspector's address cannot be an endpoint.
 pub fn build(
     spec: &LabSpec,
     secrets: &LabSecrets,
     tls: &TlsMaterial,
+    routing: &Routing,
 ) -> Result<LabManifests, BuildError> {
+    let proxy = routing.proxy()?;
     let mut objects = vec![
         Manifest::Namespace(lab::namespace(spec)),
         Manifest::NetworkPolicy(lab::egress_policy(spec)),
@@ -57,17 +82,23 @@ pub fn build(
     let mut workloads = Vec::new();
     let mut jobs = Vec::new();
     for instance in &spec.instances {
-        let instance_secrets = secrets
-            .instances
-            .get(&instance.name)
-            .ok_or_else(|| BuildError::MissingSecrets(instance.name.clone()))?;
-        let leaf = tls
-            .leaves
-            .get(&instance.name)
-            .ok_or_else(|| BuildError::MissingCertificate(instance.name.clone()))?;
+        let leaf = || {
+            tls.leaves
+                .get(&instance.name)
+                .ok_or_else(|| BuildError::MissingCertificate(instance.name.clone()))
+        };
         let built = match &instance.kind {
             InstanceSpecKind::Mastodon(m) => {
-                mastodon::build(spec, instance, m, instance_secrets, leaf)
+                let instance_secrets = secrets
+                    .instances
+                    .get(&instance.name)
+                    .ok_or_else(|| BuildError::MissingSecrets(instance.name.clone()))?;
+                mastodon::build(spec, instance, m, instance_secrets, leaf()?, proxy)
+            }
+            InstanceSpecKind::External(e) => {
+                let proxy = proxy
+                    .ok_or_else(|| BuildError::ExternalNeedsInspector(instance.name.clone()))?;
+                external::build(spec, instance, e, leaf()?, proxy)
             }
         };
         objects.extend(built.config);

@@ -27,18 +27,16 @@ use k8s_openapi::api::core::v1::{
     SecretKeySelector, SecurityContext, Service, ServicePort, ServiceSpec, TCPSocketAction, Volume,
     VolumeMount, VolumeResourceRequirements,
 };
-use k8s_openapi::api::networking::v1::{
-    HTTPIngressPath, HTTPIngressRuleValue, Ingress, IngressBackend, IngressRule,
-    IngressServiceBackend, IngressSpec, IngressTLS, ServiceBackendPort,
-};
+use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity as K8sQuantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::lab::lab_meta;
-use crate::objects::Manifest;
+use crate::objects::{InstanceObjects, Manifest};
+use crate::routing::{self, IngressPath, Proxy};
 use crate::secrets::MastodonSecrets;
-use crate::tls::LeafPem;
+use crate::tls::{self, LeafPem};
 
 /// PostgreSQL image (Mastodon 4.5 needs 14 or newer).
 pub const POSTGRES_IMAGE: &str = "docker.io/library/postgres:17-alpine";
@@ -68,24 +66,22 @@ const SIDEKIQ_READY_FILE: &str =
 const MEDIA_SIZE: &str = "5Gi";
 const POSTGRES_SIZE: &str = "2Gi";
 
-/// Every object of one Mastodon instance, grouped by apply phase.
-pub(crate) struct InstanceObjects {
-    pub config: Vec<Manifest>,
-    pub stateful: Vec<Manifest>,
-    pub workloads: Vec<Manifest>,
-    pub jobs: Vec<Manifest>,
-}
-
-/// Builds one instance's objects.
+/// Builds one instance's objects. With a `proxy`, Traefik reaches the
+/// instance through the inspector; without, straight.
 pub(crate) fn build(
     spec: &LabSpec,
     instance: &InstanceSpec,
     m: &MastodonSpec,
     secrets: &MastodonSecrets,
     leaf: &LeafPem,
+    proxy: Option<Proxy>,
 ) -> InstanceObjects {
     let b = Builder { spec, instance, m };
-    InstanceObjects {
+    let route = match proxy {
+        None => vec![Manifest::Ingress(b.ingress())],
+        Some(proxy) => routing::inspector_route(spec, instance, APP, proxy, None).into(),
+    };
+    let mut objects = InstanceObjects {
         config: vec![
             Manifest::ConfigMap(b.env_configmap()),
             Manifest::Secret(b.env_secret(secrets)),
@@ -105,10 +101,11 @@ pub(crate) fn build(
             Manifest::Service(b.service(Component::Streaming, STREAMING_PORT, false)),
             Manifest::Deployment(b.streaming()),
             Manifest::Deployment(b.sidekiq()),
-            Manifest::Ingress(b.ingress()),
         ],
         jobs: vec![Manifest::Job(b.setup_job())],
-    }
+    };
+    objects.workloads.extend(route);
+    objects
 }
 
 struct Builder<'a> {
@@ -364,7 +361,7 @@ impl Builder<'_> {
         if self.m.version.needs_otp_secret() {
             data.insert(s("OTP_SECRET"), &secrets.otp_secret);
         }
-        self.secret(&names::env_secret(&self.instance.name), None, data)
+        self.secret(&names::env_secret(&self.instance.name), data)
     }
 
     fn admin_secret(&self, secrets: &MastodonSecrets) -> Secret {
@@ -376,25 +373,16 @@ impl Builder<'_> {
             (s(names::admin_keys::PASSWORD), &secrets.admin_password),
             (s(names::admin_keys::API_TOKEN), &secrets.api_token),
         ]);
-        self.secret(&names::admin_secret(&self.instance.name), None, data)
+        self.secret(&names::admin_secret(&self.instance.name), data)
     }
 
     fn tls_secret(&self, leaf: &LeafPem) -> Secret {
-        let data = BTreeMap::from([
-            (s("tls.crt"), &leaf.cert_pem),
-            (s("tls.key"), &leaf.key_pem),
-        ]);
-        self.secret(
-            &names::tls_secret(&self.instance.name),
-            Some("kubernetes.io/tls"),
-            data,
-        )
+        tls::tls_secret(self.spec, self.instance, self.instance_labels(), leaf)
     }
 
-    fn secret(&self, name: &str, type_: Option<&str>, data: BTreeMap<String, &String>) -> Secret {
+    fn secret(&self, name: &str, data: BTreeMap<String, &String>) -> Secret {
         Secret {
             metadata: lab_meta(self.spec, name, self.instance_labels()),
-            type_: type_.map(s),
             data: Some(
                 data.into_iter()
                     .map(|(k, v)| (k, ByteString(v.as_bytes().to_vec())))
@@ -726,46 +714,24 @@ impl Builder<'_> {
     }
 
     fn ingress(&self) -> Ingress {
-        let backend = |component: Component, port: i32| IngressBackend {
-            service: Some(IngressServiceBackend {
-                name: self.name(component),
-                port: Some(ServiceBackendPort {
-                    number: Some(port),
-                    name: None,
-                }),
-            }),
-            resource: None,
+        let path = |prefix, component, port| IngressPath {
+            prefix,
+            service: self.name(component),
+            port,
         };
-        let path = |p: &str, component: Component, port: i32| HTTPIngressPath {
-            path: Some(s(p)),
-            path_type: s("Prefix"),
-            backend: backend(component, port),
-        };
-        Ingress {
-            metadata: lab_meta(
-                self.spec,
-                &names::ingress(&self.instance.name),
-                self.instance_labels(),
-            ),
-            spec: Some(IngressSpec {
-                ingress_class_name: Some(s(names::TRAEFIK_INGRESS_CLASS)),
-                tls: Some(vec![IngressTLS {
-                    hosts: Some(vec![s(self.host())]),
-                    secret_name: Some(names::tls_secret(&self.instance.name)),
-                }]),
-                rules: Some(vec![IngressRule {
-                    host: Some(s(self.host())),
-                    http: Some(HTTPIngressRuleValue {
-                        paths: vec![
-                            path("/api/v1/streaming", Component::Streaming, STREAMING_PORT),
-                            path("/", Component::Web, WEB_PORT),
-                        ],
-                    }),
-                }]),
-                default_backend: None,
-            }),
-            ..Ingress::default()
-        }
+        routing::ingress(
+            self.spec,
+            self.instance,
+            self.instance_labels(),
+            vec![
+                path(
+                    names::MASTODON_STREAMING_PATH,
+                    Component::Streaming,
+                    STREAMING_PORT,
+                ),
+                path("/", Component::Web, WEB_PORT),
+            ],
+        )
     }
 
     fn setup_job(&self) -> Job {

@@ -4,6 +4,7 @@ use k8s_openapi::Resource;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, PersistentVolumeClaim, Secret, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube_core::DynamicObject;
@@ -21,6 +22,7 @@ pub enum Manifest {
     Secret(Secret),
     PersistentVolumeClaim(PersistentVolumeClaim),
     Service(Service),
+    EndpointSlice(EndpointSlice),
     StatefulSet(StatefulSet),
     Deployment(Deployment),
     Ingress(Ingress),
@@ -38,6 +40,7 @@ impl Manifest {
             Manifest::Secret(_) => Secret::API_VERSION,
             Manifest::PersistentVolumeClaim(_) => PersistentVolumeClaim::API_VERSION,
             Manifest::Service(_) => Service::API_VERSION,
+            Manifest::EndpointSlice(_) => EndpointSlice::API_VERSION,
             Manifest::StatefulSet(_) => StatefulSet::API_VERSION,
             Manifest::Deployment(_) => Deployment::API_VERSION,
             Manifest::Ingress(_) => Ingress::API_VERSION,
@@ -55,6 +58,7 @@ impl Manifest {
             Manifest::Secret(_) => Secret::KIND,
             Manifest::PersistentVolumeClaim(_) => PersistentVolumeClaim::KIND,
             Manifest::Service(_) => Service::KIND,
+            Manifest::EndpointSlice(_) => EndpointSlice::KIND,
             Manifest::StatefulSet(_) => StatefulSet::KIND,
             Manifest::Deployment(_) => Deployment::KIND,
             Manifest::Ingress(_) => Ingress::KIND,
@@ -72,6 +76,7 @@ impl Manifest {
             Manifest::Secret(o) => &o.metadata,
             Manifest::PersistentVolumeClaim(o) => &o.metadata,
             Manifest::Service(o) => &o.metadata,
+            Manifest::EndpointSlice(o) => &o.metadata,
             Manifest::StatefulSet(o) => &o.metadata,
             Manifest::Deployment(o) => &o.metadata,
             Manifest::Ingress(o) => &o.metadata,
@@ -97,6 +102,14 @@ impl Manifest {
             None => format!("{}/{}", self.kind(), self.name()),
         }
     }
+}
+
+/// Every object of one instance, grouped by apply phase.
+pub(crate) struct InstanceObjects {
+    pub config: Vec<Manifest>,
+    pub stateful: Vec<Manifest>,
+    pub workloads: Vec<Manifest>,
+    pub jobs: Vec<Manifest>,
 }
 
 /// Every object of a lab, in the order to apply them: namespace and egress

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE;
-use fedilab_profile::{InstanceName, LabSpec};
+use fedilab_profile::{InstanceName, InstanceSpecKind, LabSpec};
 use p256::elliptic_curve::sec1::ToEncodedPoint as _;
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
@@ -57,11 +57,13 @@ pub struct LabSecrets {
 }
 
 impl LabSecrets {
-    /// Generates secrets for every instance of `spec` from `master_seed`.
+    /// Generates secrets for every Mastodon instance of `spec` from
+    /// `master_seed` (external instances have none).
     pub fn generate(spec: &LabSpec, master_seed: [u8; 32]) -> Self {
         let instances = spec
             .instances
             .iter()
+            .filter(|i| matches!(i.kind, InstanceSpecKind::Mastodon(_)))
             .map(|i| {
                 (
                     i.name.clone(),

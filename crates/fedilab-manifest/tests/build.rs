@@ -4,7 +4,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use fedilab_manifest::{
-    LabManifests, LabSecrets, LeafPem, Manifest, TlsMaterial, build, seed_from_text,
+    BuildError, LabManifests, LabSecrets, LeafPem, Manifest, Routing, TlsMaterial, build,
+    seed_from_text,
 };
 use fedilab_profile::names;
 use fedilab_profile::{LabProfile, LabSpec, Overrides};
@@ -45,7 +46,49 @@ fn fixture_tls(spec: &LabSpec) -> TlsMaterial {
 
 fn render(spec: &LabSpec) -> LabManifests {
     let secrets = LabSecrets::generate(spec, seed_from_text("fedilab-test"));
-    build(spec, &secrets, &fixture_tls(spec)).expect("builds")
+    build(spec, &secrets, &fixture_tls(spec), &Routing::Direct).expect("builds")
+}
+
+const INSPECTOR: Routing = Routing::Inspector {
+    proxy: std::net::SocketAddr::new(
+        std::net::IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 10)),
+        8480,
+    ),
+};
+
+/// A Mastodon instance and an external server on the host.
+const WITH_EXTERNAL: &str = "instances:\n  - name: mastodon1\n  - name: mine\n    kind: external\n    url: http://127.0.0.1:3000\n";
+
+fn spec_yaml(yaml: &str) -> LabSpec {
+    LabSpec::resolve(
+        &LabProfile::from_yaml(yaml, "test.yaml").expect("parses"),
+        &Overrides::default(),
+    )
+    .expect("valid")
+}
+
+fn render_routed(spec: &LabSpec, routing: &Routing) -> Result<LabManifests, BuildError> {
+    let secrets = LabSecrets::generate(spec, seed_from_text("fedilab-test"));
+    build(spec, &secrets, &fixture_tls(spec), routing)
+}
+
+/// The objects of `instance` that route traffic to it (and, for an
+/// external one, everything it has), in apply order, as YAML.
+fn route_objects_yaml(manifests: &LabManifests, instance: &str) -> String {
+    let routed = manifests
+        .objects
+        .iter()
+        .filter(|o| {
+            let labels = o.metadata().labels.clone().unwrap_or_default();
+            labels.get(names::INSTANCE_KEY).map(String::as_str) == Some(instance)
+                && (matches!(o.kind(), "Ingress" | "EndpointSlice")
+                    || labels.get(names::COMPONENT_KEY).map(String::as_str)
+                        == Some(names::INSPECTOR_ROUTE_COMPONENT)
+                    || instance == "mine")
+        })
+        .cloned()
+        .collect();
+    LabManifests { objects: routed }.to_yaml().expect("yaml")
 }
 
 fn json(object: &Manifest) -> serde_json::Value {
@@ -280,9 +323,15 @@ fn missing_material_is_an_error_not_a_partial_lab() {
     let secrets = LabSecrets::generate(&spec, seed_from_text("x"));
     let mut tls = fixture_tls(&spec);
     tls.leaves.clear();
-    let err = build(&spec, &secrets, &tls).expect_err("no leaves");
+    let err = build(&spec, &secrets, &tls, &Routing::Direct).expect_err("no leaves");
     assert_eq!(err.to_string(), "no TLS certificate for instance mastodon1");
-    let err = build(&spec, &LabSecrets::default(), &fixture_tls(&spec)).expect_err("no secrets");
+    let err = build(
+        &spec,
+        &LabSecrets::default(),
+        &fixture_tls(&spec),
+        &Routing::Direct,
+    )
+    .expect_err("no secrets");
     assert_eq!(
         err.to_string(),
         "no generated secrets for instance mastodon1"
@@ -312,4 +361,175 @@ fn yaml_documents_read_back_as_the_same_objects() {
     let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(&yaml).expect("reads back");
     let expected: Vec<serde_json::Value> = manifests.objects.iter().map(json).collect();
     assert_eq!(docs, expected);
+}
+
+#[test]
+fn inspector_routing_of_a_mastodon_instance_snapshot() {
+    let spec = spec_yaml(WITH_EXTERNAL);
+    let manifests = render_routed(&spec, &INSPECTOR).expect("builds");
+    insta::assert_snapshot!(
+        "inspector-route-mastodon",
+        route_objects_yaml(&manifests, "mastodon1")
+    );
+}
+
+#[test]
+fn external_instance_snapshot() {
+    let spec = spec_yaml(WITH_EXTERNAL);
+    let manifests = render_routed(&spec, &INSPECTOR).expect("builds");
+    insta::assert_snapshot!("external-instance", route_objects_yaml(&manifests, "mine"));
+}
+
+#[test]
+fn inspector_routing_keeps_the_mastodon_objects_and_only_changes_the_route() {
+    let spec = spec_from("mastodon-pair.yaml", &Overrides::default());
+    let direct = render(&spec).objects;
+    let routed = render_routed(&spec, &INSPECTOR).expect("builds").objects;
+    let not_ingress = |o: &&Manifest| o.kind() != "Ingress";
+    let direct_rest: Vec<_> = direct.iter().filter(not_ingress).collect();
+    let routed_rest: Vec<_> = routed
+        .iter()
+        .filter(not_ingress)
+        .filter(|o| o.name() != "mastodon1-inspector" && o.name() != "mastodon2-inspector")
+        .collect();
+    assert_eq!(
+        direct_rest, routed_rest,
+        "everything else is as with Direct"
+    );
+    // 2 more objects per instance (the Service and the EndpointSlice).
+    assert_eq!(routed.len(), direct.len() + 2 * 2);
+    for o in routed.iter().filter(|o| o.kind() == "Ingress") {
+        let v = json(o);
+        let paths = v["spec"]["rules"][0]["http"]["paths"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(paths.len(), 1, "{}", o.describe());
+        assert_eq!(paths[0]["path"], "/");
+        assert_eq!(
+            paths[0]["backend"]["service"]["name"],
+            format!("{}-inspector", o.name())
+        );
+        assert_eq!(paths[0]["backend"]["service"]["port"]["number"], 80);
+    }
+    // The Jobs stay last.
+    assert_eq!(routed.last().map(Manifest::kind), Some("Job"));
+}
+
+#[test]
+fn endpoint_slices_match_their_service_and_never_claim_the_controllers_label() {
+    let spec = spec_yaml(WITH_EXTERNAL);
+    let objects = render_routed(&spec, &INSPECTOR).expect("builds").objects;
+    let slices: Vec<_> = objects
+        .iter()
+        .filter(|o| o.kind() == "EndpointSlice")
+        .collect();
+    assert_eq!(slices.len(), 2);
+    for slice in slices {
+        let v = json(slice);
+        let service = objects
+            .iter()
+            .find(|o| o.kind() == "Service" && o.name() == slice.name())
+            .expect("a Service of the same name");
+        let s = json(service);
+        assert!(s["spec"].get("selector").is_none(), "selector-less");
+        assert_eq!(
+            v["metadata"]["labels"][names::SERVICE_NAME_KEY],
+            slice.name()
+        );
+        assert_eq!(
+            v["metadata"]["labels"][names::ENDPOINTSLICE_MANAGED_BY_KEY],
+            names::ENDPOINTSLICE_MANAGED_BY
+        );
+        assert_ne!(
+            names::ENDPOINTSLICE_MANAGED_BY,
+            "endpointslice-controller.k8s.io"
+        );
+        assert_eq!(v["addressType"], "IPv4");
+        assert_eq!(
+            v["endpoints"],
+            serde_json::json!([{ "addresses": ["192.0.2.10"], "conditions": { "ready": true } }])
+        );
+        assert_eq!(v["ports"][0]["name"], s["spec"]["ports"][0]["name"]);
+        assert_eq!(v["ports"][0]["port"], 8480);
+        assert_eq!(s["spec"]["ports"][0]["targetPort"], 8480);
+    }
+    let v6 = Routing::Inspector {
+        proxy: "[2001:db8::10]:8480".parse().expect("socket address"),
+    };
+    let objects = render_routed(&spec, &v6).expect("builds").objects;
+    let slice = objects
+        .iter()
+        .find(|o| o.kind() == "EndpointSlice")
+        .expect("slice");
+    assert_eq!(json(slice)["addressType"], "IPv6");
+    assert_eq!(json(slice)["endpoints"][0]["addresses"][0], "2001:db8::10");
+}
+
+#[test]
+fn external_instances_need_no_secrets_and_are_labelled_for_teardown() {
+    let spec = spec_yaml(WITH_EXTERNAL);
+    let secrets = LabSecrets::generate(&spec, seed_from_text("x"));
+    assert_eq!(secrets.instances.len(), 1, "secrets for Mastodon only");
+    let manifests = build(
+        &spec,
+        &LabSecrets::generate(&spec, seed_from_text("x")),
+        &fixture_tls(&spec),
+        &INSPECTOR,
+    )
+    .expect("builds");
+    let mine: Vec<_> = manifests
+        .objects
+        .iter()
+        .filter(|o| {
+            o.metadata()
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(names::INSTANCE_KEY))
+                .map(String::as_str)
+                == Some("mine")
+        })
+        .map(Manifest::describe)
+        .collect();
+    assert_eq!(
+        mine,
+        [
+            "Secret/fedilab-main/mine-tls",
+            "Service/fedilab-main/mine-inspector",
+            "EndpointSlice/fedilab-main/mine-inspector",
+            "Ingress/fedilab-main/mine",
+        ]
+    );
+    for o in &manifests.objects {
+        let labels = o.metadata().labels.clone().unwrap_or_default();
+        assert_eq!(
+            labels.get(names::MANAGED_BY_KEY).map(String::as_str),
+            Some(names::MANAGED_BY),
+            "{}",
+            o.describe()
+        );
+    }
+}
+
+#[test]
+fn external_instances_with_direct_routing_are_an_error() {
+    let spec = spec_yaml(WITH_EXTERNAL);
+    let err = render_routed(&spec, &Routing::Direct).expect_err("needs the inspector");
+    assert!(matches!(err, BuildError::ExternalNeedsInspector(ref n) if n.as_str() == "mine"));
+    assert!(
+        err.to_string()
+            .contains("external servers need the inspector"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_loopback_inspector_address_is_an_error() {
+    let spec = spec_yaml(WITH_EXTERNAL);
+    let routing = Routing::Inspector {
+        proxy: "127.0.0.1:8480".parse().expect("socket address"),
+    };
+    let err = render_routed(&spec, &routing).expect_err("loopback");
+    assert!(matches!(err, BuildError::ProxyAddress { .. }), "{err:?}");
+    assert!(err.to_string().contains("loopback"), "{err}");
 }

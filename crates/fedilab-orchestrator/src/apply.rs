@@ -151,7 +151,10 @@ pub async fn apply(
     let lab_manager = names::lab_field_manager(&spec.name);
     let mut report = ApplyReport::default();
     for object in &manifests.objects {
-        let resolved = resolve(&preflight.resources, object)?;
+        let resolved = preflight
+            .resources
+            .get(object)
+            .ok_or_else(|| unknown_kind(object))?;
         if is_coredns_custom(object) {
             let key = names::coredns_key(&spec.name);
             let wanted = match object {
@@ -189,7 +192,7 @@ pub(crate) async fn apply_objects(
 ) -> Result<ApplyReport, ApplyError> {
     let mut report = ApplyReport::default();
     for object in objects {
-        let resolved = resolve(resources, object)?;
+        let resolved = resources.get(object).ok_or_else(|| unknown_kind(object))?;
         report
             .objects
             .push(apply_object(cluster, resolved, object, names::FIELD_MANAGER).await?);
@@ -197,12 +200,10 @@ pub(crate) async fn apply_objects(
     Ok(report)
 }
 
-fn resolve<'a>(resources: &'a ResourceMap, object: &Manifest) -> Result<&'a Resolved, ApplyError> {
-    resources
-        .get(object)
-        .ok_or_else(|| ApplyError::UnknownKind {
-            object: object.describe(),
-        })
+fn unknown_kind(object: &Manifest) -> ApplyError {
+    ApplyError::UnknownKind {
+        object: object.describe(),
+    }
 }
 
 /// Server-side applies one object (forced, as `manager`); a Job that failed

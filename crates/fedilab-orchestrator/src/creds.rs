@@ -11,7 +11,7 @@ use kube::Api;
 use kube::api::ListParams;
 
 use crate::Cluster;
-use crate::state::{LabDir, LabState, StateError};
+use crate::state::{LabDir, LabState, StateError, StoredKind};
 
 /// One instance's way in.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -67,7 +67,12 @@ pub fn credentials_from_state(
         return Ok(None);
     };
     let mut out = Vec::new();
-    for instance in &state.instances {
+    // Servers outside the cluster have no admin that fedilab created.
+    let mastodons = state
+        .instances
+        .iter()
+        .filter(|i| i.kind == StoredKind::Mastodon);
+    for instance in mastodons {
         if let Some((password, api_token)) = dir.admin_secrets(&instance.name)? {
             out.push(InstanceCredentials {
                 instance: instance.name.clone(),

@@ -202,3 +202,26 @@ async fn discover(client: &Client, object: &Manifest) -> Result<Resolved, Resour
         namespaced: found.namespaced,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use fedilab_manifest::Manifest;
+    use k8s_openapi::api::discovery::v1::EndpointSlice;
+
+    use super::*;
+
+    #[test]
+    fn endpoint_slices_are_applied_to_the_discovery_api() {
+        let mut map = ResourceMap::default();
+        for kind in builtin_kinds() {
+            map.insert(kind);
+        }
+        let resolved = map
+            .get(&Manifest::EndpointSlice(EndpointSlice::default()))
+            .expect("a built-in kind");
+        assert!(resolved.namespaced);
+        assert_eq!(resolved.resource.group, "discovery.k8s.io");
+        assert_eq!(resolved.resource.version, "v1");
+        assert_eq!(resolved.resource.plural, "endpointslices");
+    }
+}

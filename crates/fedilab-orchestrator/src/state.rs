@@ -22,7 +22,7 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use fedilab_manifest::{LabSecrets, MastodonSecrets};
-use fedilab_profile::{LabName, LabSpec, names};
+use fedilab_profile::{InstanceSpecKind, LabName, LabSpec, names};
 use rand_core::{OsRng, RngCore};
 use serde::{Deserialize, Serialize};
 
@@ -198,7 +198,10 @@ impl LabState {
                     name: i.name.to_string(),
                     host: i.host.to_string(),
                     url: format!("https://{}/", i.host),
-                    kind: StoredKind::Mastodon,
+                    kind: match i.kind {
+                        InstanceSpecKind::Mastodon(_) => StoredKind::Mastodon,
+                        InstanceSpecKind::External(_) => StoredKind::External,
+                    },
                     upstreams: Vec::new(),
                 })
                 .collect(),
@@ -312,7 +315,12 @@ impl LabDir {
         let path = self.dir.join(SECRETS_FILE);
         let mut file: SecretsFile = self.read_json(&path)?.unwrap_or_default();
         let mut changed = false;
-        for instance in &spec.instances {
+        // External instances have no generated secrets.
+        let mastodons = spec
+            .instances
+            .iter()
+            .filter(|i| matches!(i.kind, InstanceSpecKind::Mastodon(_)));
+        for instance in mastodons.clone() {
             if !file.instances.contains_key(instance.name.as_str()) {
                 let mut seed = [0u8; 32];
                 fill(&mut seed);
@@ -325,9 +333,7 @@ impl LabDir {
         if changed {
             self.write_json(&path, &file)?;
         }
-        let instances = spec
-            .instances
-            .iter()
+        let instances = mastodons
             .filter_map(|i| {
                 let s = file.instances.get(i.name.as_str())?.clone();
                 Some((i.name.clone(), MastodonSecrets::from(s)))

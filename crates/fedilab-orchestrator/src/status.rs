@@ -22,7 +22,8 @@ use crate::readiness::{InstanceObjects, InstanceProgress, instance_progress, is_
 pub struct InstanceStatus {
     /// Its name.
     pub name: String,
-    /// Where it is: `ready`, `database`, `setup`, `services`, `failed`.
+    /// Where it is: `ready`, `database`, `setup`, `services`, `failed`, or
+    /// `external` for a server outside the cluster (routed, nothing runs).
     pub phase: String,
     /// Ready pods (Job pods that finished not counted).
     pub ready_pods: usize,
@@ -232,6 +233,21 @@ pub async fn status(cluster: &Cluster, lab: &LabName) -> Result<LabStatus, Statu
                 .values()
                 .filter_map(|o| instance_of(&o.metadata.labels)),
         );
+        // External servers run nothing here; their Ingress shows them.
+        let external_app = fedilab_profile::InstanceKind::External.as_str();
+        let external: BTreeSet<String> = ingresses
+            .iter()
+            .filter(|i| {
+                i.metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(names::APP_NAME_KEY))
+                    .map(String::as_str)
+                    == Some(external_app)
+            })
+            .filter_map(|i| instance_of(&i.metadata.labels))
+            .collect();
+        instances.extend(external.iter().cloned());
         for name in instances {
             let Ok(instance) = name.parse::<InstanceName>() else {
                 continue;
@@ -246,6 +262,7 @@ pub async fn status(cluster: &Cluster, lab: &LabName) -> Result<LabStatus, Statu
                 sidekiq: deployments.get(&object(Component::Sidekiq)),
             };
             let phase = match instance_progress(&objects) {
+                _ if external.contains(&name) => external_app.to_owned(),
                 InstanceProgress::Ready => "ready".to_owned(),
                 InstanceProgress::Waiting { phase } => phase.as_str().to_owned(),
                 InstanceProgress::Failed { .. } => "failed".to_owned(),

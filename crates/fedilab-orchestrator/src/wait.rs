@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use fedilab_profile::names::{self, Component};
-use fedilab_profile::{InstanceName, LabSpec};
+use fedilab_profile::{InstanceName, InstanceSpecKind, LabSpec};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
 use kube::Api;
@@ -203,7 +203,12 @@ pub async fn wait_ready(
             .map_err(WaitError::Api)?;
         let now = Instant::now();
         let mut all_ready = true;
-        for instance in &spec.instances {
+        // External instances run nothing in the cluster: nothing to wait for.
+        let in_cluster = spec
+            .instances
+            .iter()
+            .filter(|i| matches!(i.kind, InstanceSpecKind::Mastodon(_)));
+        for instance in in_cluster {
             let objects = snapshot.instance(&instance.name);
             let current = instance_progress(&objects);
             let tracker = trackers.entry(instance.name.clone()).or_insert_with(|| {

@@ -21,12 +21,13 @@ pub use profile::{
 };
 pub use spec::{
     ComponentResources, DEFAULT_DOMAIN, DEFAULT_EGRESS_CIDR, DEFAULT_LAB_NAME,
-    DEFAULT_MASTODON_IMAGE, DEFAULT_MASTODON_VERSION, InstanceSpec, InstanceSpecKind, LabSpec,
-    MAX_INSTANCES, MastodonResources, MastodonSpec, Overrides, ParseOrValidationError,
+    DEFAULT_MASTODON_IMAGE, DEFAULT_MASTODON_VERSION, ExternalSpec, InstanceSpec, InstanceSpecKind,
+    LabSpec, MAX_INSTANCES, MastodonResources, MastodonSpec, Overrides, ParseOrValidationError,
     ValidationError, ValidationErrors,
 };
 pub use types::{
-    Cidr, CidrError, Domain, Fqdn, InstanceName, LabName, MastodonVersion, NameError, Quantity,
+    Cidr, CidrError, Domain, ExternalUrl, Fqdn, InstanceName, LabName, MastodonVersion, NameError,
+    Quantity,
 };
 
 /// The default lab profile (two Mastodon servers), as shipped in

@@ -168,6 +168,34 @@ pub fn ingress(instance: &InstanceName) -> String {
     instance.to_string()
 }
 
+/// The value of [`COMPONENT_KEY`] on an instance's inspector route (its
+/// Service and EndpointSlice), and the suffix of their name.
+pub const INSPECTOR_ROUTE_COMPONENT: &str = "inspector";
+
+/// The selector-less Service (and its EndpointSlice, same name) through
+/// which Traefik sends an instance's traffic to the inspector on the host:
+/// `<instance>-inspector`.
+pub fn inspector_route(instance: &InstanceName) -> String {
+    format!("{instance}-{INSPECTOR_ROUTE_COMPONENT}")
+}
+
+/// The name of the one port of an inspector route's Service and
+/// EndpointSlice (they are matched by name).
+pub const INSPECTOR_ROUTE_PORT_NAME: &str = "http";
+
+/// The EndpointSlice label naming the Service it belongs to.
+pub const SERVICE_NAME_KEY: &str = "kubernetes.io/service-name";
+/// The EndpointSlice label naming who manages it; Kubernetes' own
+/// controller deletes slices that carry its value and no selector.
+pub const ENDPOINTSLICE_MANAGED_BY_KEY: &str = "endpointslice.kubernetes.io/managed-by";
+/// fedilab's value of [`ENDPOINTSLICE_MANAGED_BY_KEY`] (never
+/// `endpointslice-controller.k8s.io`, the controller's).
+pub const ENDPOINTSLICE_MANAGED_BY: &str = "fedilab.dev";
+/// The annotation on an external instance's route Service that records
+/// where the inspector forwards its traffic (`http://HOST:PORT`), for
+/// people reading the cluster.
+pub const UPSTREAM_ANNOTATION: &str = "fedilab.dev/upstream";
+
 /// Keys of the admin Secret ([`admin_secret`]).
 pub mod admin_keys {
     /// The admin's username.
@@ -197,6 +225,21 @@ pub fn instance_labels(
     let mut labels = lab_labels(lab);
     labels.insert(INSTANCE_KEY.to_owned(), instance.to_string());
     labels.insert(APP_NAME_KEY.to_owned(), app.to_owned());
+    labels
+}
+
+/// Labels on an instance's inspector route (Service and EndpointSlice
+/// carry these; the EndpointSlice adds its own two).
+pub fn inspector_route_labels(
+    lab: &LabName,
+    instance: &InstanceName,
+    app: &str,
+) -> BTreeMap<String, String> {
+    let mut labels = instance_labels(lab, instance, app);
+    labels.insert(
+        COMPONENT_KEY.to_owned(),
+        INSPECTOR_ROUTE_COMPONENT.to_owned(),
+    );
     labels
 }
 
@@ -267,6 +310,7 @@ mod tests {
             admin_secret(&inst),
             tls_secret(&inst),
             media_pvc(&inst),
+            inspector_route(&inst),
         ] {
             assert!(name.len() <= 63, "{name}");
         }

@@ -57,8 +57,9 @@ pub enum InstanceKind {
     Misskey,
     /// GoToSocial (planned).
     Gotosocial,
-    /// A server running outside the cluster, such as one on the host
-    /// (planned).
+    /// A server running outside the cluster, such as the one you are
+    /// developing on the host: set `url`. Reachable from the lab only
+    /// through the inspector.
     External,
 }
 
@@ -102,6 +103,13 @@ pub struct InstanceProfile {
     /// CPU and memory per component, replacing the defaults field by field.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourcesProfile>,
+    /// Where the server listens, for kind `external` only (and required
+    /// there): `http://HOST:PORT` as seen from the host, such as
+    /// `http://127.0.0.1:3000`. Plain HTTP with an explicit port and no
+    /// path: Traefik terminates TLS with the instance's certificate and the
+    /// inspector forwards to this address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
 }
 
 /// Mastodon settings, for the lab (defaults) or one instance.

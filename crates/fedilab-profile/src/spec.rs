@@ -11,7 +11,9 @@ use std::fmt;
 use crate::profile::{
     ComponentResourcesProfile, InstanceKind, InstanceProfile, LabProfile, MastodonProfile,
 };
-use crate::types::{Cidr, Domain, Fqdn, InstanceName, LabName, MastodonVersion, Quantity};
+use crate::types::{
+    Cidr, Domain, ExternalUrl, Fqdn, InstanceName, LabName, MastodonVersion, Quantity,
+};
 
 /// The lab name when a profile names none.
 pub const DEFAULT_LAB_NAME: &str = "main";
@@ -108,12 +110,63 @@ pub struct InstanceSpec {
     pub kind: InstanceSpecKind,
 }
 
-/// What an instance runs. New kinds (Misskey, GoToSocial, external servers)
-/// become new variants.
+/// What an instance runs. New kinds (Misskey, GoToSocial) become new
+/// variants.
 #[derive(Debug, Clone, PartialEq)]
+// One value per instance, built once: boxing Mastodon's settings would only
+// make every match on them noisier.
+#[allow(clippy::large_enum_variant)]
 pub enum InstanceSpecKind {
     /// A Mastodon server.
     Mastodon(MastodonSpec),
+    /// A server outside the cluster (profile `kind: external`, or added by
+    /// `fedilab attach`): no pods, no generated secrets; the cluster reaches
+    /// it only through the inspector.
+    External(ExternalSpec),
+}
+
+impl InstanceSpecKind {
+    /// The kind as written in a profile.
+    pub fn kind(&self) -> InstanceKind {
+        match self {
+            InstanceSpecKind::Mastodon(_) => InstanceKind::Mastodon,
+            InstanceSpecKind::External(_) => InstanceKind::External,
+        }
+    }
+}
+
+/// A server outside the cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExternalSpec {
+    /// Where it listens, as the inspector reaches it from the host.
+    pub url: ExternalUrl,
+}
+
+impl InstanceSpec {
+    /// An external instance `name` listening at `url`, in a lab of
+    /// `domain`: what `fedilab attach` adds. Validated as a profile's
+    /// `kind: external` instance; the error paths are `name` and `url`.
+    /// Whether the name is free in the lab is the caller's check.
+    ///
+    /// # Errors
+    /// [`ValidationErrors`] with every problem of `name` and `url`.
+    pub fn external(
+        name: &str,
+        url: &str,
+        domain: &Domain,
+    ) -> Result<InstanceSpec, ValidationErrors> {
+        let mut errs = Errors::default();
+        let name = errs.check("name", name.parse::<InstanceName>());
+        let url = check_external_url("url", url, &mut errs);
+        match (name, url) {
+            (Some(name), Some(url)) if errs.0.is_empty() => Ok(InstanceSpec {
+                host: Fqdn::new(&name, domain),
+                name,
+                kind: InstanceSpecKind::External(ExternalSpec { url }),
+            }),
+            _ => Err(ValidationErrors(errs.0)),
+        }
+    }
 }
 
 /// A Mastodon instance's resolved settings.
@@ -402,14 +455,59 @@ fn resolve_kind(
         InstanceKind::Mastodon => {
             resolve_mastodon(path, instance, lab, errs).map(InstanceSpecKind::Mastodon)
         }
-        InstanceKind::Misskey | InstanceKind::Gotosocial | InstanceKind::External => {
+        InstanceKind::External => {
+            resolve_external(path, instance, errs).map(InstanceSpecKind::External)
+        }
+        InstanceKind::Misskey | InstanceKind::Gotosocial => {
             errs.push(
                 &format!("{path}.kind"),
-                format!("{} is not supported yet; only mastodon is", kind.as_str()),
+                format!(
+                    "{} is not supported yet; use mastodon, or external for a server you run yourself",
+                    kind.as_str()
+                ),
             );
             None
         }
     }
+}
+
+fn resolve_external(
+    path: &str,
+    instance: &InstanceProfile,
+    errs: &mut Errors,
+) -> Option<ExternalSpec> {
+    // Settings of servers fedilab runs mean nothing for one it does not.
+    let misplaced = [
+        ("version", instance.version.is_some()),
+        ("image", instance.image.is_some()),
+        ("mastodon", instance.mastodon.is_some()),
+        ("resources", instance.resources.is_some()),
+    ];
+    for (field, set) in misplaced {
+        if set {
+            errs.push(
+                &format!("{path}.{field}"),
+                format!(
+                    "an external server runs outside the lab, so fedilab does not choose its \
+                     {field}; remove the field (or use kind: mastodon)"
+                ),
+            );
+        }
+    }
+    let Some(url) = &instance.url else {
+        errs.push(
+            &format!("{path}.url"),
+            "an external instance needs the address its server listens on, \
+             such as url: http://127.0.0.1:3000"
+                .to_owned(),
+        );
+        return None;
+    };
+    check_external_url(&format!("{path}.url"), url, errs).map(|url| ExternalSpec { url })
+}
+
+fn check_external_url(path: &str, text: &str, errs: &mut Errors) -> Option<ExternalUrl> {
+    errs.check(path, text.parse::<ExternalUrl>())
 }
 
 fn resolve_mastodon(
@@ -418,6 +516,14 @@ fn resolve_mastodon(
     lab: &MastodonProfile,
     errs: &mut Errors,
 ) -> Option<MastodonSpec> {
+    if instance.url.is_some() {
+        errs.push(
+            &format!("{path}.url"),
+            "only an instance of kind external has a url; remove it, or set kind: external \
+             for a server you run yourself"
+                .to_owned(),
+        );
+    }
     let own = instance.mastodon.clone().unwrap_or_default();
     if own.version.is_some() {
         errs.push(

@@ -463,6 +463,117 @@ impl fmt::Display for MastodonVersion {
     }
 }
 
+/// Where a server outside the cluster listens, as the inspector reaches it
+/// from the host: `http://HOST:PORT`, such as `http://127.0.0.1:3000`. The
+/// scheme is `http` (Traefik terminates TLS with the lab's certificate; the
+/// inspector speaks plain HTTP to the server), the port is explicit, and
+/// there is no path, query, fragment or user info. HOST is an IP address
+/// (IPv6 in brackets) or a DNS name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ExternalUrl {
+    host: String,
+    port: u16,
+}
+
+impl ExternalUrl {
+    /// The host: an IP address (IPv6 without brackets) or a DNS name.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// The host as an IP address, when it is one.
+    pub fn ip(&self) -> Option<IpAddr> {
+        self.host.parse().ok()
+    }
+
+    /// The port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+}
+
+impl FromStr for ExternalUrl {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let example = "such as http://127.0.0.1:3000";
+        let Some((scheme, rest)) = s.split_once("://") else {
+            return Err(format!("{s:?} is not a URL {example}"));
+        };
+        if scheme.eq_ignore_ascii_case("https") {
+            return Err(format!(
+                "{s:?} uses https; give the server's plain-HTTP address ({example}): \
+                 Traefik terminates TLS with the lab's certificate and the inspector \
+                 speaks HTTP to the server"
+            ));
+        }
+        if !scheme.eq_ignore_ascii_case("http") {
+            return Err(format!(
+                "{s:?} is not an http URL; give the server's address {example}"
+            ));
+        }
+        // Only a bare trailing slash may follow the authority.
+        let authority = rest.strip_suffix('/').unwrap_or(rest);
+        if authority.contains(['/', '?', '#']) {
+            return Err(format!(
+                "{s:?} has a path, query or fragment; give only http://HOST:PORT \
+                 (the lab host's paths map one to one onto the server's)"
+            ));
+        }
+        if authority.contains('@') {
+            return Err(format!("{s:?} has user info; give only http://HOST:PORT"));
+        }
+        let no_port = || format!("{s:?} has no port; write it explicitly, {example}");
+        let (host, port) = if let Some(bracketed) = authority.strip_prefix('[') {
+            let (v6, after) = bracketed
+                .split_once(']')
+                .ok_or_else(|| format!("{s:?}: an IPv6 address needs a closing ']'"))?;
+            if v6.parse::<std::net::Ipv6Addr>().is_err() {
+                return Err(format!("{s:?}: {v6:?} is not an IPv6 address"));
+            }
+            let port = after.strip_prefix(':').ok_or_else(no_port)?;
+            (v6.to_owned(), port)
+        } else {
+            let (host, port) = authority.rsplit_once(':').ok_or_else(no_port)?;
+            if host.contains(':') {
+                return Err(format!(
+                    "{s:?}: write an IPv6 address in brackets, such as http://[::1]:3000"
+                ));
+            }
+            let host = host.to_ascii_lowercase();
+            let is_ip = host.parse::<std::net::Ipv4Addr>().is_ok();
+            let is_name = !host.is_empty()
+                && host.len() <= 253
+                && host
+                    .split('.')
+                    .all(|label| check_label(label, 63, false).is_ok());
+            if !is_ip && !is_name {
+                return Err(format!(
+                    "{s:?}: {host:?} is not an IP address or a host name"
+                ));
+            }
+            (host, port)
+        };
+        if port.is_empty() {
+            return Err(no_port());
+        }
+        let port = match port.parse::<u16>() {
+            Ok(p) if p > 0 && port.bytes().all(|b| b.is_ascii_digit()) => p,
+            _ => return Err(format!("{s:?}: the port must be a number from 1 to 65535")),
+        };
+        Ok(ExternalUrl { host, port })
+    }
+}
+
+impl fmt::Display for ExternalUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "http://[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "http://{}:{}", self.host, self.port)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -582,6 +693,43 @@ mod tests {
         assert!(err.contains("oldest release"), "{err}");
         for bad in ["latest", "v4.4", "v4.4.x", "v4.4.8-", "v4.4.8-a/b"] {
             assert!(bad.parse::<MastodonVersion>().is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn external_urls_are_plain_http_with_a_port() {
+        for (text, shown) in [
+            ("http://127.0.0.1:3000", "http://127.0.0.1:3000"),
+            ("http://127.0.0.1:3000/", "http://127.0.0.1:3000"),
+            ("HTTP://LocalHost:8080", "http://localhost:8080"),
+            ("http://[::1]:3000", "http://[::1]:3000"),
+            ("http://dev.example:1", "http://dev.example:1"),
+        ] {
+            let url: ExternalUrl = text.parse().unwrap_or_else(|e| panic!("{text}: {e}"));
+            assert_eq!(url.to_string(), shown);
+        }
+        let url: ExternalUrl = "http://[::1]:3000".parse().expect("valid");
+        assert_eq!(url.ip(), Some("::1".parse().expect("ip")));
+        assert_eq!((url.host(), url.port()), ("::1", 3000));
+        for (bad, says) in [
+            ("https://127.0.0.1:3000", "Traefik terminates TLS"),
+            ("http://127.0.0.1", "no port"),
+            ("http://127.0.0.1:", "no port"),
+            ("http://127.0.0.1:0", "1 to 65535"),
+            ("http://127.0.0.1:70000", "1 to 65535"),
+            ("http://127.0.0.1:+80", "1 to 65535"),
+            ("http://127.0.0.1:3000/app", "path"),
+            ("http://127.0.0.1:3000?x=1", "query"),
+            ("http://u:p@127.0.0.1:3000", "user info"),
+            ("http://::1:3000", "brackets"),
+            ("http://[::1:3000", "closing"),
+            ("http://[zz]:3000", "not an IPv6"),
+            ("http://a_b:3000", "not an IP address or a host name"),
+            ("ftp://127.0.0.1:21", "not an http URL"),
+            ("127.0.0.1:3000", "not a URL"),
+        ] {
+            let err = bad.parse::<ExternalUrl>().expect_err(bad);
+            assert!(err.contains(says), "{bad}: {err}");
         }
     }
 }

@@ -1,8 +1,8 @@
 //! Validation of lab profiles: every error at once, each with its path.
 
 use fedilab_profile::{
-    DEFAULT_PROFILE_YAML, InstanceSpecKind, LabProfile, LabSpec, MAX_INSTANCES, Overrides,
-    ParseOrValidationError, ValidationErrors,
+    DEFAULT_PROFILE_YAML, Domain, InstanceSpec, InstanceSpecKind, LabProfile, LabSpec,
+    MAX_INSTANCES, Overrides, ParseOrValidationError, ValidationErrors,
 };
 
 fn resolve(yaml: &str, overrides: &Overrides) -> Result<LabSpec, ValidationErrors> {
@@ -50,7 +50,9 @@ fn default_profile_is_two_mastodons_on_fediverse_local() {
         hosts,
         ["mastodon1.fediverse.local", "mastodon2.fediverse.local"]
     );
-    let InstanceSpecKind::Mastodon(m) = &spec.instances[0].kind;
+    let InstanceSpecKind::Mastodon(m) = &spec.instances[0].kind else {
+        panic!("a Mastodon instance")
+    };
     assert_eq!(m.image, "ghcr.io/mastodon/mastodon:v4.5.20");
     assert_eq!(
         m.streaming_image,
@@ -101,7 +103,9 @@ fn instances_flag_keeps_listed_instances_and_adds_defaults() {
     .expect("valid");
     let names: Vec<_> = spec.instances.iter().map(|i| i.name.to_string()).collect();
     assert_eq!(names, ["alpha", "mastodon2", "mastodon3"]);
-    let InstanceSpecKind::Mastodon(m) = &spec.instances[0].kind;
+    let InstanceSpecKind::Mastodon(m) = &spec.instances[0].kind else {
+        panic!("a Mastodon instance")
+    };
     assert!(m.authorized_fetch);
 }
 
@@ -250,8 +254,12 @@ instances:
     mastodon: {limited_federation: false}
 "#;
     let spec = resolve(yaml, &NONE).expect("valid");
-    let InstanceSpecKind::Mastodon(a) = &spec.instances[0].kind;
-    let InstanceSpecKind::Mastodon(b) = &spec.instances[1].kind;
+    let InstanceSpecKind::Mastodon(a) = &spec.instances[0].kind else {
+        panic!("a Mastodon instance")
+    };
+    let InstanceSpecKind::Mastodon(b) = &spec.instances[1].kind else {
+        panic!("a Mastodon instance")
+    };
     assert_eq!(a.image, "registry.local/mastodon:v4.3.9");
     assert!(a.version.needs_otp_secret());
     assert!(a.limited_federation);
@@ -269,4 +277,85 @@ fn version_and_image_inside_the_mastodon_block_of_an_instance_are_misplaced() {
             "instances[0].mastodon.image"
         ]
     );
+}
+
+#[test]
+fn external_instances_need_a_plain_http_url() {
+    let yaml = r#"
+instances:
+  - name: mastodon1
+  - kind: external
+    url: http://127.0.0.1:3000
+  - {kind: external, name: v6, url: "http://[::1]:8080/"}
+"#;
+    let spec = resolve(yaml, &NONE).expect("valid");
+    let names: Vec<_> = spec.instances.iter().map(|i| i.name.to_string()).collect();
+    assert_eq!(names, ["mastodon1", "external2", "v6"]);
+    assert_eq!(spec.instances[1].host.as_str(), "external2.fediverse.local");
+    let InstanceSpecKind::External(e) = &spec.instances[1].kind else {
+        panic!("an external instance")
+    };
+    assert_eq!(e.url.to_string(), "http://127.0.0.1:3000");
+    assert_eq!((e.url.host(), e.url.port()), ("127.0.0.1", 3000));
+    let InstanceSpecKind::External(e) = &spec.instances[2].kind else {
+        panic!("an external instance")
+    };
+    assert_eq!(e.url.to_string(), "http://[::1]:8080");
+}
+
+#[test]
+fn external_instances_reject_what_only_mastodon_has_all_at_once() {
+    let yaml = r#"
+instances:
+  - kind: external
+  - kind: external
+    url: https://127.0.0.1:3000
+  - kind: external
+    url: http://127.0.0.1:3000
+    version: v4.4.8
+    image: ghcr.io/x/y
+    mastodon: {authorized_fetch: true}
+    resources: {web: {cpu: 1}}
+  - name: m
+    url: http://127.0.0.1:3000
+  - {kind: external, url: "http://127.0.0.1"}
+  - {kind: external, url: "http://127.0.0.1:3000/path"}
+"#;
+    assert_eq!(
+        error_paths(yaml, &NONE),
+        [
+            "instances[0].url",
+            "instances[1].url",
+            "instances[2].version",
+            "instances[2].image",
+            "instances[2].mastodon",
+            "instances[2].resources",
+            "instances[3].url",
+            "instances[4].url",
+            "instances[5].url",
+        ]
+    );
+    let at = |path| message_at(yaml, &NONE, path);
+    assert!(at("instances[0].url").contains("url: http://127.0.0.1:3000"));
+    assert!(at("instances[1].url").contains("Traefik terminates TLS"));
+    assert!(at("instances[2].image").contains("remove the field"));
+    assert!(at("instances[3].url").contains("only an instance of kind external has a url"));
+    assert!(at("instances[4].url").contains("no port"));
+    assert!(at("instances[5].url").contains("path"));
+}
+
+#[test]
+fn instance_spec_external_validates_like_a_profile() {
+    let domain: Domain = "fediverse.test".parse().expect("valid");
+    let spec = InstanceSpec::external("mine", "http://127.0.0.1:3000", &domain).expect("valid");
+    assert_eq!(spec.host.as_str(), "mine.fediverse.test");
+    let InstanceSpecKind::External(e) = &spec.kind else {
+        panic!("an external instance")
+    };
+    assert_eq!(e.url.port(), 3000);
+    let errs =
+        InstanceSpec::external("Mine", "https://127.0.0.1:3000", &domain).expect_err("both wrong");
+    let paths: Vec<_> = errs.0.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(paths, ["name", "url"]);
+    assert!(errs.0[1].message.contains("Traefik terminates TLS"));
 }

@@ -89,4 +89,19 @@ mod tests {
         }
         assert_eq!(lab_tls(&spec, data.path()).unwrap(), first);
     }
+
+    #[test]
+    fn external_instances_get_a_leaf_for_their_host_too() {
+        let data = tempfile::tempdir().unwrap();
+        let spec = LabSpec::from_yaml(
+            "instances:\n  - name: mastodon1\n  - {name: mine, kind: external, url: \"http://127.0.0.1:3000\"}\n",
+            "test",
+            &Overrides::default(),
+        )
+        .unwrap();
+        let tls = lab_tls(&spec, data.path()).unwrap();
+        let info =
+            fedilab_ca::CertInfo::from_pem(&tls.leaves[&"mine".parse().unwrap()].cert_pem).unwrap();
+        assert_eq!(info.dns_names, ["mine.fediverse.local"]);
+    }
 }

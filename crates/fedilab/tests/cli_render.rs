@@ -144,8 +144,31 @@ fn mask_certificates(docs: &mut [serde_json::Value]) {
     }
 }
 
+/// The inspector address the golden renders of profiles with an external
+/// instance use (TEST-NET-1: documentation only, never a real host).
+const GOLDEN_INSPECTOR_AT: &str = "192.0.2.10:8480";
+
+/// The extra `render` flags of a shipped profile's golden render: the
+/// inspector's address when the profile has an external instance (only the
+/// inspector reaches it), none otherwise.
+fn golden_flags(profile: &std::path::Path) -> Vec<&'static str> {
+    let text = std::fs::read_to_string(profile).expect("profile readable");
+    let parsed = fedilab_profile::LabProfile::from_yaml(&text, "golden").expect("profile parses");
+    let external = parsed
+        .instances
+        .unwrap_or_default()
+        .iter()
+        .any(|i| i.kind == Some(fedilab_profile::InstanceKind::External));
+    if external {
+        vec!["--inspector-at", GOLDEN_INSPECTOR_AT]
+    } else {
+        Vec::new()
+    }
+}
+
 /// `manifests/<profile>.yaml` is the render of each shipped profile with
-/// `--seed test`, certificates masked. Regenerate with
+/// `--seed test` (and, for a profile with an external instance,
+/// `--inspector-at 192.0.2.10:8480`), certificates masked. Regenerate with
 /// `FEDILAB_BLESS=1 cargo test -p fedilab --test cli_render`.
 #[test]
 fn shipped_manifests_match_the_profiles() {
@@ -158,15 +181,18 @@ fn shipped_manifests_match_the_profiles() {
         .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
         .collect();
     profiles.sort();
-    assert!(profiles.len() >= 2);
+    assert!(profiles.len() >= 3);
     for profile in profiles {
-        let out = t.run(&[
+        let flags = golden_flags(&profile);
+        let mut args = vec![
             "render",
             "--seed",
             "test",
             "--profile",
             profile.to_str().expect("utf-8 path"),
-        ]);
+        ];
+        args.extend(&flags);
+        let out = t.run(&args);
         assert!(out.status.success(), "{}", stderr(&out));
         let mut docs = docs(&stdout(&out));
         mask_certificates(&mut docs);
@@ -175,8 +201,9 @@ fn shipped_manifests_match_the_profiles() {
             .expect("file name")
             .to_string_lossy()
             .into_owned();
+        let extra: String = flags.iter().map(|f| format!(" {f}")).collect();
         let header = format!(
-            "# Rendered by `fedilab render --profile lab-profiles/{name} --seed test`.\n\
+            "# Rendered by `fedilab render --profile lab-profiles/{name} --seed test{extra}`.\n\
              # Certificates are masked (they come from each machine's lab CA), and --seed\n\
              # makes the secrets reproducible: never use these secrets for a real lab.\n\
              # Kept in sync by crates/fedilab/tests/cli_render.rs.\n"
@@ -193,4 +220,63 @@ fn shipped_manifests_match_the_profiles() {
             "manifests/{name} is out of date; run FEDILAB_BLESS=1 cargo test -p fedilab --test cli_render"
         );
     }
+}
+
+#[test]
+fn external_instance_without_inspector_at_exits_2_and_says_what_to_pass() {
+    let t = TestDir::new();
+    let out = t.run(&["render", "-p", "lab-profiles/mastodon-and-host.yaml"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(out.stdout.is_empty(), "nothing rendered");
+    let err = stderr(&out);
+    assert!(err.contains("external servers need the inspector"), "{err}");
+    assert!(err.contains("--inspector-at"), "{err}");
+}
+
+#[test]
+fn inspector_at_routes_every_instance_through_the_inspector() {
+    let t = TestDir::new();
+    let out = t.run(&[
+        "render",
+        "-p",
+        "lab-profiles/mastodon-and-host.yaml",
+        "--inspector-at",
+        GOLDEN_INSPECTOR_AT,
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let docs = docs(&stdout(&out));
+    assert_eq!(
+        hosts(&docs),
+        ["mastodon1.fediverse.local", "mine.fediverse.local"]
+    );
+    let slices: Vec<_> = docs
+        .iter()
+        .filter(|d| d["kind"] == "EndpointSlice")
+        .map(|d| {
+            d["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(slices, ["mastodon1-inspector", "mine-inspector"]);
+    for d in docs.iter().filter(|d| d["kind"] == "Ingress") {
+        let paths = &d["spec"]["rules"][0]["http"]["paths"];
+        assert_eq!(paths.as_array().map(Vec::len), Some(1));
+        assert!(
+            paths[0]["backend"]["service"]["name"]
+                .as_str()
+                .is_some_and(|s| s.ends_with("-inspector"))
+        );
+    }
+}
+
+#[test]
+fn a_loopback_inspector_address_exits_2() {
+    let t = TestDir::new();
+    let out = t.run(&["render", "--inspector-at", "127.0.0.1:8480"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("--inspector-at"), "{err}");
+    assert!(err.contains("loopback"), "{err}");
 }

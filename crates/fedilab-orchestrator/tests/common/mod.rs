@@ -17,7 +17,9 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use fedilab_manifest::{LabManifests, LabSecrets, LeafPem, TlsMaterial, build, seed_from_text};
+use fedilab_manifest::{
+    LabManifests, LabSecrets, LeafPem, Routing, TlsMaterial, build, seed_from_text,
+};
 use fedilab_orchestrator::Cluster;
 use fedilab_profile::{LabSpec, Overrides};
 use http::{Request, Response};
@@ -701,7 +703,7 @@ pub fn spec(lab: &str, domain: &str, instances: usize) -> LabSpec {
 
 pub fn manifests(spec: &LabSpec) -> LabManifests {
     let secrets = LabSecrets::generate(spec, seed_from_text("fake-api tests"));
-    build(spec, &secrets, &fixture_tls(spec)).expect("built")
+    build(spec, &secrets, &fixture_tls(spec), &Routing::Direct).expect("built")
 }
 
 /// The plural of a kind, independent of the crate's own table.

@@ -10,12 +10,13 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
+use fedilab_manifest::Routing;
 use fedilab_orchestrator::readiness::InstanceProgress;
 use fedilab_orchestrator::{
     Cluster, InstanceCredentials, LabDir, LabState, PreflightOptions, Progress, Timings,
     WaitOptions,
 };
-use fedilab_profile::{InstanceName, names};
+use fedilab_profile::{InstanceName, InstanceSpecKind, names};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
 use crate::cli::{KubeArgs, LabArgs};
@@ -266,7 +267,7 @@ pub fn run(args: &UpArgs) -> anyhow::Result<ExitCode> {
     let lab_dir = LabDir::new(&data_dir, &spec.name);
     let secrets = lab_dir.secrets(&spec)?;
     let tls = crate::tls::lab_tls(&spec, &data_dir)?;
-    let manifests = fedilab_manifest::build(&spec, &secrets, &tls)?;
+    let manifests = fedilab_manifest::build(&spec, &secrets, &tls, &Routing::Direct)?;
     let rt = runtime()?;
     let timings_shown = args.timings;
     rt.block_on(async {
@@ -320,7 +321,13 @@ pub fn run(args: &UpArgs) -> anyhow::Result<ExitCode> {
                 services: args.timeout_services,
                 ..WaitOptions::default()
             };
-            let names: Vec<InstanceName> = spec.instances.iter().map(|i| i.name.clone()).collect();
+            // External instances run nothing here: no progress to show.
+            let names: Vec<InstanceName> = spec
+                .instances
+                .iter()
+                .filter(|i| matches!(i.kind, InstanceSpecKind::Mastodon(_)))
+                .map(|i| i.name.clone())
+                .collect();
             let bars = Bars::new(&names);
             let waited = timings
                 .phase(
