@@ -18,7 +18,7 @@ mod tls;
 
 use std::net::SocketAddr;
 
-use fedilab_profile::{InstanceName, InstanceSpecKind, LabSpec};
+use fedilab_profile::{InstanceName, InstanceSpec, InstanceSpecKind, LabSpec};
 
 pub use lab::corefile_server_block;
 pub use mastodon::{POSTGRES_IMAGE, REDIS_IMAGE};
@@ -109,5 +109,33 @@ pub fn build(
     objects.extend(stateful);
     objects.extend(workloads);
     objects.extend(jobs);
+    Ok(LabManifests { objects })
+}
+
+/// The objects of one external server joining a running lab
+/// (`fedilab attach`): its TLS Secret, the inspector route (Service and
+/// EndpointSlice) and its Ingress, exactly as [`build`] makes them for a
+/// `kind: external` instance of the profile.
+///
+/// # Errors
+/// [`BuildError::ExternalNeedsInspector`] when `instance` is not external,
+/// [`BuildError::ProxyAddress`] when `proxy` cannot be an endpoint.
+pub fn build_external(
+    spec: &LabSpec,
+    instance: &InstanceSpec,
+    leaf: &LeafPem,
+    proxy: SocketAddr,
+) -> Result<LabManifests, BuildError> {
+    let InstanceSpecKind::External(external) = &instance.kind else {
+        return Err(BuildError::ExternalNeedsInspector(instance.name.clone()));
+    };
+    let proxy = Routing::Inspector { proxy }
+        .proxy()?
+        .ok_or_else(|| BuildError::ExternalNeedsInspector(instance.name.clone()))?;
+    let built = external::build(spec, instance, external, leaf, proxy);
+    let mut objects = built.config;
+    objects.extend(built.stateful);
+    objects.extend(built.workloads);
+    objects.extend(built.jobs);
     Ok(LabManifests { objects })
 }

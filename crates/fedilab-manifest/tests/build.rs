@@ -533,3 +533,37 @@ fn a_loopback_inspector_address_is_an_error() {
     assert!(matches!(err, BuildError::ProxyAddress { .. }), "{err:?}");
     assert!(err.to_string().contains("loopback"), "{err}");
 }
+
+#[test]
+fn an_attached_server_gets_exactly_what_a_profile_external_instance_gets() {
+    let spec = spec_yaml(WITH_EXTERNAL);
+    let in_lab: Vec<Manifest> = render_routed(&spec, &INSPECTOR)
+        .expect("builds")
+        .objects
+        .into_iter()
+        .filter(|o| {
+            o.metadata()
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(names::INSTANCE_KEY))
+                .map(String::as_str)
+                == Some("mine")
+        })
+        .collect();
+    let mine = spec.instance("mine").expect("in the profile");
+    let tls = fixture_tls(&spec);
+    let Routing::Inspector { proxy } = INSPECTOR else {
+        unreachable!("a constant")
+    };
+    let attached = fedilab_manifest::build_external(&spec, mine, &tls.leaves[&mine.name], proxy)
+        .expect("builds");
+    let kinds: Vec<&str> = attached.objects.iter().map(Manifest::kind).collect();
+    assert_eq!(kinds, ["Secret", "Service", "EndpointSlice", "Ingress"]);
+    assert_eq!(attached.objects, in_lab);
+
+    let mastodon = spec.instance("mastodon1").expect("in the profile");
+    assert!(matches!(
+        fedilab_manifest::build_external(&spec, mastodon, &tls.leaves[&mastodon.name], proxy),
+        Err(BuildError::ExternalNeedsInspector(_))
+    ));
+}

@@ -715,6 +715,7 @@ pub fn plural(kind: &str) -> &'static str {
         "Secret" => "secrets",
         "PersistentVolumeClaim" => "persistentvolumeclaims",
         "Service" => "services",
+        "EndpointSlice" => "endpointslices",
         "StatefulSet" => "statefulsets",
         "Deployment" => "deployments",
         "Ingress" => "ingresses",
