@@ -496,6 +496,24 @@ impl CaStore {
         })
     }
 
+    /// Removes the leaf whose first name is `host` (certificate and key),
+    /// for a server that left the lab; `Ok(false)` when there was none.
+    ///
+    /// # Errors
+    /// The OS error of a file that exists but cannot be removed.
+    pub fn remove_leaf(&self, host: &HostName) -> io::Result<bool> {
+        let paths = self.leaf_paths(host);
+        let mut removed = false;
+        for path in [&paths.cert, &paths.key] {
+            match fs::remove_file(path) {
+                Ok(()) => removed = true,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(removed)
+    }
+
     /// The stored leaves, sorted by file name: every `*.pem` but `ca.pem`.
     /// Empty when the directory does not exist.
     ///

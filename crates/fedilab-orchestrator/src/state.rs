@@ -202,10 +202,38 @@ impl LabState {
                         InstanceSpecKind::Mastodon(_) => StoredKind::Mastodon,
                         InstanceSpecKind::External(_) => StoredKind::External,
                     },
-                    upstreams: Vec::new(),
+                    upstreams: match &i.kind {
+                        InstanceSpecKind::Mastodon(_) => Vec::new(),
+                        InstanceSpecKind::External(e) => vec![StoredUpstream {
+                            path_prefix: "/".to_owned(),
+                            url: e.url.to_string(),
+                        }],
+                    },
                 })
                 .collect(),
             serve: None,
+        }
+    }
+
+    /// Sets the Mastodon instances' upstreams (from
+    /// [`crate::instance_upstreams`]) and marks the external instances that
+    /// `fedilab attach` added as attached.
+    pub fn route(
+        &mut self,
+        upstreams: &BTreeMap<String, Vec<StoredUpstream>>,
+        attached: &[AttachedServer],
+    ) {
+        for instance in &mut self.instances {
+            if let Some(u) = upstreams.get(&instance.name)
+                && instance.kind == StoredKind::Mastodon
+            {
+                instance.upstreams.clone_from(u);
+            }
+            if instance.kind == StoredKind::External
+                && attached.iter().any(|a| a.name == instance.name)
+            {
+                instance.kind = StoredKind::Attached;
+            }
         }
     }
 
