@@ -41,6 +41,10 @@ pub enum Command {
     /// Run the recording proxy and its live UI in front of fediverse
     /// servers, without a lab.
     Inspect(crate::cmd::inspect::InspectArgs),
+    /// Run a lab's DNS and inspector in the foreground, from its state
+    /// (`fedilab up` starts it in the background).
+    #[command(long_about = crate::cmd::serve::LONG_ABOUT)]
+    Serve(crate::cmd::serve::ServeArgs),
     /// Put a lab on the cluster, wait until every instance works, print how
     /// to log in. Running it again applies only what changed.
     Up(crate::cmd::up::UpArgs),

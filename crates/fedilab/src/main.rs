@@ -46,7 +46,8 @@ fn init_tracing(verbose: u8) {
     let default = match verbose {
         // kube's client logs connection failures as ERROR lines of its own;
         // fedilab reports them once, with what to do next.
-        0 => "warn,kube_client=off",
+        // fedilab serve logs its addresses and reloads at info.
+        0 => "warn,kube_client=off,fedilab_serve=info",
         1 => "info,fedilab=debug",
         _ => "debug",
     };

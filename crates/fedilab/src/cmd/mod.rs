@@ -7,6 +7,7 @@ pub mod dns;
 pub mod down;
 pub mod inspect;
 pub mod render;
+pub mod serve;
 pub mod status;
 pub mod up;
 
@@ -25,6 +26,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Ca(args) => ca::run(&args),
         Command::Dns(args) => dns::run(&args),
         Command::Inspect(args) => inspect::run(&args),
+        Command::Serve(args) => serve::run(&args),
         Command::Up(args) => up::run(&args),
         Command::Status(args) => status::run(&args),
         Command::Creds(args) => creds::run(&args),
