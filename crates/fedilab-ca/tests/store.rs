@@ -237,11 +237,26 @@ fn a_removed_leaf_is_gone_and_the_others_stay() {
     let store = CaStore::new(data.path(), &domain());
     let now = SystemTime::now();
     let (ca, _) = store.load_or_init("test", now).unwrap();
-    store.ensure_leaf(&ca, &[host("mine.fediverse.local")], now).unwrap();
-    store.ensure_leaf(&ca, &[host("mastodon1.fediverse.local")], now).unwrap();
+    store
+        .ensure_leaf(&ca, &[host("mine.fediverse.local")], now)
+        .unwrap();
+    store
+        .ensure_leaf(&ca, &[host("mastodon1.fediverse.local")], now)
+        .unwrap();
     assert!(store.remove_leaf(&host("mine.fediverse.local")).unwrap());
-    let left: Vec<_> = store.leaves().unwrap().into_iter().map(|l| l.cert).collect();
-    assert_eq!(left, vec![store.dir().join("mastodon1.fediverse.local.pem")]);
+    let left: Vec<_> = store
+        .leaves()
+        .unwrap()
+        .into_iter()
+        .map(|l| l.cert)
+        .collect();
+    assert_eq!(
+        left,
+        vec![store.dir().join("mastodon1.fediverse.local.pem")]
+    );
     assert!(!store.leaf_paths(&host("mine.fediverse.local")).key.exists());
-    assert!(!store.remove_leaf(&host("mine.fediverse.local")).unwrap(), "nothing left to remove");
+    assert!(
+        !store.remove_leaf(&host("mine.fediverse.local")).unwrap(),
+        "nothing left to remove"
+    );
 }

@@ -37,7 +37,7 @@ mod zone;
 
 pub use server::{ServeError, Server, ServerOptions, SharedZone};
 pub use stats::Stats;
-pub use zone::{DEFAULT_TTL, NS_LABEL, Zone, ZoneError, zone};
+pub use zone::{DEFAULT_TTL, NS_LABEL, Zone, ZoneError, zone, zone_for_hosts};
 
 /// The largest UDP response this server sends, and the payload size it
 /// advertises in EDNS: 1232 bytes, the DNS Flag Day 2020 value that fits in

@@ -50,6 +50,15 @@ pub enum ZoneError {
         #[source]
         source: ProtoError,
     },
+    /// A host that is not one label under the domain: the zone answers
+    /// `NAME.DOMAIN` only.
+    #[error("{host:?} is not a name directly under {domain:?} (expected NAME.{domain})")]
+    NotInZone {
+        /// The host.
+        host: String,
+        /// The zone's domain.
+        domain: String,
+    },
     /// A record's data could not be encoded.
     #[error("cannot encode the {rtype} record of {name}")]
     Encode {
@@ -143,11 +152,38 @@ impl Zone {
 ///   `*.DOMAIN`.
 ///
 /// Pure: the same spec and addresses give the same zone, serial included.
+/// [`zone_for_hosts`] does the same from a domain and host names.
 ///
 /// # Errors
 /// [`ZoneError::NoAddress`] when `answer` is empty, [`ZoneError::TooLarge`]
 /// when so many addresses are given that an answer would exceed 64 KiB.
 pub fn zone(spec: &LabSpec, answer: &[IpAddr]) -> Result<Zone, ZoneError> {
+    zone_for_hosts(
+        spec.domain.as_str(),
+        spec.instances.iter().map(|i| i.host.as_str()),
+        answer,
+    )
+}
+
+/// Builds the zone of `domain` with address records for each of `hosts`
+/// (instance hosts, external and attached servers alike), answering with
+/// `answer`: what [`zone()`] builds from a spec, for callers that hold only
+/// names (the lab state that `fedilab serve` reads).
+///
+/// Each host must be one label under `domain` (`mastodon1.fediverse.local`
+/// in `fediverse.local`); a trailing dot and letter case do not matter.
+/// Repeated hosts are answered once.
+///
+/// # Errors
+/// [`ZoneError::NoAddress`] when `answer` is empty, [`ZoneError::Name`] for
+/// a name that is not a DNS name, [`ZoneError::NotInZone`] for a host that
+/// is not one label under `domain`, [`ZoneError::TooLarge`] when an answer
+/// would exceed 64 KiB.
+pub fn zone_for_hosts<'a>(
+    domain: &str,
+    hosts: impl IntoIterator<Item = &'a str>,
+    answer: &[IpAddr],
+) -> Result<Zone, ZoneError> {
     let mut addresses: Vec<IpAddr> = Vec::with_capacity(answer.len());
     for ip in answer {
         if !addresses.contains(ip) {
@@ -158,7 +194,7 @@ pub fn zone(spec: &LabSpec, answer: &[IpAddr]) -> Result<Zone, ZoneError> {
         return Err(ZoneError::NoAddress);
     }
 
-    let origin = name(&format!("{}.", spec.domain))?;
+    let origin = name(&format!("{}.", domain.trim_end_matches('.')))?;
     let ns = child(&origin, NS_LABEL)?;
     let hostmaster = child(&origin, HOSTMASTER_LABEL)?;
     let wildcard = child(&origin, "*")?;
@@ -166,10 +202,18 @@ pub fn zone(spec: &LabSpec, answer: &[IpAddr]) -> Result<Zone, ZoneError> {
     // Owners of address records, in order, without duplicates (an instance
     // called "ns" is the name server's name too).
     let mut owners = vec![origin.clone(), ns.clone()];
-    for instance in &spec.instances {
-        let host = name(&format!("{}.", instance.host))?;
-        if !owners.contains(&host) {
-            owners.push(host);
+    for host in hosts {
+        let host_name = name(&format!("{}.", host.trim_end_matches('.')))?.to_lowercase();
+        if host_name.num_labels() != origin.num_labels() + 1
+            || !origin.to_lowercase().zone_of(&host_name)
+        {
+            return Err(ZoneError::NotInZone {
+                host: host.to_owned(),
+                domain: domain.to_owned(),
+            });
+        }
+        if !owners.contains(&host_name) {
+            owners.push(host_name);
         }
     }
     owners.push(wildcard);
@@ -617,6 +661,39 @@ mod tests {
             zone(&spec(1, "fediverse.local"), &[]),
             Err(ZoneError::NoAddress)
         ));
+    }
+
+    #[test]
+    fn a_zone_from_names_matches_the_spec_and_takes_extra_hosts() {
+        let answer = ips(&["10.0.0.1"]);
+        let from_spec = zone(&spec(2, "fediverse.test"), &answer).expect("zone");
+        let from_names = zone_for_hosts(
+            "fediverse.test",
+            ["mastodon1.fediverse.test", "Mastodon2.fediverse.test."],
+            &answer,
+        )
+        .expect("zone");
+        assert_eq!(from_spec.to_zone_file(), from_names.to_zone_file());
+
+        let with_attached = zone_for_hosts(
+            "fediverse.test",
+            ["mastodon1.fediverse.test", "mine.fediverse.test"],
+            &answer,
+        )
+        .expect("zone");
+        assert!(
+            with_attached
+                .to_zone_file()
+                .contains("mine.fediverse.test. 60 IN A 10.0.0.1")
+        );
+        for bad in [
+            "mastodon1.example.org",
+            "a.b.fediverse.test",
+            "fediverse.test",
+        ] {
+            let err = zone_for_hosts("fediverse.test", [bad], &answer).expect_err(bad);
+            assert!(matches!(err, ZoneError::NotInZone { .. }), "{bad}: {err}");
+        }
     }
 
     #[test]

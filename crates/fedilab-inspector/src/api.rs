@@ -1,6 +1,6 @@
 //! The UI listener: the embedded page at `/` and the JSON API documented
 //! in `API.md` (`/api/exchanges`, `/api/exchanges/{id}`, `/api/har`,
-//! `/api/events`, `/api/stats`).
+//! `/api/events`, `/api/stats`, `/api/servers`).
 //!
 //! Reads the store and the analyzer; never touches the proxy.
 
@@ -22,6 +22,7 @@ use tokio::sync::{broadcast, watch};
 
 use crate::analysis::Analyzer;
 use crate::filter::Filter;
+use crate::routes::SharedRoutes;
 use crate::store::{Entry, Store, StoreEvent};
 use crate::{har, view};
 
@@ -32,7 +33,7 @@ const PAGE: &str = include_str!("ui.html");
 pub(crate) struct ApiState {
     pub(crate) store: Arc<Store>,
     pub(crate) analyzer: Arc<Analyzer>,
-    pub(crate) hosts: Vec<String>,
+    pub(crate) routes: SharedRoutes,
     pub(crate) proxy_addr: SocketAddr,
 }
 
@@ -51,6 +52,7 @@ pub(crate) async fn serve(listener: TcpListener, api: ApiState, shutdown: watch:
         .route("/api/har", get(har_export))
         .route("/api/events", get(events))
         .route("/api/stats", get(stats))
+        .route("/api/servers", get(servers))
         .with_state(AppState { api, shutdown });
     let result = axum::serve(listener, app)
         .with_graceful_shutdown(async move {
@@ -133,10 +135,27 @@ async fn clear(State(st): State<AppState>) -> Response {
 async fn stats(State(st): State<AppState>) -> Response {
     axum::Json(json!({
         "stats": st.api.store.stats(),
-        "hosts": st.api.hosts,
+        "hosts": st.api.routes.load().hosts(),
         "proxy": st.api.proxy_addr.to_string(),
     }))
     .into_response()
+}
+
+async fn servers(State(st): State<AppState>) -> Response {
+    let table = st.api.routes.load();
+    let servers: Vec<Value> = table
+        .servers()
+        .into_iter()
+        .map(|(host, routes)| {
+            let upstreams: Vec<Value> = routes
+                .prefixes
+                .iter()
+                .map(|(prefix, target)| json!({ "path_prefix": prefix, "url": target.origin }))
+                .collect();
+            json!({ "host": host, "kind": routes.kind, "upstreams": upstreams })
+        })
+        .collect();
+    axum::Json(json!({ "servers": servers })).into_response()
 }
 
 async fn har_export(State(st): State<AppState>, Query(filter): Query<Filter>) -> Response {

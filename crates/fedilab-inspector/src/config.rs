@@ -1,4 +1,5 @@
-//! Inspector configuration: routes (`HOST=URL`), capture and store limits,
+//! Inspector configuration: routes (`HOST=URL`, `HOST/PREFIX=URL`), capture
+//! and store limits,
 //! signature-check windows, and the size syntax (`64MiB`) the CLI accepts.
 //!
 //! Parsing and validation only; nothing here binds or connects.
@@ -9,13 +10,52 @@ use std::time::Duration;
 
 use crate::store::StoreLimits;
 
-/// One route: requests whose Host is `host` go to `upstream`.
+/// One route: requests whose Host is `host` and whose path starts with
+/// `path_prefix` go to `upstream`. Of a host's routes, the longest matching
+/// prefix wins.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Route {
     /// Lower case, no port: `mastodon1.fediverse.local`.
     pub host: String,
+    /// `/` (everything), or a prefix such as `/api/v1/streaming` (no
+    /// trailing slash) that matches that path and the paths below it,
+    /// whole segments only: `/api/v1/streaming/user` but not
+    /// `/api/v1/streamingx`.
+    pub path_prefix: String,
     /// Where to send them.
     pub upstream: Upstream,
+    /// What runs behind the host, for the server list in the UI and API.
+    pub kind: ServerKind,
+}
+
+/// What runs behind a routed host; display only, routing ignores it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ServerKind {
+    /// A lab instance in the cluster.
+    #[default]
+    Instance,
+    /// A server outside the cluster, declared in the lab profile.
+    External,
+    /// A server on this host, added to the lab by `fedilab attach`.
+    Attached,
+}
+
+impl ServerKind {
+    /// `instance`, `external` or `attached`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServerKind::Instance => "instance",
+            ServerKind::External => "external",
+            ServerKind::Attached => "attached",
+        }
+    }
+}
+
+impl std::fmt::Display for ServerKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// An upstream origin: `http://HOST:PORT`, no path.
@@ -37,9 +77,21 @@ impl Upstream {
 pub enum ConfigError {
     /// `--route` without `=`.
     #[error(
-        "route {0:?} is not HOST=URL (for example mastodon1.fediverse.local=http://10.43.0.10:3000)"
+        "route {0:?} is not HOST=URL or HOST/PREFIX=URL (for example \
+         mastodon1.fediverse.local=http://10.43.0.10:3000 or \
+         mastodon1.fediverse.local/api/v1/streaming=http://10.43.0.20:4000)"
     )]
     RouteSyntax(String),
+    /// A path prefix the proxy cannot match on.
+    #[error("route {route:?}: path prefix {prefix:?} {why}")]
+    RoutePrefix {
+        /// The whole route.
+        route: String,
+        /// The prefix part.
+        prefix: String,
+        /// What is wrong with it.
+        why: &'static str,
+    },
     /// A host that is not a DNS name.
     #[error("route {route:?}: {host:?} is not a host name")]
     RouteHost {
@@ -58,8 +110,9 @@ pub enum ConfigError {
         /// What is wrong with it.
         why: &'static str,
     },
-    /// Two routes for one host.
-    #[error("host {0} is routed twice")]
+    /// Two routes for one host (and one path prefix): `HOST` or
+    /// `HOST/PREFIX`.
+    #[error("{0} is routed twice")]
     DuplicateHost(String),
     /// A size like `64MiB` that did not parse.
     #[error("{0:?} is not a size (examples: 1000000, 512KiB, 64MiB, 1GiB)")]
@@ -76,13 +129,40 @@ pub enum ConfigError {
     },
 }
 
-impl FromStr for Route {
-    type Err = ConfigError;
+impl Route {
+    /// A route for `host` (a DNS name; case and a trailing dot do not
+    /// matter) and the paths under `path_prefix` (`/` for all) to `url`
+    /// (`http://HOST[:PORT]`, no path), of kind [`ServerKind::Instance`].
+    ///
+    /// # Errors
+    /// [`ConfigError::RouteHost`], [`ConfigError::RoutePrefix`] or
+    /// [`ConfigError::RouteUrl`], naming the route as `HOST/PREFIX=URL`.
+    pub fn new(host: &str, path_prefix: &str, url: &str) -> Result<Route, ConfigError> {
+        let route = if path_prefix.is_empty() || path_prefix == "/" {
+            format!("{host}={url}")
+        } else {
+            format!("{host}{path_prefix}={url}")
+        };
+        Route::parse_parts(&route, host, path_prefix, url)
+    }
 
-    fn from_str(route: &str) -> Result<Self, Self::Err> {
-        let (host, url) = route
-            .split_once('=')
-            .ok_or_else(|| ConfigError::RouteSyntax(route.to_owned()))?;
+    /// The same route with another kind.
+    #[must_use]
+    pub fn with_kind(mut self, kind: ServerKind) -> Route {
+        self.kind = kind;
+        self
+    }
+
+    /// `HOST` or `HOST/PREFIX`, as the CLI writes it.
+    pub fn target(&self) -> String {
+        if self.path_prefix == "/" {
+            self.host.clone()
+        } else {
+            format!("{}{}", self.host, self.path_prefix)
+        }
+    }
+
+    fn parse_parts(route: &str, host: &str, prefix: &str, url: &str) -> Result<Route, ConfigError> {
         let host = host.trim().trim_end_matches('.').to_ascii_lowercase();
         let host_ok = !host.is_empty()
             && host.len() <= 253
@@ -99,6 +179,11 @@ impl FromStr for Route {
                 host,
             });
         }
+        let path_prefix = normalize_prefix(prefix).map_err(|why| ConfigError::RoutePrefix {
+            route: route.to_owned(),
+            prefix: prefix.to_owned(),
+            why,
+        })?;
         let url_err = |why| ConfigError::RouteUrl {
             route: route.to_owned(),
             url: url.to_owned(),
@@ -123,17 +208,75 @@ impl FromStr for Route {
         } else {
             format!("{}:80", authority.host())
         };
+        if authority.parse::<http::uri::Authority>().is_err() {
+            return Err(url_err("has an unusable host or port"));
+        }
         Ok(Route {
             host,
+            path_prefix,
             upstream: Upstream { authority },
+            kind: ServerKind::Instance,
         })
     }
+}
+
+/// `""` and `/` give `/`; otherwise a path starting with `/`, without
+/// query, fragment or trailing slash.
+fn normalize_prefix(prefix: &str) -> Result<String, &'static str> {
+    let trimmed = prefix.trim_end_matches('/');
+    if trimmed.is_empty() {
+        return Ok("/".to_owned());
+    }
+    if !trimmed.starts_with('/') {
+        return Err("must start with /");
+    }
+    if trimmed.contains("//") {
+        return Err("must not contain an empty segment (//)");
+    }
+    if !trimmed
+        .bytes()
+        .all(|b| b.is_ascii_graphic() && !matches!(b, b'?' | b'#' | b'='))
+    {
+        return Err("must be a plain path (no spaces, ?, # or =)");
+    }
+    Ok(trimmed.to_owned())
+}
+
+/// `HOST=URL` or `HOST/PREFIX=URL`.
+impl FromStr for Route {
+    type Err = ConfigError;
+
+    fn from_str(route: &str) -> Result<Self, Self::Err> {
+        let (target, url) = route
+            .split_once('=')
+            .ok_or_else(|| ConfigError::RouteSyntax(route.to_owned()))?;
+        let target = target.trim();
+        let (host, prefix) = match target.find('/') {
+            Some(i) => target.split_at(i),
+            None => (target, "/"),
+        };
+        Route::parse_parts(route, host, prefix, url)
+    }
+}
+
+/// Checks that no host (and path prefix) is routed twice.
+///
+/// # Errors
+/// [`ConfigError::DuplicateHost`] naming the first repeated one.
+pub fn check_routes(routes: &[Route]) -> Result<(), ConfigError> {
+    let mut seen = std::collections::HashSet::new();
+    for r in routes {
+        if !seen.insert((r.host.as_str(), r.path_prefix.as_str())) {
+            return Err(ConfigError::DuplicateHost(r.target()));
+        }
+    }
+    Ok(())
 }
 
 /// Everything the inspector needs besides its sockets.
 #[derive(Clone, Debug)]
 pub struct InspectorConfig {
-    /// Host routes; hosts must be unique.
+    /// Routes; each host and path prefix at most once.
     pub routes: Vec<Route>,
     /// Store limits.
     pub limits: StoreLimits,
@@ -159,17 +302,13 @@ impl Default for InspectorConfig {
 }
 
 impl InspectorConfig {
-    /// Checks that hosts are unique and the limits can hold an exchange.
+    /// Checks that routes are unique ([`check_routes`]) and the limits can
+    /// hold an exchange.
     ///
     /// # Errors
     /// The first [`ConfigError`] found.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let mut seen = std::collections::HashSet::new();
-        for r in &self.routes {
-            if !seen.insert(r.host.as_str()) {
-                return Err(ConfigError::DuplicateHost(r.host.clone()));
-            }
-        }
+        check_routes(&self.routes)?;
         if self.limits.max_bytes < self.max_body_bytes.saturating_mul(4) {
             return Err(ConfigError::LimitsTooSmall {
                 max_bytes: self.limits.max_bytes,
@@ -249,9 +388,31 @@ mod tests {
             "a=https://x",
             "a=x:80",
             "a=http://x/p",
+            "a/x?y=http://x",
+            "a/x//y=http://x",
         ] {
             assert!(bad.parse::<Route>().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn path_prefix_routes_parse() {
+        let r: Route = "M1.Fediverse.Local/api/v1/streaming/=http://10.43.0.20:4000"
+            .parse()
+            .expect("route");
+        assert_eq!(r.host, "m1.fediverse.local");
+        assert_eq!(r.path_prefix, "/api/v1/streaming");
+        assert_eq!(r.upstream.authority, "10.43.0.20:4000");
+        assert_eq!(r.kind, ServerKind::Instance);
+        assert_eq!(r.target(), "m1.fediverse.local/api/v1/streaming");
+        let plain: Route = "a.test=http://x:1".parse().expect("route");
+        assert_eq!(plain.path_prefix, "/");
+        assert_eq!(
+            Route::new("a.test", "/", "http://x:1").expect("route"),
+            plain
+        );
+        let err = Route::new("a.test", "api", "http://x:1").expect_err("relative");
+        assert!(err.to_string().contains("must start with /"), "{err}");
     }
 
     #[test]
@@ -278,6 +439,9 @@ mod tests {
             Err(ConfigError::DuplicateHost("a.test".into()))
         );
         c.routes.pop();
+        c.routes
+            .push("a.test/api=http://y:1".parse().expect("route"));
+        assert_eq!(c.validate(), Ok(()));
         c.limits.max_bytes = 1000;
         assert!(matches!(
             c.validate(),

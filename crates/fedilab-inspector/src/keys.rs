@@ -9,7 +9,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::uri::Authority;
 use http::{Request, Uri, header};
 use http_body_util::{BodyExt as _, Empty, Limited};
 use hyper_util::client::legacy::Client;
@@ -21,6 +20,7 @@ use rsa::pkcs8::DecodePublicKey as _;
 use tokio::sync::OnceCell;
 
 use crate::config::SignatureConfig;
+use crate::routes::SharedRoutes;
 use crate::signature::{Problem, ProblemCode};
 
 const MAX_KEY_DOCUMENT: usize = 1024 * 1024;
@@ -45,13 +45,13 @@ type Slot = Arc<OnceCell<(Instant, Result<Arc<ActorKey>, Problem>)>>;
 #[derive(Debug)]
 pub(crate) struct KeyFetcher {
     client: Client<HttpConnector, Empty<Bytes>>,
-    routes: HashMap<String, Authority>,
+    routes: SharedRoutes,
     cache: Mutex<HashMap<String, Slot>>,
     cfg: SignatureConfig,
 }
 
 impl KeyFetcher {
-    pub(crate) fn new(routes: HashMap<String, Authority>, cfg: SignatureConfig) -> Self {
+    pub(crate) fn new(routes: SharedRoutes, cfg: SignatureConfig) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(cfg.key_fetch_timeout));
         let client = Client::builder(TokioExecutor::new())
@@ -115,7 +115,12 @@ impl KeyFetcher {
             .ok_or_else(|| fail(format!("keyId {key_id:?} has no host")))?
             .clone();
         let host = authority.host().to_ascii_lowercase();
-        let target = self.routes.get(&host).ok_or_else(|| {
+        let target = self
+            .routes
+            .load()
+            .lookup(&host, uri.path())
+            .map(|t| t.authority.clone())
+            .ok_or_else(|| {
             Problem::new(
                 ProblemCode::KeyHostUnknown,
                 format!("the key's host {host} is not routed by the inspector, so its key was not fetched"),

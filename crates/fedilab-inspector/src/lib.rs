@@ -2,9 +2,11 @@
 //! sits in front of every lab instance, with a live UI, a JSON API and HAR
 //! export.
 //!
-//! - [`proxy`](crate::Inspector::start): routes by Host to each instance's
-//!   upstream, forwarding requests unchanged (plus X-Forwarded-For/-Proto),
-//!   WebSocket upgrades included, and records each exchange.
+//! - [`proxy`](crate::Inspector::start): routes by Host (and the longest
+//!   matching path prefix) to each instance's upstream, forwarding requests
+//!   unchanged (plus X-Forwarded-For/-Proto), WebSocket upgrades included,
+//!   and records each exchange. [`Inspector::set_routes`] replaces the
+//!   routes while it runs; recordings stay.
 //! - [`Store`]: bounded by count and bytes, oldest evicted, optionally
 //!   persisted as JSON lines and reloaded on restart.
 //! - [`analysis`]: classification, `Create(Note)`-style activity names,
@@ -27,6 +29,7 @@ pub mod filter;
 pub mod har;
 mod keys;
 mod proxy;
+mod routes;
 pub mod signature;
 pub mod store;
 mod view;
@@ -39,8 +42,13 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::routes::{RouteTable, SharedRoutes};
+
 pub use analysis::{Analysis, Analyzer, Kind, Verdict, Verification};
-pub use config::{ConfigError, InspectorConfig, Route, SignatureConfig, Upstream, parse_size};
+pub use config::{
+    ConfigError, InspectorConfig, Route, ServerKind, SignatureConfig, Upstream, check_routes,
+    parse_size,
+};
 pub use exchange::Exchange;
 pub use filter::Filter;
 pub use store::{PersistError, Store, StoreLimits, StoreStats};
@@ -70,6 +78,7 @@ pub enum StartError {
 pub struct Inspector {
     store: Arc<Store>,
     analyzer: Arc<Analyzer>,
+    routes: SharedRoutes,
     proxy_addr: SocketAddr,
     ui_addr: Option<SocketAddr>,
     shutdown: watch::Sender<bool>,
@@ -106,19 +115,15 @@ impl Inspector {
             Some(path) => Store::open(config.limits, path).map_err(StartError::Persist)?,
             None => Store::new(config.limits),
         };
+        let routes = RouteTable::new(&config.routes).shared();
         let proxy_state = Arc::new(proxy::ProxyState::new(
-            &config.routes,
+            Arc::clone(&routes),
             Arc::clone(&store),
             config.max_body_bytes,
         ));
-        let key_routes = proxy_state
-            .routes
-            .iter()
-            .map(|(h, t)| (h.clone(), t.authority.clone()))
-            .collect();
         let analyzer = Arc::new(Analyzer::new(
             config.signatures.clone(),
-            keys::KeyFetcher::new(key_routes, config.signatures.clone()),
+            keys::KeyFetcher::new(Arc::clone(&routes), config.signatures.clone()),
         ));
         let (shutdown, rx) = watch::channel(false);
         let mut tasks = vec![tokio::spawn(proxy::serve(
@@ -127,12 +132,10 @@ impl Inspector {
             rx.clone(),
         ))];
         if let Some(ui) = ui {
-            let mut hosts: Vec<String> = config.routes.iter().map(|r| r.host.clone()).collect();
-            hosts.sort();
             let state = api::ApiState {
                 store: Arc::clone(&store),
                 analyzer: Arc::clone(&analyzer),
-                hosts,
+                routes: Arc::clone(&routes),
                 proxy_addr,
             };
             tasks.push(tokio::spawn(api::serve(ui, state, rx)));
@@ -140,11 +143,26 @@ impl Inspector {
         Ok(Self {
             store,
             analyzer,
+            routes,
             proxy_addr,
             ui_addr,
             shutdown,
             tasks,
         })
+    }
+
+    /// Routes requests by `routes` from now on: requests already forwarded
+    /// finish on their old upstream, recordings stay, the UI and API list
+    /// the new hosts. Actor keys cached from the old routes are reused
+    /// until they expire.
+    ///
+    /// # Errors
+    /// [`ConfigError::DuplicateHost`] when a host (and path prefix) is
+    /// routed twice; the old routes stay in effect.
+    pub fn set_routes(&self, routes: &[Route]) -> Result<(), ConfigError> {
+        check_routes(routes)?;
+        self.routes.store(Arc::new(RouteTable::new(routes)));
+        Ok(())
     }
 
     /// Where the proxy listens.

@@ -1,5 +1,6 @@
 //! The reverse proxy: accepts HTTP/1 connections, routes each request by its
-//! Host header to the configured upstream, forwards method, path, query,
+//! Host header (and the longest matching path prefix) to the configured
+//! upstream, forwards method, path, query,
 //! headers and body unchanged (minus hop-by-hop fields, plus
 //! X-Forwarded-For / X-Forwarded-Proto), passes WebSocket upgrades through,
 //! and records every exchange into the store.
@@ -7,7 +8,6 @@
 //! Malformed requests get hyper's 400 (a bad request line or header) and
 //! only that connection closes. No ActivityPub parsing happens here.
 
-use std::collections::HashMap;
 use std::convert::Infallible;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -32,8 +32,8 @@ use tokio::sync::watch;
 use crate::capture::{
     Pending, RequestHead, ResponseHead, Side, TeeBody, record_headers, version_str,
 };
-use crate::config::Route;
 use crate::exchange::UpgradeRecord;
+use crate::routes::{SharedRoutes, Target};
 use crate::store::Store;
 
 /// What the proxy hands back to hyper.
@@ -41,24 +41,17 @@ pub(crate) type ProxyBody = BoxBody<Bytes, hyper::Error>;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// One route, parsed for the hot path.
-#[derive(Debug, Clone)]
-pub(crate) struct Target {
-    pub(crate) authority: Authority,
-    pub(crate) origin: String,
-}
-
 /// Shared by every connection.
 #[derive(Debug)]
 pub(crate) struct ProxyState {
-    pub(crate) routes: HashMap<String, Target>,
+    pub(crate) routes: SharedRoutes,
     client: Client<HttpConnector, TeeBody<Incoming>>,
     store: Arc<Store>,
     max_body: usize,
 }
 
 impl ProxyState {
-    pub(crate) fn new(routes: &[Route], store: Arc<Store>, max_body: usize) -> Self {
+    pub(crate) fn new(routes: SharedRoutes, store: Arc<Store>, max_body: usize) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
@@ -67,19 +60,6 @@ impl ProxyState {
             .pool_idle_timeout(Duration::from_secs(60))
             .pool_max_idle_per_host(512)
             .build(connector);
-        let routes = routes
-            .iter()
-            .filter_map(|r| {
-                let authority = r.upstream.authority.parse::<Authority>().ok()?;
-                Some((
-                    r.host.clone(),
-                    Target {
-                        authority,
-                        origin: r.upstream.origin(),
-                    },
-                ))
-            })
-            .collect();
         Self {
             routes,
             client,
@@ -263,10 +243,18 @@ fn html_escape(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
-fn unknown_host(state: &ProxyState, pending: &Pending, host: &str) -> Response<ProxyBody> {
-    let mut hosts: Vec<&String> = state.routes.keys().collect();
-    hosts.sort();
-    pending.set_error(format!("no route for host {host:?}"));
+fn unknown_host(
+    state: &ProxyState,
+    pending: &Pending,
+    host: &str,
+    path: &str,
+) -> Response<ProxyBody> {
+    let hosts = state.routes.load().hosts();
+    if hosts.iter().any(|h| h == host) {
+        pending.set_error(format!("no route for path {path:?} of host {host:?}"));
+    } else {
+        pending.set_error(format!("no route for host {host:?}"));
+    }
     let mut page = String::from(
         "<!doctype html><meta charset=utf-8><title>502 unknown host</title>\
          <h1>502: the fedilab inspector has no route for this host</h1>",
@@ -312,7 +300,7 @@ async fn handle(
 ) -> Response<ProxyBody> {
     let started = Instant::now();
     let host = request_host(req.uri(), req.headers());
-    let target = state.routes.get(&host).cloned();
+    let target = state.routes.load().lookup(&host, req.uri().path()).cloned();
     let pq = path_and_query(req.uri());
     let upgrade = is_upgrade(req.headers());
     let pending = Pending::new(
@@ -331,7 +319,7 @@ async fn handle(
     );
     let Some(target) = target else {
         let host = request_host(req.uri(), req.headers());
-        return unknown_host(&state, &pending, &host);
+        return unknown_host(&state, &pending, &host, req.uri().path());
     };
     if upgrade {
         let on_upgrade = hyper::upgrade::on(&mut req);

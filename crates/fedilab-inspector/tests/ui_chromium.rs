@@ -1,7 +1,8 @@
 //! The UI in real headless Chromium, driven over the DevTools protocol:
 //! open the page, wait until its event stream is live, send a signed
 //! Create(Note) through the proxy, see the row appear, open it, see the
-//! activity and the verdict; then the sequence view. Screenshots go to
+//! activity and the verdict; then the sequence view. The server bar lists
+//! the routed hosts. Screenshots go to
 //! `$FEDILAB_UI_SCREENSHOTS` (default: the system temp dir).
 //!
 //! Skipped, with a printed reason, when /usr/bin/chromium is absent
@@ -198,6 +199,19 @@ async fn the_ui_shows_a_signed_create_note_live_with_its_verdict() {
     // is sent: the row must arrive live, not with the first load.
     cdp.wait_for("document.body && document.body.dataset.live === '1'")
         .await;
+
+    // The server bar lists every routed host with its kind.
+    let servers = cdp
+        .wait_for(
+            "document.querySelectorAll('#servers .server').length === 3 \
+             && document.getElementById('servers').innerText",
+        )
+        .await;
+    let servers = servers.as_str().unwrap_or_default().to_owned();
+    for host in [M1, M2, WS] {
+        assert!(servers.contains(host), "{host} in {servers:?}");
+    }
+    assert!(servers.contains("instance"), "{servers:?}");
     assert_eq!(
         cdp.eval("document.querySelectorAll('tr.row').length").await,
         0

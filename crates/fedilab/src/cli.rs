@@ -41,6 +41,10 @@ pub enum Command {
     /// Run the recording proxy and its live UI in front of fediverse
     /// servers, without a lab.
     Inspect(crate::cmd::inspect::InspectArgs),
+    /// Run a lab's DNS and inspector in the foreground, from its state
+    /// (`fedilab up` starts it in the background).
+    #[command(long_about = crate::cmd::serve::LONG_ABOUT)]
+    Serve(crate::cmd::serve::ServeArgs),
     /// Put a lab on the cluster, wait until every instance works, print how
     /// to log in. Running it again applies only what changed.
     Up(crate::cmd::up::UpArgs),
@@ -49,6 +53,11 @@ pub enum Command {
     Status(crate::cmd::status::StatusArgs),
     /// Print each instance's URL, admin login, password and API token.
     Creds(crate::cmd::creds::CredsArgs),
+    /// Make a server running on this host a member of a running lab, as
+    /// NAME.DOMAIN, routed through the inspector.
+    Attach(crate::cmd::attach::AttachArgs),
+    /// Remove a server `fedilab attach` added, leaving nothing of it.
+    Detach(crate::cmd::attach::DetachArgs),
     /// Remove a lab from the cluster (and with --purge its state and CA
     /// here).
     Down(crate::cmd::down::DownArgs),

@@ -7,6 +7,7 @@
 
 mod cli;
 mod cmd;
+mod host;
 mod paths;
 mod tls;
 
@@ -46,7 +47,8 @@ fn init_tracing(verbose: u8) {
     let default = match verbose {
         // kube's client logs connection failures as ERROR lines of its own;
         // fedilab reports them once, with what to do next.
-        0 => "warn,kube_client=off",
+        // fedilab serve logs its addresses and reloads at info.
+        0 => "warn,kube_client=off,fedilab_serve=info",
         1 => "info,fedilab=debug",
         _ => "debug",
     };

@@ -55,9 +55,11 @@ pub struct AttachArgs {
 
 /// Arguments of `fedilab detach`.
 #[derive(Debug, Args)]
-#[command(after_help = "Removes what `fedilab attach NAME` added: the Secret, Service, \
+#[command(
+    after_help = "Removes what `fedilab attach NAME` added: the Secret, Service, \
 EndpointSlice and Ingress in the lab's namespace, the leaf certificate, the host DNS name and the \
-inspector route. The server itself keeps running.\n\nExample:\n  fedilab detach mine")]
+inspector route. The server itself keeps running.\n\nExample:\n  fedilab detach mine"
+)]
 pub struct DetachArgs {
     /// The name given to `fedilab attach`.
     pub name: String,
@@ -115,10 +117,9 @@ pub fn attach(args: &AttachArgs) -> anyhow::Result<ExitCode> {
              (without --no-inspector), then attach"
         ))
     })?;
-    let domain: Domain = state
-        .domain
-        .parse()
-        .map_err(|e| anyhow::anyhow!("{}: the saved domain is damaged: {e}", dir.path().display()))?;
+    let domain: Domain = state.domain.parse().map_err(|e| {
+        anyhow::anyhow!("{}: the saved domain is damaged: {e}", dir.path().display())
+    })?;
     let server = InstanceSpec::external(&args.name, &args.url, &domain)
         .map_err(|e| UsageError(e.to_string().replace("the lab profile has", "attach has")))?;
     if let Some(taken) = state.instance(server.name.as_str())
@@ -143,10 +144,10 @@ pub fn attach(args: &AttachArgs) -> anyhow::Result<ExitCode> {
         .get(&server.name)
         .context("the lab CA issued no certificate for the server")?;
     let objects = fedilab_manifest::build_external(&spec, server, leaf, proxy)?;
-    let url = match &server.kind {
-        fedilab_profile::InstanceSpecKind::External(e) => e.url.to_string(),
-        fedilab_profile::InstanceSpecKind::Mastodon(_) => args.url.clone(),
+    let fedilab_profile::InstanceSpecKind::External(external) = &server.kind else {
+        unreachable!("InstanceSpec::external makes external instances")
     };
+    let url = external.url.to_string();
 
     runtime()?.block_on(async {
         let cluster = connect_checked(&args.kube).await?;
@@ -173,7 +174,7 @@ pub fn attach(args: &AttachArgs) -> anyhow::Result<ExitCode> {
         }],
     });
     dir.save_state(&state)?;
-    let serving = crate::host::refresh_serve(&dir, &lab)?;
+    let serving = crate::host::refresh_serve(&dir, &lab, &data_dir)?;
 
     println!(
         "attached {url} to lab {lab} as https://{}/\n  \
@@ -238,7 +239,7 @@ pub fn detach(args: &DetachArgs) -> anyhow::Result<ExitCode> {
             .context("cannot remove the server's certificate")?;
     }
     let serving = if was_attached {
-        Some(crate::host::refresh_serve(&dir, &lab)?)
+        Some(crate::host::refresh_serve(&dir, &lab, &data_dir)?)
     } else {
         None
     };

@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::Args;
 use fedilab_orchestrator::{DownOptions, LabDir, Timings, purge_ca};
 use fedilab_profile::{DEFAULT_LAB_NAME, names};
+use fedilab_serve::daemon::{self, StopOutcome};
 
 use crate::cli::KubeArgs;
 use crate::cmd::creds::lab_name;
@@ -19,8 +20,9 @@ use crate::cmd::up::{connect_checked, parse_duration, print_timings, runtime};
     after_help = "Removes everything labelled fedilab.dev/lab=NAME: the lab's namespace (and\n\
 with it every instance, database and volume), its key in kube-system/coredns-custom (other\n\
 labs' keys stay), and, with the last lab, fedilab's Traefik HelmChartConfig; restarts CoreDNS\n\
-and waits until nothing of the lab is left. A lab that does not exist is not an error.\n\
-The lab CA on this host stays (hosts that trust it keep working for the next lab of the\n\
+and waits until nothing of the lab is left (attached servers' objects go with the namespace).\n\
+A lab that does not exist is not an error. Stops the lab's `fedilab serve` on this host.\n\
+The lab CA, the state and the inspector's recordings on this host stay (hosts that trust it keep working for the next lab of the\n\
 same domain) unless --purge.\n\n\
 Examples:\n  fedilab down\n  fedilab down --lab exp --purge"
 )]
@@ -116,6 +118,22 @@ pub fn run(args: &DownArgs) -> anyhow::Result<ExitCode> {
             "lab {lab} does not exist on the cluster (nothing labelled {}={lab}); nothing to remove",
             names::LAB_KEY
         );
+    }
+    // The host side goes with the lab (its recordings stay in the lab dir
+    // unless --purge).
+    match daemon::stop(&dir)? {
+        StopOutcome::Stopped { pid, killed } => println!(
+            "stopped fedilab serve (pid {pid}{})",
+            if killed {
+                ", killed after the grace period"
+            } else {
+                ""
+            }
+        ),
+        StopOutcome::RemovedStale { pid } => {
+            println!("removed the stale files of fedilab serve (pid {pid} was not running)");
+        }
+        StopOutcome::NotRunning => {}
     }
     if args.purge {
         let domain = dir

@@ -16,7 +16,8 @@ use crate::UsageError;
 #[derive(Debug, Args)]
 #[command(
     after_help = "Example:\n  fedilab inspect --listen 127.0.0.1:8080 \\\n    \
-    --route mastodon2.fediverse.local=http://127.0.0.1:3000 --ui 127.0.0.1:8081\n\
+    --route mastodon2.fediverse.local=http://127.0.0.1:3000 \\\n    \
+    --route mastodon2.fediverse.local/api/v1/streaming=http://127.0.0.1:4000 --ui 127.0.0.1:8081\n\
     then open http://127.0.0.1:8081/ and send requests to 127.0.0.1:8080 with Host: mastodon2.fediverse.local."
 )]
 pub struct InspectArgs {
@@ -25,8 +26,11 @@ pub struct InspectArgs {
     pub listen: SocketAddr,
 
     /// Send requests for HOST to the upstream URL (http://HOST:PORT, no
-    /// path). Repeat for every instance.
-    #[arg(long = "route", value_name = "HOST=URL", required = true)]
+    /// path). HOST/PREFIX=URL sends only the paths under PREFIX (whole
+    /// segments; the longest matching prefix of a host wins), e.g.
+    /// mastodon1.fediverse.local/api/v1/streaming=http://10.43.0.20:4000.
+    /// Repeat for every instance.
+    #[arg(long = "route", value_name = "HOST[/PREFIX]=URL", required = true)]
     pub routes: Vec<Route>,
 
     /// Where the UI and the JSON API listen. Keep it on loopback: it shows

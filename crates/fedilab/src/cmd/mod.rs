@@ -1,5 +1,6 @@
 //! One module per subcommand; [`run`] dispatches.
 
+pub mod attach;
 pub mod bootstrap;
 pub mod ca;
 pub mod creds;
@@ -7,6 +8,7 @@ pub mod dns;
 pub mod down;
 pub mod inspect;
 pub mod render;
+pub mod serve;
 pub mod status;
 pub mod up;
 
@@ -25,9 +27,12 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Ca(args) => ca::run(&args),
         Command::Dns(args) => dns::run(&args),
         Command::Inspect(args) => inspect::run(&args),
+        Command::Serve(args) => serve::run(&args),
         Command::Up(args) => up::run(&args),
         Command::Status(args) => status::run(&args),
         Command::Creds(args) => creds::run(&args),
+        Command::Attach(args) => attach::attach(&args),
+        Command::Detach(args) => attach::detach(&args),
         Command::Down(args) => down::run(&args),
         Command::Bootstrap(args) => bootstrap::run(&args),
     }

@@ -1,10 +1,16 @@
 //! `fedilab status`: per lab, a table of instances (phase, ready pods, URL,
-//! age) and the lab-level objects, or the same as JSON.
+//! age), the servers attached from this host, whether the lab's `fedilab
+//! serve` runs and where, and the lab-level objects; or the same as JSON.
 
 use std::process::ExitCode;
 
 use clap::{Args, ValueEnum};
-use fedilab_orchestrator::{LabStatus, Timings};
+use std::net::SocketAddr;
+use std::path::Path;
+
+use fedilab_orchestrator::{AttachedServer, LabDir, LabStatus, Timings};
+use fedilab_profile::LabName;
+use fedilab_serve::daemon::{self, ServeStatus};
 
 use crate::cli::KubeArgs;
 use crate::cmd::creds::lab_name;
@@ -24,7 +30,9 @@ pub enum StatusFormat {
 #[derive(Debug, Args)]
 #[command(
     after_help = "Phases: database (PostgreSQL, Redis) -> setup (the setup Job) -> services\n\
-(web, streaming, Sidekiq) -> ready; failed when the setup Job gave up (`fedilab up` retries it).\n\n\
+(web, streaming, Sidekiq) -> ready; failed when the setup Job gave up (`fedilab up` retries it);\n\
+external: a server outside the cluster (attached: added by `fedilab attach`).\n\
+host: whether this host's `fedilab serve` (lab DNS and inspector) runs, and where.\n\n\
 Examples:\n  fedilab status\n  fedilab status --lab exp -o json"
 )]
 pub struct StatusArgs {
@@ -54,7 +62,76 @@ fn age(seconds: Option<i64>) -> String {
     }
 }
 
-fn print_table(lab: &LabStatus) {
+/// What this host runs for a lab: its `fedilab serve` and the servers
+/// attached from here.
+#[derive(Debug, serde::Serialize)]
+struct HostSide {
+    /// `running`, `starting`, `stopped` or `stale`.
+    serve: &'static str,
+    /// Its pid, when it runs.
+    pid: Option<u32>,
+    /// How it was started, when it runs.
+    how: Option<String>,
+    /// Where its DNS answers.
+    dns: Option<SocketAddr>,
+    /// Where its proxy listens.
+    proxy: Option<SocketAddr>,
+    /// Its UI, `http://ADDR/`.
+    ui: Option<String>,
+    /// The line `status` prints.
+    summary: String,
+    /// Servers `fedilab attach` added: name -> URL on this host.
+    attached: Vec<AttachedServer>,
+}
+
+/// A lab on the cluster and what this host runs for it.
+#[derive(Debug, serde::Serialize)]
+struct LabReport {
+    #[serde(flatten)]
+    cluster: LabStatus,
+    host: HostSide,
+}
+
+fn host_side(data_dir: &Path, lab: &LabName) -> anyhow::Result<HostSide> {
+    let dir = LabDir::new(data_dir, lab);
+    let status = daemon::status(&dir);
+    let summary = crate::host::describe(&status, lab);
+    let mut host = HostSide {
+        serve: "stopped",
+        pid: None,
+        how: None,
+        dns: None,
+        proxy: None,
+        ui: None,
+        summary,
+        attached: dir.attached()?,
+    };
+    match status {
+        ServeStatus::Running {
+            pid,
+            addresses,
+            how,
+            ..
+        } => {
+            host.serve = "running";
+            host.pid = Some(pid);
+            host.how = Some(how.to_string());
+            host.dns = Some(addresses.dns);
+            host.proxy = addresses.proxy;
+            host.ui = addresses.ui.map(|a| format!("http://{a}/"));
+        }
+        ServeStatus::Starting { pid } => {
+            host.serve = "starting";
+            host.pid = Some(pid);
+        }
+        ServeStatus::Stale { .. } => host.serve = "stale",
+        ServeStatus::Stopped => {}
+    }
+    Ok(host)
+}
+
+fn print_table(report: &LabReport) {
+    let lab = &report.cluster;
     let state = if !lab.exists {
         "not on the cluster"
     } else if lab.terminating {
@@ -74,16 +151,25 @@ fn print_table(lab: &LabStatus) {
             "INSTANCE", "PHASE", "PODS", "URL"
         );
         for i in &lab.instances {
+            let attached = report.host.attached.iter().any(|a| a.name == i.name);
             println!(
                 "  {:<14} {:<9} {:<6} {:<40} {}",
                 i.name,
-                i.phase,
+                if attached {
+                    "attached"
+                } else {
+                    i.phase.as_str()
+                },
                 format!("{}/{}", i.ready_pods, i.pods),
                 i.url.as_deref().unwrap_or("-"),
                 age(i.age_seconds)
             );
         }
     }
+    for a in &report.host.attached {
+        println!("  attached {} -> {}", a.name, a.url);
+    }
+    println!("  host: {}", report.host.summary);
     println!("  lab objects:");
     for o in &lab.lab_objects {
         println!(
@@ -100,6 +186,7 @@ fn print_table(lab: &LabStatus) {
 /// An unreachable cluster or a failed read.
 pub fn run(args: &StatusArgs) -> anyhow::Result<ExitCode> {
     let wanted = args.lab.as_deref().map(lab_name).transpose()?;
+    let data_dir = crate::paths::data_dir()?;
     runtime()?.block_on(async {
         let cluster = connect_checked(&args.kube).await?;
         let timings = Timings::new(cluster.counter.clone());
@@ -113,11 +200,12 @@ pub fn run(args: &StatusArgs) -> anyhow::Result<ExitCode> {
         };
         let mut all = Vec::new();
         for lab in &labs {
-            all.push(
-                timings
+            all.push(LabReport {
+                cluster: timings
                     .phase("status", fedilab_orchestrator::status(&cluster, lab))
                     .await?,
-            );
+                host: host_side(&data_dir, lab)?,
+            });
         }
         match args.output {
             StatusFormat::Json => println!("{}", serde_json::to_string_pretty(&all)?),

@@ -10,15 +10,18 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
-use fedilab_manifest::Routing;
+use std::net::{IpAddr, SocketAddr};
+
+use fedilab_manifest::{BuildError, Routing};
 use fedilab_orchestrator::readiness::InstanceProgress;
 use fedilab_orchestrator::{
-    Cluster, InstanceCredentials, LabDir, LabState, PreflightOptions, Progress, Timings,
-    WaitOptions,
+    AttachedServer, Cluster, InstanceCredentials, LabDir, LabState, PreflightOptions, Progress,
+    ServeSettings, StoredKind, Timings, WaitOptions, other_lab_states,
 };
-use fedilab_profile::{InstanceName, InstanceSpecKind, names};
+use fedilab_profile::{InstanceName, InstanceSpec, InstanceSpecKind, LabSpec, names};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
+use crate::UsageError;
 use crate::cli::{KubeArgs, LabArgs};
 
 /// Output formats of credentials.
@@ -77,6 +80,12 @@ pub struct UpArgs {
     /// Print fedilab's own time per phase and its number of API requests.
     #[arg(long)]
     pub timings: bool,
+
+    /// Route Traefik straight to the instances instead of through the
+    /// inspector on this host (nothing is recorded; attached servers need
+    /// the inspector). `fedilab serve` still answers the lab names.
+    #[arg(long)]
+    pub no_inspector: bool,
 
     /// Format of the credentials printed at the end.
     #[arg(short, long, value_enum, default_value_t)]
@@ -256,24 +265,101 @@ pub fn print_credentials(creds: &[InstanceCredentials], format: CredsFormat) -> 
     Ok(())
 }
 
+/// The profile's lab plus the servers `fedilab attach` added, as external
+/// instances (they stay members until `fedilab detach`).
+fn with_attached(mut spec: LabSpec, attached: &[AttachedServer]) -> anyhow::Result<LabSpec> {
+    for server in attached {
+        if spec.instance(&server.name).is_some() {
+            return Err(UsageError(format!(
+                "the profile now has an instance called {name}, the name of a server attached to                  lab {lab}; `fedilab detach {name} --lab {lab}` first, or rename the instance",
+                name = server.name,
+                lab = spec.name
+            ))
+            .into());
+        }
+        let instance = InstanceSpec::external(&server.name, &server.url, &spec.domain)
+            .map_err(|e| anyhow::anyhow!("attached server {}: {e}", server.name))?;
+        spec.instances.push(instance);
+    }
+    Ok(spec)
+}
+
+/// Where this lab's host side listens: as saved when the inspector choice
+/// and node are unchanged (stable ports), else a free block of ports.
+fn serve_settings(
+    data_dir: &std::path::Path,
+    spec: &LabSpec,
+    saved: Option<&LabState>,
+    node: IpAddr,
+    inspector: bool,
+) -> ServeSettings {
+    if let Some(saved) = saved.and_then(|s| s.serve.clone())
+        && saved.proxy.is_some() == inspector
+    {
+        return ServeSettings {
+            proxy: saved.proxy.map(|p| SocketAddr::new(node, p.port())),
+            ..saved
+        };
+    }
+    let taken: Vec<ServeSettings> = other_lab_states(data_dir, &spec.name)
+        .into_iter()
+        .filter_map(|s| s.serve)
+        .collect();
+    ServeSettings::choose(node, inspector, &taken)
+}
+
 /// Runs `fedilab up`.
 ///
 /// # Errors
 /// An invalid profile, an unusable CA or state directory, a failed
 /// preflight, apply or wait, each saying what to do.
 pub fn run(args: &UpArgs) -> anyhow::Result<ExitCode> {
-    let spec = args.lab.load()?;
     let data_dir = crate::paths::data_dir()?;
-    let lab_dir = LabDir::new(&data_dir, &spec.name);
+    let profile_spec = args.lab.load()?;
+    let lab_dir = LabDir::new(&data_dir, &profile_spec.name);
+    let attached = lab_dir.attached()?;
+    let inspector = !args.no_inspector;
+    if !inspector && !attached.is_empty() {
+        return Err(UsageError(format!(
+            "lab {lab} has attached servers ({}), which the cluster reaches only through the              inspector; `fedilab detach` them first, or run `fedilab up` without --no-inspector",
+            attached.iter().map(|a| a.name.as_str()).collect::<Vec<_>>().join(", "),
+            lab = profile_spec.name
+        ))
+        .into());
+    }
+    let spec = with_attached(profile_spec, &attached)?;
     let secrets = lab_dir.secrets(&spec)?;
     let tls = crate::tls::lab_tls(&spec, &data_dir)?;
-    let manifests = fedilab_manifest::build(&spec, &secrets, &tls, &Routing::Direct)?;
+    let saved = lab_dir.load_state()?;
     let rt = runtime()?;
     let timings_shown = args.timings;
     rt.block_on(async {
         let cluster = connect(&args.kube).await?;
         let timings = Timings::new(cluster.counter.clone());
         let outcome = async {
+            let node = timings
+                .phase("node", fedilab_orchestrator::node_address(&cluster))
+                .await?;
+            let node_ip: Option<IpAddr> = node.as_deref().and_then(|n| n.parse().ok());
+            let Some(node_ip) = node_ip else {
+                anyhow::bail!(
+                    "no Ready node of {} has an InternalIP, so Traefik's address is unknown;                      check `kubectl get nodes -o wide`",
+                    cluster.server
+                );
+            };
+            let serve = serve_settings(&data_dir, &spec, saved.as_ref(), node_ip, inspector);
+            let routing = match serve.proxy {
+                Some(proxy) => Routing::Inspector { proxy },
+                None => Routing::Direct,
+            };
+            let manifests = fedilab_manifest::build(&spec, &secrets, &tls, &routing).map_err(
+                |e| match e {
+                    BuildError::ExternalNeedsInspector(_) => anyhow::Error::new(UsageError(
+                        format!("{e}; run `fedilab up` without --no-inspector"),
+                    )),
+                    other => anyhow::Error::new(other),
+                },
+            )?;
             let mut checked = timings
                 .phase(
                     "preflight",
@@ -299,7 +385,20 @@ pub fn run(args: &UpArgs) -> anyhow::Result<ExitCode> {
                 )
                 .await?;
             lab_dir.finish_apply()?;
-            lab_dir.save_state(&LabState::from_spec(&spec, checked.node_address()))?;
+            let upstreams = if inspector {
+                timings
+                    .phase(
+                        "upstreams",
+                        fedilab_orchestrator::instance_upstreams(&cluster, &spec),
+                    )
+                    .await?
+            } else {
+                BTreeMap::new()
+            };
+            let mut state = LabState::from_spec(&spec, node.as_deref());
+            state.route(&upstreams, &attached);
+            state.serve = Some(serve);
+            lab_dir.save_state(&state)?;
             eprintln!(
                 "applied {} objects to {} (lab {}, namespace {}){}",
                 report.objects.len(),
@@ -312,8 +411,15 @@ pub fn run(args: &UpArgs) -> anyhow::Result<ExitCode> {
                     ""
                 }
             );
+            // The host side: DNS for the lab names, the inspector between
+            // Traefik and the instances. Started before the wait, so the
+            // setup traffic is recorded too.
+            eprintln!(
+                "{}",
+                crate::host::refresh_serve(&lab_dir, &spec.name, &data_dir)?
+            );
             if args.no_wait {
-                return anyhow::Ok(checked.node_address().map(str::to_owned));
+                return anyhow::Ok(node);
             }
             let options = WaitOptions {
                 database: args.timeout_database,
@@ -321,7 +427,6 @@ pub fn run(args: &UpArgs) -> anyhow::Result<ExitCode> {
                 services: args.timeout_services,
                 ..WaitOptions::default()
             };
-            // External instances run nothing here: no progress to show.
             let names: Vec<InstanceName> = spec
                 .instances
                 .iter()
@@ -337,14 +442,14 @@ pub fn run(args: &UpArgs) -> anyhow::Result<ExitCode> {
                 .await;
             bars.finish();
             waited?;
-            anyhow::Ok(checked.node_address().map(str::to_owned))
+            anyhow::Ok(node)
         }
         .await;
         if timings_shown {
             print_timings(&timings, &cluster);
         }
         let node = outcome?;
-        let (_, creds) = fedilab_orchestrator::credentials_from_state(&lab_dir)?
+        let (state, creds) = fedilab_orchestrator::credentials_from_state(&lab_dir)?
             .context("the lab state was just saved but cannot be read back")?;
         if args.output == CredsFormat::Text {
             println!(
@@ -357,13 +462,22 @@ pub fn run(args: &UpArgs) -> anyhow::Result<ExitCode> {
         }
         print_credentials(&creds, args.output)?;
         if args.output == CredsFormat::Text {
+            for i in state.instances.iter().filter(|i| i.kind != StoredKind::Mastodon) {
+                let to = i.upstreams.first().map_or("-", |u| u.url.as_str());
+                println!("{}  {} -> {to} ({})", i.name, i.url, if i.kind == StoredKind::Attached { "attached" } else { "external" });
+            }
+            let dns = state.serve.as_ref().map(|s| s.dns);
             println!(
-                "\nThese names resolve inside the cluster. On this host, resolve *.{} to {} \
-                 (see `fedilab dns --help`) and trust the lab CA (`fedilab ca --help`).\n\
-                 Next: `fedilab status`, `fedilab creds` prints the above again, \
-                 `fedilab down` removes the lab.",
-                spec.domain,
-                node.as_deref().unwrap_or("the node's address"),
+                "\nThese names resolve inside the cluster, and on this host through fedilab's DNS \
+                 at {dns} once systemd-resolved sends the lab domain there (once, as root: \
+                 `fedilab dns install-resolver --lab {lab}`); trust the lab CA with \
+                 `fedilab ca trust --domain {domain}`. Traefik listens on {node}.\n\
+                 Next: `fedilab status`, `fedilab attach NAME --url http://127.0.0.1:PORT` adds \
+                 your own server, `fedilab down` removes the lab.",
+                dns = dns.map_or_else(|| "-".to_owned(), |d| d.to_string()),
+                lab = spec.name,
+                domain = spec.domain,
+                node = node.as_deref().unwrap_or("the node's address"),
             );
         }
         anyhow::Ok(ExitCode::SUCCESS)
