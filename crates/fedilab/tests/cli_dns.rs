@@ -235,7 +235,7 @@ fn dns_serve_without_answer_says_why_it_is_required() {
     let err = stderr(&out);
     assert!(err.contains("--answer IP is required"), "{err}");
     assert!(
-        err.contains("`fedilab up` does not record the node address yet"),
+        err.contains("lab main has no node address saved by `fedilab up`"),
         "{err}"
     );
 }
@@ -280,7 +280,7 @@ fn install_resolver_dry_run_prints_the_drop_in_and_changes_nothing() {
     let text = stdout(&out);
     for expected in [
         "tee /etc/systemd/resolved.conf.d/fedilab-fediverse.test.conf >/dev/null <<'EOF'\n",
-        "\n[Resolve]\nDNS=127.0.0.1:5353\nDomains=~fediverse.test\nEOF\n",
+        "\n[Resolve]\nDNS=127.0.0.1:5300\nDomains=~fediverse.test\nEOF\n",
         "systemctl restart systemd-resolved\n",
     ] {
         assert!(text.contains(expected), "{expected:?} in:\n{text}");
@@ -298,5 +298,34 @@ fn install_resolver_dry_run_prints_the_drop_in_and_changes_nothing() {
     assert!(
         text.contains("rm -f /etc/systemd/resolved.conf.d/fedilab-fediverse.test.conf\n"),
         "{text}"
+    );
+}
+
+#[test]
+fn after_up_the_node_address_and_dns_port_come_from_the_lab_state() {
+    let t = TestDir::new();
+    // What `fedilab up` saves for lab main (a second lab took the next ports).
+    t.write(
+        "data/labs/main/lab.json",
+        r#"{"lab":"main","domain":"fediverse.local","namespace":"fedilab-main",
+            "node_address":"192.0.2.10","instances":[],
+            "serve":{"dns":"127.0.0.1:5310","proxy":"192.0.2.10:8490","ui":"127.0.0.1:8491"}}"#,
+    );
+    let out = t.run(&["dns", "zone", "--instances", "1"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let zone = stdout(&out);
+    let a_records: Vec<&str> = zone.lines().filter(|l| l.contains(" IN A ")).collect();
+    assert!(!a_records.is_empty(), "{zone}");
+    assert!(
+        a_records.iter().all(|l| l.ends_with("192.0.2.10")),
+        "{zone}"
+    );
+
+    let out = t.run(&["dns", "install-resolver", "--dry-run"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("DNS=127.0.0.1:5310\nDomains=~fediverse.local"),
+        "{}",
+        stdout(&out)
     );
 }

@@ -86,3 +86,64 @@ fn bad_lab_name_is_a_usage_error() {
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("--lab"), "{}", stderr(&out));
 }
+
+#[test]
+fn attach_and_detach_refuse_with_what_to_do_before_touching_a_cluster() {
+    let t = TestDir::new();
+    let out = t.run(&["attach", "mine", "--url", "http://127.0.0.1:3000"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("run `fedilab up --lab main` first"),
+        "{}",
+        stderr(&out)
+    );
+
+    // A lab that `up` put on the cluster without the inspector.
+    t.write(
+        "data/labs/main/lab.json",
+        r#"{"lab":"main","domain":"fediverse.local","namespace":"fedilab-main",
+            "node_address":"192.0.2.10","instances":[{"name":"mastodon1",
+            "host":"mastodon1.fediverse.local","url":"https://mastodon1.fediverse.local/"}],
+            "serve":{"dns":"127.0.0.1:5300","proxy":null,"ui":null}}"#,
+    );
+    let out = t.run(&["attach", "mine", "--url", "http://127.0.0.1:3000"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("without the inspector"),
+        "{}",
+        stderr(&out)
+    );
+
+    // With the inspector: the name and URL are checked, a profile
+    // instance can be neither attached over nor detached.
+    t.write(
+        "data/labs/main/lab.json",
+        r#"{"lab":"main","domain":"fediverse.local","namespace":"fedilab-main",
+            "node_address":"192.0.2.10","instances":[{"name":"mastodon1",
+            "host":"mastodon1.fediverse.local","url":"https://mastodon1.fediverse.local/"}],
+            "serve":{"dns":"127.0.0.1:5300","proxy":"192.0.2.10:8480","ui":"127.0.0.1:8481"}}"#,
+    );
+    for (args, expected) in [
+        (
+            vec!["attach", "mine", "--url", "https://127.0.0.1:3000"],
+            "url",
+        ),
+        (
+            vec!["attach", "Mine!", "--url", "http://127.0.0.1:3000"],
+            "name",
+        ),
+        (
+            vec!["attach", "mastodon1", "--url", "http://127.0.0.1:3000"],
+            "already an instance of lab main",
+        ),
+        (vec!["detach", "mastodon1"], "not an attached server"),
+    ] {
+        let out = t.run(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains(expected),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+    }
+}

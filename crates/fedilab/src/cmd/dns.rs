@@ -15,6 +15,7 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use fedilab_ca::trust;
 use fedilab_dns::{Server, SharedZone, Zone, ZoneError, resolver};
+use fedilab_orchestrator::{LabDir, LabState};
 use fedilab_profile::LabSpec;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::signal::unix::{SignalKind, signal};
@@ -24,7 +25,7 @@ use crate::cli::LabArgs;
 
 /// Where `fedilab dns serve` listens unless told otherwise, and where the
 /// resolver drop-in sends the lab domain.
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:5353";
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:5300";
 
 /// How long shutdown may take before we stop waiting.
 const SHUTDOWN_LIMIT: Duration = Duration::from_secs(5);
@@ -48,7 +49,7 @@ claims them; and hosts with nss-mdns (`mdns4_minimal [NOTFOUND=return]` in \
 (.test is reserved for testing, RFC 6761) avoids all of that.",
     after_help = "Examples:\n  \
 fedilab dns serve --instances 2 --answer 10.0.0.1\n  \
-dig @127.0.0.1 -p 5353 mastodon2.fediverse.local\n  \
+dig @127.0.0.1 -p 5300 mastodon2.fediverse.local\n  \
 fedilab dns zone --answer 10.0.0.1          # the zone file it serves\n  \
 fedilab dns install-resolver --dry-run      # what would change in systemd-resolved"
 )]
@@ -159,9 +160,10 @@ pub struct ResolverArgs {
     #[command(flatten)]
     pub lab: LabArgs,
 
-    /// Where `fedilab dns serve` listens.
-    #[arg(long, value_name = "ADDR", default_value = DEFAULT_LISTEN)]
-    pub listen: SocketAddr,
+    /// Where the lab's DNS listens. Default: where `fedilab up` put the
+    /// lab's `fedilab serve`, else 127.0.0.1:5300.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
 
     /// Print the steps as a shell script; change nothing.
     #[arg(long)]
@@ -182,44 +184,58 @@ pub fn run(args: &DnsArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// The lab's saved state on this host, if `fedilab up` wrote one.
+fn saved_state(spec: &LabSpec) -> anyhow::Result<Option<LabState>> {
+    Ok(LabDir::new(&crate::paths::data_dir()?, &spec.name).load_state()?)
+}
+
 impl AnswerArgs {
-    fn require(&self) -> anyhow::Result<&[IpAddr]> {
-        if self.answer.is_empty() {
-            return Err(UsageError(
-                "--answer IP is required: `fedilab up` does not record the node address yet.\n\
-                 Give the address where Traefik listens, the k3s node's IP \
-                 (`kubectl get nodes -o wide`, INTERNAL-IP), e.g. --answer 10.0.0.1"
-                    .to_owned(),
-            )
-            .into());
+    /// `--answer`, else the node address `fedilab up` saved for the lab.
+    fn require(&self, spec: &LabSpec) -> anyhow::Result<Vec<IpAddr>> {
+        if !self.answer.is_empty() {
+            return Ok(self.answer.clone());
         }
-        Ok(&self.answer)
+        let saved = saved_state(spec)?
+            .and_then(|s| s.node_address)
+            .and_then(|a| a.parse::<IpAddr>().ok());
+        saved.map(|a| vec![a]).ok_or_else(|| {
+            UsageError(format!(
+                "--answer IP is required: lab {} has no node address saved by `fedilab up` \
+                 on this host.\n\
+                 Give the address where Traefik listens, the k3s node's IP \
+                 (`kubectl get nodes -o wide`, INTERNAL-IP), e.g. --answer 10.0.0.1",
+                spec.name
+            ))
+            .into()
+        })
     }
 }
 
-fn build_zone(lab: &LabArgs, answer: &[IpAddr]) -> anyhow::Result<(LabSpec, Zone)> {
+fn build_zone(lab: &LabArgs, answer: &AnswerArgs) -> anyhow::Result<(LabSpec, Zone, Vec<IpAddr>)> {
     let spec = lab.load()?;
+    let answer = answer.require(&spec)?;
+    let answer = answer.as_slice();
     let zone = fedilab_dns::zone(&spec, answer).map_err(|e| match e {
         ZoneError::NoAddress | ZoneError::TooLarge { .. } => UsageError(e.to_string()).into(),
         other => anyhow::Error::new(other).context("cannot build the lab zone"),
     })?;
-    Ok((spec, zone))
+    let answer = answer.to_vec();
+    Ok((spec, zone, answer))
 }
 
 fn print_zone(args: &ZoneArgs) -> anyhow::Result<ExitCode> {
-    let (_, zone) = build_zone(&args.lab, args.answer.require()?)?;
+    let (_, zone, _) = build_zone(&args.lab, &args.answer)?;
     print!("{}", zone.to_zone_file());
     Ok(ExitCode::SUCCESS)
 }
 
 fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
-    let answer = args.answer.require()?;
-    let (spec, zone) = build_zone(&args.lab, answer)?;
+    let (spec, zone, answer) = build_zone(&args.lab, &args.answer)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(serve_until_signalled(args, answer, &spec, zone))
+    runtime.block_on(serve_until_signalled(args, &answer, &spec, zone))
 }
 
 async fn serve_until_signalled(
@@ -272,8 +288,8 @@ async fn serve_until_signalled(
 
     let signal_name = loop {
         tokio::select! {
-            _ = hangup.recv() => match build_zone(&args.lab, answer) {
-                Ok((spec, zone)) => {
+            _ = hangup.recv() => match build_zone(&args.lab, &args.answer) {
+                Ok((spec, zone, _)) => {
                     let new_serial = zone.serial();
                     shared.replace(zone);
                     eprintln!(
@@ -405,6 +421,13 @@ impl fmt::Display for Step {
 
 fn resolver(args: &ResolverArgs, install: bool) -> anyhow::Result<ExitCode> {
     let spec = args.lab.load()?;
+    let listen = match args.listen {
+        Some(listen) => listen,
+        None => saved_state(&spec)?
+            .and_then(|s| s.serve)
+            .map_or_else(|| DEFAULT_LISTEN.parse(), |s| Ok(s.dns))
+            .context("the default DNS address")?,
+    };
     let domain = &spec.domain;
     let path = resolver::drop_in_path(domain);
     let root = trust::running_as_root();
@@ -413,8 +436,7 @@ fn resolver(args: &ResolverArgs, install: bool) -> anyhow::Result<ExitCode> {
     if install {
         steps.push(Step::new(root, &["mkdir", "-p", resolver::DROP_IN_DIR]));
         steps.push(
-            Step::new(root, &["tee", &path_str])
-                .with_stdin(resolver::drop_in_text(domain, args.listen)),
+            Step::new(root, &["tee", &path_str]).with_stdin(resolver::drop_in_text(domain, listen)),
         );
     } else {
         if !args.dry_run && !path.exists() {
@@ -449,9 +471,9 @@ fn resolver(args: &ResolverArgs, install: bool) -> anyhow::Result<ExitCode> {
             "systemd-resolved does not run on this host (no /run/systemd/resolve): \
              send {domain} to {listen} in your resolver instead (dnsmasq: \
              server=/{domain}/{ip}#{port})",
-            listen = args.listen,
-            ip = args.listen.ip(),
-            port = args.listen.port(),
+            listen = listen,
+            ip = listen.ip(),
+            port = listen.port(),
         );
     }
     if !root && trust::find_program("sudo").is_none() {
@@ -462,9 +484,9 @@ fn resolver(args: &ResolverArgs, install: bool) -> anyhow::Result<ExitCode> {
     }
     if install {
         println!(
-            "{domain} now resolves through {listen}: start `fedilab dns serve --answer IP \
-             --listen {listen}`, then `resolvectl query {first}`",
-            listen = args.listen,
+            "{domain} now resolves through {listen}: `fedilab up` starts the lab's DNS there \
+             (or run `fedilab dns serve --answer IP --listen {listen}`), then \
+             `resolvectl query {first}`",
             first = spec
                 .instances
                 .first()

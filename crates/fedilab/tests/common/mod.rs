@@ -41,6 +41,9 @@ impl TestDir {
     /// Writes a file in the test directory and returns its path.
     pub fn write(&self, name: &str, text: &str) -> PathBuf {
         let path = self.dir.path().join(name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).expect("create the test file's directory");
+        }
         std::fs::write(&path, text).expect("write test file");
         path
     }
