@@ -334,7 +334,8 @@ pub fn run(args: &UpArgs) -> anyhow::Result<ExitCode> {
     let rt = runtime()?;
     let timings_shown = args.timings;
     rt.block_on(async {
-        let cluster = connect(&args.kube).await?;
+        // A stopped cluster gets the message that says what to do.
+        let cluster = connect_checked(&args.kube).await?;
         let timings = Timings::new(cluster.counter.clone());
         let outcome = async {
             let node = timings
