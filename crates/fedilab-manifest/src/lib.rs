@@ -17,7 +17,9 @@ mod tls;
 use fedilab_profile::{InstanceName, InstanceSpecKind, LabSpec};
 
 pub use lab::corefile_server_block;
-pub use mastodon::{POSTGRES_IMAGE, REDIS_IMAGE};
+pub use mastodon::{
+    POSTGRES_IMAGE, REDIS_IMAGE, SYSTEM_BUNDLE_PATH, TRUST_BUNDLE_PATH, WEB_PORT, check_pod,
+};
 pub use objects::{LabManifests, Manifest, OutputError};
 pub use secrets::{LabSecrets, MastodonSecrets, seed_from_text};
 pub use tls::{LeafPem, TlsMaterial};

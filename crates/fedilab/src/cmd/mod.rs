@@ -9,6 +9,7 @@ pub mod inspect;
 pub mod render;
 pub mod status;
 pub mod up;
+pub mod verify;
 
 use std::process::ExitCode;
 
@@ -29,6 +30,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Status(args) => status::run(&args),
         Command::Creds(args) => creds::run(&args),
         Command::Down(args) => down::run(&args),
+        Command::Verify(args) => verify::run(&args),
         Command::Bootstrap(args) => bootstrap::run(&args),
     }
 }
