@@ -29,6 +29,7 @@
 
 #[cfg(target_os = "linux")]
 mod batch;
+pub mod query;
 pub mod resolver;
 mod server;
 mod stats;

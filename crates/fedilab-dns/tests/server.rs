@@ -612,3 +612,37 @@ async fn dig_sees_truncation_over_udp_and_the_whole_answer_over_tcp() {
     assert_eq!(section(&out, "ANSWER").len(), 60, "{out}");
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_query_helper_gets_addresses_refusals_and_timeouts() {
+    use fedilab_dns::query::{QueryError, query_a};
+    let server = Running::start(lab_zone(2, &["10.0.0.1"])).await;
+    let got = within(
+        "query",
+        query_a(server.addr, "mastodon2.fediverse.local.", LIMIT),
+    )
+    .await
+    .expect("answered");
+    assert_eq!(got, [ip("10.0.0.1")]);
+    let refused = within("query", query_a(server.addr, "example.com.", LIMIT)).await;
+    assert!(
+        matches!(
+            refused,
+            Err(QueryError::Rcode {
+                code: ResponseCode::Refused,
+                ..
+            })
+        ),
+        "{refused:?}"
+    );
+    server.stop().await;
+    // Nobody answers on a bound but silent socket.
+    let silent = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+    let addr = silent.local_addr().expect("addr");
+    let short = std::time::Duration::from_millis(200);
+    let timed_out = within("query", query_a(addr, "mastodon1.fediverse.local.", short)).await;
+    assert!(
+        matches!(timed_out, Err(QueryError::Timeout { .. })),
+        "{timed_out:?}"
+    );
+}

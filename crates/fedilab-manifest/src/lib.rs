@@ -21,7 +21,9 @@ use std::net::SocketAddr;
 use fedilab_profile::{InstanceName, InstanceSpec, InstanceSpecKind, LabSpec};
 
 pub use lab::corefile_server_block;
-pub use mastodon::{POSTGRES_IMAGE, REDIS_IMAGE};
+pub use mastodon::{
+    POSTGRES_IMAGE, REDIS_IMAGE, SYSTEM_BUNDLE_PATH, TRUST_BUNDLE_PATH, WEB_PORT, check_pod,
+};
 pub use objects::{LabManifests, Manifest, OutputError};
 pub use routing::Routing;
 pub use secrets::{LabSecrets, MastodonSecrets, seed_from_text};

@@ -22,8 +22,8 @@ use k8s_openapi::api::core::v1::{
     Affinity, Capabilities, ConfigMap, ConfigMapEnvSource, ConfigMapVolumeSource, Container,
     ContainerPort, EmptyDirVolumeSource, EnvFromSource, EnvVar, EnvVarSource, ExecAction,
     HTTPGetAction, PersistentVolumeClaim, PersistentVolumeClaimSpec,
-    PersistentVolumeClaimVolumeSource, PodAffinity, PodAffinityTerm, PodSecurityContext, PodSpec,
-    PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, Secret, SecretEnvSource,
+    PersistentVolumeClaimVolumeSource, Pod, PodAffinity, PodAffinityTerm, PodSecurityContext,
+    PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, Secret, SecretEnvSource,
     SecretKeySelector, SecurityContext, Service, ServicePort, ServiceSpec, TCPSocketAction, Volume,
     VolumeMount, VolumeResourceRequirements,
 };
@@ -47,7 +47,8 @@ const APP: &str = "mastodon";
 const MASTODON_UID: i64 = 991;
 const POSTGRES_UID: i64 = 70; // `postgres` in the Alpine image
 const REDIS_UID: i64 = 999; // `redis` in the Alpine image
-const WEB_PORT: i32 = 3000;
+/// The port Mastodon's web Service (Puma) listens on.
+pub const WEB_PORT: i32 = 3000;
 const STREAMING_PORT: i32 = 4000;
 const POSTGRES_PORT: i32 = 5432;
 const REDIS_PORT: i32 = 6379;
@@ -57,6 +58,11 @@ const DB_PASS_KEY: &str = "DB_PASS";
 
 const TRUST_DIR: &str = "/etc/fedilab/trust";
 const TRUST_BUNDLE: &str = "/etc/fedilab/trust/ca-certificates.crt";
+/// Where Mastodon pods find the joined trust bundle (the image's system CAs
+/// and the lab CA); their `SSL_CERT_FILE` points here.
+pub const TRUST_BUNDLE_PATH: &str = TRUST_BUNDLE;
+/// The Mastodon image's own CA bundle (Debian's), without the lab CA.
+pub const SYSTEM_BUNDLE_PATH: &str = "/etc/ssl/certs/ca-certificates.crt";
 const CA_DIR: &str = "/etc/fedilab/ca";
 const CA_FILE: &str = "/etc/fedilab/ca/ca.pem";
 const SETUP_DIR: &str = "/etc/fedilab/setup";
@@ -106,6 +112,42 @@ pub(crate) fn build(
     };
     objects.workloads.extend(route);
     objects
+}
+
+/// The pod of a short-lived check (`fedilab verify`) that runs `main` in
+/// the instance's Mastodon image as the instance's own pods run: the same
+/// pod security, trust-bundle init container and instance environment
+/// (`SSL_CERT_FILE`, `ALLOWED_PRIVATE_ADDRESSES`, ...), no media volume,
+/// never restarted. Labelled for the lab and instance, and with
+/// [`names::VERIFY_KEY`] = `check`. `main` gets the image, the restricted
+/// container security context and, if it has none, small resources.
+pub fn check_pod(
+    spec: &LabSpec,
+    instance: &InstanceSpec,
+    m: &MastodonSpec,
+    name: &str,
+    check: &str,
+    mut main: Container,
+) -> Pod {
+    let b = Builder { spec, instance, m };
+    main.image = Some(s(&m.image));
+    main.resources.get_or_insert_with(|| ResourceRequirements {
+        requests: Some(BTreeMap::from([
+            (s("cpu"), K8sQuantity(s("50m"))),
+            (s("memory"), K8sQuantity(s("64Mi"))),
+        ])),
+        limits: Some(BTreeMap::from([(s("memory"), K8sQuantity(s("256Mi")))])),
+        ..ResourceRequirements::default()
+    });
+    let mut pod = b.mastodon_pod(&m.image, main, false);
+    pod.restart_policy = Some(s("Never"));
+    let mut labels = b.instance_labels();
+    labels.insert(s(names::VERIFY_KEY), s(check));
+    Pod {
+        metadata: lab_meta(spec, name, labels),
+        spec: Some(pod),
+        ..Pod::default()
+    }
 }
 
 struct Builder<'a> {
@@ -463,7 +505,7 @@ impl Builder<'_> {
             .get_or_insert_with(Vec::new)
             .extend(mounts);
         let join_bundle = format!(
-            "{{ cat /etc/ssl/certs/ca-certificates.crt 2>/dev/null || true; cat {CA_FILE}; }} > {TRUST_BUNDLE}"
+            "{{ cat {SYSTEM_BUNDLE_PATH} 2>/dev/null || true; cat {CA_FILE}; }} > {TRUST_BUNDLE}"
         );
         let init = Container {
             name: s("trust-bundle"),

@@ -7,6 +7,7 @@
 //! wait_ready(&Cluster, &LabSpec, &WaitOptions, &dyn Progress)   per instance and phase
 //! status / down / credentials                   by the lab's labels
 //! instance_upstreams / attach / detach          the inspector's routes, host servers
+//! verify(&Cluster, &LabSpec, &VerifyPlan, ..)  check pods + host queries -> VerifyReport
 //! ```
 //!
 //! Pure parts (kubeconfig choice, readiness predicates, capacity sums, the
@@ -33,6 +34,7 @@ mod resources;
 mod state;
 mod status;
 mod teardown;
+mod verify;
 mod wait;
 
 pub use apply::{AppliedObject, ApplyError, ApplyReport, Outcome, apply};
@@ -57,4 +59,5 @@ pub use state::{
 };
 pub use status::{InstanceStatus, LabObjectStatus, LabStatus, StatusError, list_labs, status};
 pub use teardown::{DownError, DownOptions, DownReport, RemovedObject, down};
+pub use verify::{CHECK_CONTAINER, VerifyError, VerifyOptions, VerifyRun, verify};
 pub use wait::{Progress, WaitError, WaitOptions, WaitReport, wait_ready};

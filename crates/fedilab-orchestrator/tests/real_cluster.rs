@@ -158,3 +158,61 @@ async fn a_lab_comes_up_on_k3s() {
     .await
     .expect("within 40 minutes");
 }
+
+/// Issue 8: `verify` on a live lab made by `fedilab up --instances 2`
+/// (lab `main`, domain fediverse.local) with its images pulled. Without a
+/// recorded host side the names and federation checks report `fedilab
+/// serve`; egress and trust must pass, and no check pod may be left.
+#[tokio::test]
+#[ignore = "needs a live lab: fedilab up --instances 2 on a k3s node"]
+async fn verify_a_live_lab() {
+    let Some(cluster) = cluster().await else {
+        return;
+    };
+    let spec = common::spec("main", "fediverse.local", 2);
+    let plan = fedilab_verify::plan(
+        &spec,
+        &fedilab_verify::PlanInputs::new(None, "real-cluster"),
+    );
+    let run = fedilab_orchestrator::verify(
+        &cluster,
+        &spec,
+        &plan,
+        &fedilab_orchestrator::VerifyOptions::default(),
+        std::future::pending(),
+    )
+    .await
+    .expect("verify ran");
+    for check in &run.report.checks {
+        println!("{:?} {}: {:#?}", check.outcome, check.id, check);
+    }
+    for id in [
+        fedilab_verify::CheckId::Egress,
+        fedilab_verify::CheckId::Trust,
+    ] {
+        let check = run
+            .report
+            .checks
+            .iter()
+            .find(|c| c.id == id)
+            .expect("check");
+        assert_eq!(check.outcome, fedilab_verify::Outcome::Pass, "{check:#?}");
+    }
+    assert!(run.not_deleted.is_empty());
+    let pods: kube::Api<k8s_openapi::api::core::v1::Pod> =
+        kube::Api::namespaced(cluster.client.clone(), &plan.namespace);
+    let left = pods
+        .list(&kube::api::ListParams::default().labels(&names::verify_selector(&spec.name)))
+        .await
+        .expect("list");
+    assert!(
+        left.items
+            .iter()
+            .all(|p| p.metadata.deletion_timestamp.is_some()),
+        "check pods left: {:?}",
+        left.items
+            .iter()
+            .map(|p| &p.metadata.name)
+            .collect::<Vec<_>>()
+    );
+}

@@ -89,6 +89,23 @@ pub const SERVE_UI_PORT: u16 = 8481;
 /// How far apart the ports of two labs on one host are.
 pub const SERVE_PORT_STRIDE: u16 = 10;
 
+/// The label on the short-lived pods of `fedilab verify`; its value is the
+/// check's id (`egress`, `names`, `trust`, `federation`).
+pub const VERIFY_KEY: &str = "fedilab.dev/verify";
+/// k3s's Traefik Service in [`KUBE_SYSTEM`]: lab names resolve to its
+/// ClusterIP inside the cluster.
+pub const TRAEFIK_SERVICE: &str = "traefik";
+
+/// The pod of check `check` run from `instance`: `verify-<check>-<instance>`.
+pub fn verify_pod(instance: &InstanceName, check: &str) -> String {
+    format!("verify-{check}-{instance}")
+}
+
+/// The label selector, as text, that finds every check pod of a lab.
+pub fn verify_selector(lab: &LabName) -> String {
+    format!("{},{VERIFY_KEY}", lab_selector(lab))
+}
+
 /// The OAuth application that owns fedilab's API token.
 pub const OAUTH_APP_NAME: &str = "fedilab";
 
@@ -311,6 +328,7 @@ mod tests {
             tls_secret(&inst),
             media_pvc(&inst),
             inspector_route(&inst),
+            verify_pod(&inst, "federation"),
         ] {
             assert!(name.len() <= 63, "{name}");
         }

@@ -61,6 +61,10 @@ pub enum Command {
     /// Remove a lab from the cluster (and with --purge its state and CA
     /// here).
     Down(crate::cmd::down::DownArgs),
+    /// Check in the live lab that it is isolated, named, trusted and
+    /// federating; print a checklist with evidence (`--plan`: only print
+    /// the checks).
+    Verify(crate::cmd::verify::VerifyArgs),
     /// Install k3s on a fresh VM, with the settings fedilab needs.
     Bootstrap(crate::cmd::bootstrap::BootstrapArgs),
 }

@@ -57,6 +57,9 @@ pub struct Behaviour {
     pub kubelet_version: String,
     /// The node's allocatable memory.
     pub allocatable_memory: String,
+    /// Check pods (by name) that end: their phase, exit code and log.
+    /// Other created pods stay Pending.
+    pub check_pods: BTreeMap<String, (String, i32, String)>,
 }
 
 impl Default for Behaviour {
@@ -67,6 +70,7 @@ impl Default for Behaviour {
             helm_crd: true,
             kubelet_version: "v1.33.4+k3s1".to_owned(),
             allocatable_memory: "16318936Ki".to_owned(),
+            check_pods: BTreeMap::new(),
         }
     }
 }
@@ -385,6 +389,16 @@ impl State {
                 object["status"] = json!({"succeeded": 1, "conditions": [
                     {"type": "Complete", "status": "True"}]});
             }
+            "pods" => {
+                if let Some((phase, exit_code, _)) = self.behaviour.check_pods.get(&key.2) {
+                    object["status"] = json!({"phase": phase, "containerStatuses": [{
+                        "name": "check", "ready": false, "restartCount": 0,
+                        "image": "", "imageID": "",
+                        "state": {"terminated": {"exitCode": exit_code, "reason": "Completed"}}}]});
+                } else {
+                    object["status"] = json!({"phase": "Pending"});
+                }
+            }
             "deployments" | "statefulsets" => {
                 object["status"] = json!({"observedGeneration": 1, "replicas": 1});
             }
@@ -531,8 +545,21 @@ impl State {
                     "resources": {"requests": {"memory": "70Mi"}}}]}}]}),
             );
         }
+        if plural == "pods"
+            && method == "GET"
+            && name.is_none()
+            && percent_decode(&query).contains("fedilab.dev/verify")
+        {
+            return ok(&self.list("pods", ns.as_deref(), &query));
+        }
         if plural == "pods" && method == "GET" && name.is_none() {
             return ok(&self.fake_pods(ns.as_deref().unwrap_or_default(), &query));
+        }
+        if plural == "pods"
+            && sub.as_deref() == Some("log")
+            && let Some((_, _, log)) = name.as_ref().and_then(|n| self.behaviour.check_pods.get(n))
+        {
+            return text(log);
         }
         if plural == "pods" && sub.as_deref() == Some("log") {
             return text(
@@ -552,6 +579,26 @@ impl State {
         }
         let key: Key = (plural.clone(), ns.clone(), name.clone().unwrap_or_default());
         match (method, name.is_some()) {
+            ("POST", false) => {
+                let Some(body) = body else {
+                    return status(400, "BadRequest", "no body");
+                };
+                let Some(created) = body["metadata"]["name"].as_str() else {
+                    return status(422, "Invalid", "no name");
+                };
+                let key: Key = (plural.clone(), ns.clone(), created.to_owned());
+                if self.objects.contains_key(&key) {
+                    return status(
+                        409,
+                        "AlreadyExists",
+                        &format!("{plural} \"{created}\" already exists"),
+                    );
+                }
+                match self.apply(&key, "create", body) {
+                    Ok(v) => ok(&v),
+                    Err(r) => r,
+                }
+            }
             ("GET", false) => {
                 if plural == "statefulsets" {
                     self.rounds += 1;

@@ -11,6 +11,7 @@ pub mod render;
 pub mod serve;
 pub mod status;
 pub mod up;
+pub mod verify;
 
 use std::process::ExitCode;
 
@@ -34,6 +35,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Attach(args) => attach::attach(&args),
         Command::Detach(args) => attach::detach(&args),
         Command::Down(args) => down::run(&args),
+        Command::Verify(args) => verify::run(&args),
         Command::Bootstrap(args) => bootstrap::run(&args),
     }
 }

@@ -1,0 +1,550 @@
+//! Judging a check from what its steps printed: each step's log holds JSON
+//! lines of evidence (the Ruby scripts', or the runner's for host steps);
+//! other lines (warnings) are ignored. A check fails when anything it
+//! expects is missing, and names the likely cause from its plan.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::plan::{Check, CheckId, HostDnsStep, InspectorStep, PodStep, Step, StepRun};
+
+/// What one step produced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepOutput {
+    /// The step's id ([`Step::id`]).
+    pub step: String,
+    /// How it ended.
+    pub status: StepStatus,
+    /// Its output: JSON lines of evidence.
+    pub log: String,
+}
+
+/// How a step ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum StepStatus {
+    /// It ran to the end (a pod's container exit code; 0 for host steps).
+    Completed {
+        /// The exit code.
+        exit_code: i32,
+    },
+    /// It did not finish in time.
+    TimedOut {
+        /// The time it had.
+        seconds: u64,
+    },
+    /// It could not run.
+    NotRun {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// A check's verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    /// Everything expected was seen.
+    Pass,
+    /// Something expected was not.
+    Fail,
+    /// The check does not apply to this lab.
+    Skipped,
+}
+
+/// The result of one check.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CheckResult {
+    /// The check.
+    pub id: CheckId,
+    /// Its title.
+    pub title: String,
+    /// The verdict.
+    pub outcome: Outcome,
+    /// What was seen, one line per probe.
+    pub evidence: Vec<String>,
+    /// For a failure, the likely causes; for a skipped check, why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub explanation: Option<String>,
+}
+
+/// Every check's result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct VerifyReport {
+    /// The lab.
+    pub lab: String,
+    /// One result per check, in plan order.
+    pub checks: Vec<CheckResult>,
+}
+
+impl VerifyReport {
+    /// Whether no check failed (skipped checks do not fail).
+    pub fn passed(&self) -> bool {
+        self.checks.iter().all(|c| c.outcome != Outcome::Fail)
+    }
+}
+
+/// Evidence and the causes found so far.
+struct Judgment<'a> {
+    check: &'a Check,
+    evidence: Vec<String>,
+    causes: Vec<String>,
+}
+
+impl Judgment<'_> {
+    fn fail(&mut self, code: &str, detail: Option<String>) {
+        let text = self.check.cause(code);
+        let text = match detail {
+            Some(d) if text.is_empty() => d,
+            Some(d) => format!("{d}: {text}"),
+            None => text,
+        };
+        if !self.causes.contains(&text) {
+            self.causes.push(text);
+        }
+    }
+
+    fn see(&mut self, line: String) {
+        self.evidence.push(line);
+    }
+}
+
+/// The JSON lines of a log.
+fn json_lines(log: &str) -> Vec<Value> {
+    log.lines()
+        .filter(|l| l.trim_start().starts_with('{'))
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+fn text<'a>(v: &'a Value, key: &str) -> &'a str {
+    v[key].as_str().unwrap_or("")
+}
+
+fn last_lines(log: &str, n: usize) -> String {
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join(" | ")
+}
+
+/// Judges `check` from its steps' outputs.
+pub fn evaluate(check: &Check, outputs: &[StepOutput]) -> CheckResult {
+    let mut j = Judgment {
+        check,
+        evidence: Vec::new(),
+        causes: Vec::new(),
+    };
+    if let Some(reason) = &check.skipped {
+        return CheckResult {
+            id: check.id,
+            title: check.title.clone(),
+            outcome: Outcome::Skipped,
+            evidence: Vec::new(),
+            explanation: Some(reason.clone()),
+        };
+    }
+    let mut pods_ok = true;
+    for step in &check.steps {
+        let Some(output) = outputs.iter().find(|o| o.step == step.id) else {
+            j.see(format!("{}: no output", step.id));
+            j.fail(
+                "script_failed",
+                Some(format!("step {} did not report", step.id)),
+            );
+            continue;
+        };
+        match &step.run {
+            StepRun::Pod(pod) => pods_ok &= judge_pod(&mut j, step, pod, output),
+            StepRun::HostDns(dns) => judge_host_dns(&mut j, dns, output),
+            StepRun::Inspector(inspector) if pods_ok => judge_inspector(&mut j, inspector, output),
+            StepRun::Inspector(_) => {
+                j.see("inspector: not consulted, the round trip did not complete".to_owned());
+            }
+        }
+    }
+    for note in &check.notes {
+        j.see(format!("note: {note}"));
+    }
+    let failed = !j.causes.is_empty();
+    CheckResult {
+        id: check.id,
+        title: check.title.clone(),
+        outcome: if failed { Outcome::Fail } else { Outcome::Pass },
+        evidence: j.evidence,
+        explanation: failed.then(|| j.causes.join("\n")),
+    }
+}
+
+/// Returns whether the pod ran and its script reported everything.
+fn judge_pod(j: &mut Judgment<'_>, step: &Step, pod: &PodStep, output: &StepOutput) -> bool {
+    let where_ = format!("{}/{}", pod.namespace, pod.pod);
+    match &output.status {
+        StepStatus::NotRun { reason } => {
+            j.see(format!("{}: not run: {reason}", step.id));
+            j.fail("pod_not_run", Some(format!("{where_}: {reason}")));
+            return false;
+        }
+        StepStatus::TimedOut { seconds } => {
+            j.see(format!("{}: no result after {seconds}s", step.id));
+            for line in json_lines(&output.log) {
+                j.see(format!("{}: partial: {line}", step.id));
+            }
+            j.fail("pod_timed_out", Some(where_));
+            return false;
+        }
+        StepStatus::Completed { .. } => {}
+    }
+    let lines = json_lines(&output.log);
+    let before = j.causes.len();
+    match pod.script {
+        crate::Script::Egress => judge_egress(j, pod, &lines),
+        crate::Script::Names => judge_names(j, pod, &lines),
+        crate::Script::Trust => judge_trust(j, pod, &lines),
+        crate::Script::Federation => judge_federation(j, &lines),
+    }
+    let exit_code = match output.status {
+        StepStatus::Completed { exit_code } => exit_code,
+        _ => 0,
+    };
+    if exit_code != 0 {
+        j.see(format!(
+            "{}: exit code {exit_code}: {}",
+            step.id,
+            last_lines(&output.log, 5)
+        ));
+        if j.causes.len() == before {
+            j.fail("script_failed", Some(where_));
+        }
+    }
+    j.causes.len() == before && exit_code == 0
+}
+
+fn judge_egress(j: &mut Judgment<'_>, pod: &PodStep, lines: &[Value]) {
+    let targets = |var: &str| -> Vec<String> {
+        pod.env_value(var)
+            .unwrap_or("")
+            .split(',')
+            .filter(|t| !t.is_empty())
+            .map(str::to_owned)
+            .collect()
+    };
+    for (var, probe, must_connect) in [
+        ("FEDILAB_BLOCKED_TCP", "blocked_tcp", false),
+        ("FEDILAB_BLOCKED_DNS", "blocked_dns", false),
+        ("FEDILAB_ALLOWED_TCP", "allowed_tcp", true),
+    ] {
+        for target in targets(var) {
+            let what = if probe == "blocked_dns" {
+                format!("DNS query to {target}")
+            } else {
+                format!("TCP to {target}")
+            };
+            let Some(line) = lines
+                .iter()
+                .find(|l| text(l, "probe") == probe && text(l, "target") == target)
+            else {
+                j.see(format!("{what}: no result"));
+                j.fail("script_failed", Some(format!("no result for {what}")));
+                continue;
+            };
+            let connected = line["connected"].as_bool().unwrap_or(false);
+            let ok = connected == must_connect;
+            j.see(format!(
+                "{} {what}: {}",
+                if ok { "ok" } else { "FAILED" },
+                text(line, "detail")
+            ));
+            if !ok && must_connect {
+                j.fail("lab_unreachable", Some(format!("{what} failed")));
+            } else if !ok {
+                j.fail(
+                    "network_policy_not_enforced",
+                    Some(format!("{what} succeeded from a lab pod")),
+                );
+            }
+        }
+    }
+}
+
+fn judge_names(j: &mut Judgment<'_>, pod: &PodStep, lines: &[Value]) {
+    let hosts = pod.env_value("FEDILAB_HOSTS").unwrap_or("");
+    for host in hosts.split(',').filter(|h| !h.is_empty()) {
+        let Some(line) = lines
+            .iter()
+            .find(|l| text(l, "probe") == "resolve" && text(l, "host") == host)
+        else {
+            j.see(format!("{host} (in the cluster): no result"));
+            j.fail(
+                "script_failed",
+                Some(format!("no lookup result for {host}")),
+            );
+            continue;
+        };
+        let expected = text(line, "expected");
+        let addresses: Vec<&str> = line["addresses"]
+            .as_array()
+            .map(|a| a.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        let ok = !expected.is_empty() && addresses.contains(&expected);
+        j.see(format!(
+            "{} {host} in the cluster: {} (Traefik: {})",
+            if ok { "ok" } else { "FAILED" },
+            text(line, "detail"),
+            if expected.is_empty() { "?" } else { expected }
+        ));
+        if expected.is_empty() {
+            j.fail("traefik_missing", None);
+        } else if addresses.is_empty() {
+            j.fail(
+                "coredns_not_serving",
+                Some(format!("{host} does not resolve")),
+            );
+        } else if !ok {
+            j.fail(
+                "coredns_wrong_answer",
+                Some(format!(
+                    "{host} resolves to {}, not Traefik's {expected}",
+                    addresses.join(", ")
+                )),
+            );
+        }
+    }
+}
+
+fn judge_trust(j: &mut Judgment<'_>, pod: &PodStep, lines: &[Value]) {
+    let hosts = pod.env_value("FEDILAB_HOSTS").unwrap_or("");
+    for host in hosts.split(',').filter(|h| !h.is_empty()) {
+        for bundle in ["lab", "system"] {
+            let Some(line) = lines.iter().find(|l| {
+                text(l, "probe") == "https"
+                    && text(l, "host") == host
+                    && text(l, "bundle") == bundle
+            }) else {
+                j.see(format!("{host} ({bundle} bundle): no result"));
+                j.fail("script_failed", Some(format!("no HTTPS result for {host}")));
+                continue;
+            };
+            let answered = line["status"].is_u64();
+            let verify_error = line["verify_error"].as_bool().unwrap_or(false);
+            let ok = if bundle == "lab" {
+                answered
+            } else {
+                verify_error
+            };
+            j.see(format!(
+                "{} {} -> {host} with the {bundle} bundle: {}",
+                if ok { "ok" } else { "FAILED" },
+                pod.instance,
+                text(line, "detail")
+            ));
+            match (bundle, ok, verify_error) {
+                (_, true, _) => {}
+                ("lab", false, true) => j.fail(
+                    "ca_not_in_bundle",
+                    Some(format!(
+                        "{host}'s certificate does not verify with the lab bundle"
+                    )),
+                ),
+                ("system", false, false) if answered => j.fail(
+                    "trusted_without_lab_ca",
+                    Some(format!(
+                        "{host}'s certificate verifies with the system bundle"
+                    )),
+                ),
+                _ => j.fail(
+                    "instance_unreachable",
+                    Some(format!("{host}: {}", text(line, "detail"))),
+                ),
+            }
+        }
+    }
+}
+
+fn judge_federation(j: &mut Judgment<'_>, lines: &[Value]) {
+    let allowed = lines
+        .iter()
+        .find(|l| text(l, "step") == "env")
+        .map(|l| text(l, "allowed_private_addresses").to_owned());
+    if let Some(allowed) = &allowed {
+        j.see(format!(
+            "ALLOWED_PRIVATE_ADDRESSES={}",
+            if allowed.is_empty() {
+                "(unset)"
+            } else {
+                allowed
+            }
+        ));
+    }
+    for step in ["resolve", "follow", "accepted", "post", "delivered"] {
+        let Some(line) = lines.iter().find(|l| text(l, "step") == step) else {
+            j.see(format!("{step}: not reached"));
+            if j.causes.is_empty() {
+                j.fail(
+                    "script_failed",
+                    Some(format!("the round trip stopped before {step}")),
+                );
+            }
+            return;
+        };
+        let ok = line["ok"].as_bool().unwrap_or(false);
+        let mut seen = format!(
+            "{} {step}: {}",
+            if ok { "ok" } else { "FAILED" },
+            text(line, "detail")
+        );
+        if let Some(s) = line["seconds"].as_f64() {
+            seen.push_str(&format!(" ({s}s)"));
+        }
+        j.see(seen);
+        if ok {
+            continue;
+        }
+        let status = line["status"].as_u64().unwrap_or(0);
+        let detail = text(line, "detail");
+        if status == 401 || status == 403 {
+            j.fail("token_rejected", Some(format!("{step}: HTTP {status}")));
+        } else if allowed.as_deref().is_some_and(str::is_empty)
+            || detail.contains("PrivateNetworkAddress")
+        {
+            j.fail(
+                "private_addresses_refused",
+                Some(format!(
+                    "{step} failed with ALLOWED_PRIVATE_ADDRESSES unset"
+                )),
+            );
+        } else if step == "resolve" {
+            j.fail(
+                "private_addresses_refused",
+                Some(format!(
+                    "A could not fetch {} ({detail}); if names and trust pass, Mastodon \
+                     refused the address",
+                    text(line, "account")
+                )),
+            );
+        } else if step == "accepted" || step == "delivered" {
+            j.fail("not_delivered", Some(format!("{step}: {detail}")));
+        } else {
+            j.fail("script_failed", Some(format!("{step}: {detail}")));
+        }
+        return;
+    }
+}
+
+fn judge_inspector(j: &mut Judgment<'_>, step: &InspectorStep, output: &StepOutput) {
+    if let StepStatus::NotRun { reason } = &output.status {
+        j.see(format!("inspector: not queried: {reason}"));
+        j.fail("serve_not_running", Some(reason.clone()));
+        return;
+    }
+    let lines = json_lines(&output.log);
+    for query in &step.queries {
+        let Some(line) = lines
+            .iter()
+            .find(|l| text(l, "probe") == "inspector" && text(l, "activity") == query.activity)
+        else {
+            j.see(format!("inspector {}: no result", query.activity));
+            j.fail(
+                "script_failed",
+                Some(format!("no inspector result for {}", query.activity)),
+            );
+            continue;
+        };
+        if let Some(error) = line["error"].as_str() {
+            j.see(format!("FAILED inspector {}: {error}", query.activity));
+            j.fail("serve_not_running", Some(error.to_owned()));
+            continue;
+        }
+        let matching: Vec<&Value> = line["exchanges"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter(|x| {
+                        text(x, "kind") == "inbox_post"
+                            && text(x, "host") == query.to
+                            && text(x, "activity").starts_with(&query.activity)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let valid = matching
+            .iter()
+            .filter(|x| text(x, "verdict") == "valid")
+            .count();
+        let what = format!("{} {} -> {}", query.activity, query.from, query.to);
+        if valid > 0 {
+            j.see(format!(
+                "ok inspector: {what}: {valid} recorded with a valid signature"
+            ));
+        } else if matching.is_empty() {
+            j.see(format!("FAILED inspector: {what}: not recorded"));
+            j.fail("inspector_bypassed", Some(format!("no {what} recorded")));
+        } else {
+            let verdicts: Vec<String> = matching
+                .iter()
+                .map(|x| {
+                    let problems: Vec<&str> = x["problems"]
+                        .as_array()
+                        .map(|p| {
+                            p.iter()
+                                .map(|p| p["code"].as_str().unwrap_or("?"))
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    format!("#{} {} {}", x["id"], text(x, "verdict"), problems.join(","))
+                })
+                .collect();
+            j.see(format!("FAILED inspector: {what}: {}", verdicts.join("; ")));
+            j.fail(
+                "bad_signature",
+                Some(format!("{what}: {}", verdicts.join("; "))),
+            );
+        }
+    }
+}
+
+fn judge_host_dns(j: &mut Judgment<'_>, step: &HostDnsStep, output: &StepOutput) {
+    if let StepStatus::NotRun { reason } = &output.status {
+        j.see(format!("host DNS: not queried: {reason}"));
+        j.fail("serve_not_running", Some(reason.clone()));
+        return;
+    }
+    let lines = json_lines(&output.log);
+    let expected = step.expected.map(|a| a.to_string());
+    for host in &step.hosts {
+        let Some(line) = lines
+            .iter()
+            .find(|l| text(l, "probe") == "host_dns" && text(l, "host") == host)
+        else {
+            j.see(format!("{host} on the host: no result"));
+            j.fail(
+                "script_failed",
+                Some(format!("no host DNS result for {host}")),
+            );
+            continue;
+        };
+        let addresses: Vec<&str> = line["addresses"]
+            .as_array()
+            .map(|a| a.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        let ok = match &expected {
+            Some(e) => addresses.contains(&e.as_str()),
+            None => !addresses.is_empty(),
+        };
+        j.see(format!(
+            "{} {host} on the host: {} (node: {})",
+            if ok { "ok" } else { "FAILED" },
+            text(line, "detail"),
+            expected.as_deref().unwrap_or("unknown")
+        ));
+        if addresses.is_empty() {
+            j.fail(
+                "serve_not_running",
+                Some(format!("{host}: {}", text(line, "detail"))),
+            );
+        } else if !ok {
+            j.fail(
+                "host_dns_wrong_answer",
+                Some(format!("{host} answers {}", addresses.join(", "))),
+            );
+        }
+    }
+}

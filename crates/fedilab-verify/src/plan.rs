@@ -1,0 +1,821 @@
+//! The check plan: which pods run which script with which environment,
+//! which host-side queries follow, what each check expects and what most
+//! likely broke when it fails. Built from the [`LabSpec`] and what is known
+//! of the host side; never touches a cluster.
+
+use std::net::{IpAddr, SocketAddr};
+
+use fedilab_profile::names::{self, Component};
+use fedilab_profile::{InstanceSpec, InstanceSpecKind, LabSpec, MastodonSpec};
+use serde::Serialize;
+
+/// Public addresses a lab pod must not reach over TCP.
+const BLOCKED_TCP: &[&str] = &["1.1.1.1:443", "9.9.9.9:443"];
+/// A public resolver a lab pod must not get an answer from.
+const BLOCKED_DNS: &[&str] = &["8.8.8.8:53"];
+
+/// The activities of the federation round trip, in order, as the
+/// inspector names them: A's Follow to B, B's Accept to A, B's Create to A.
+pub const FEDERATION_ACTIVITIES: [&str; 3] = ["Follow", "Accept", "Create"];
+
+/// What the plan needs beyond the lab spec.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlanInputs {
+    /// The host side of the lab (`fedilab serve`) as recorded in the lab
+    /// state; `None` when none was recorded.
+    pub host: Option<HostSide>,
+    /// A unique text the federation check posts and looks for.
+    pub nonce: String,
+    /// How long one connection or DNS query may take in a check pod.
+    pub probe_timeout_secs: u32,
+    /// How long the federation check waits for the Accept, and then for the
+    /// post to arrive.
+    pub federation_wait_secs: u32,
+}
+
+/// Where the lab's host side listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostSide {
+    /// The node address the embedded DNS answers with.
+    pub node_address: Option<IpAddr>,
+    /// The embedded DNS.
+    pub dns: SocketAddr,
+    /// The inspector's UI and JSON API; `None` when the lab runs without the
+    /// inspector.
+    pub inspector: Option<SocketAddr>,
+}
+
+impl PlanInputs {
+    /// Defaults (5 s probes, 60 s federation waits) with `nonce`.
+    pub fn new(host: Option<HostSide>, nonce: &str) -> PlanInputs {
+        PlanInputs {
+            host,
+            nonce: nonce.to_owned(),
+            probe_timeout_secs: 5,
+            federation_wait_secs: 60,
+        }
+    }
+}
+
+/// Every check of a lab.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct VerifyPlan {
+    /// The lab.
+    pub lab: String,
+    /// Its namespace, where the check pods run.
+    pub namespace: String,
+    /// The checks, in the order they are reported.
+    pub checks: Vec<Check>,
+}
+
+/// One check: its steps, expectations and likely causes of failure.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Check {
+    /// What it checks.
+    pub id: CheckId,
+    /// A one-line title.
+    pub title: String,
+    /// Why it cannot run in this lab (then it has no steps).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<String>,
+    /// What runs: pod steps in parallel, then host steps in order.
+    pub steps: Vec<Step>,
+    /// What must be seen for the check to pass.
+    pub expect: Vec<String>,
+    /// What usually breaks it, by code; [`crate::evaluate`] names the one
+    /// that fits what it saw.
+    pub likely_causes: Vec<Cause>,
+    /// Remarks on what the check leaves out.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+}
+
+impl Check {
+    /// The text of likely cause `code` (empty if the plan has none).
+    pub fn cause(&self, code: &str) -> String {
+        self.likely_causes
+            .iter()
+            .find(|c| c.code == code)
+            .map(|c| c.text.clone())
+            .unwrap_or_default()
+    }
+}
+
+/// A likely cause of a failure.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Cause {
+    /// A stable code, such as `network_policy_not_enforced`.
+    pub code: &'static str,
+    /// What is wrong and how to confirm or fix it.
+    pub text: String,
+}
+
+/// The four checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckId {
+    /// Egress is closed.
+    Egress,
+    /// Lab names resolve inside the cluster and on the host.
+    Names,
+    /// Lab pods trust the lab CA, and only through it.
+    Trust,
+    /// Two instances federate, through the inspector.
+    Federation,
+}
+
+impl CheckId {
+    /// The id as text (also the value of [`names::VERIFY_KEY`]).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CheckId::Egress => "egress",
+            CheckId::Names => "names",
+            CheckId::Trust => "trust",
+            CheckId::Federation => "federation",
+        }
+    }
+}
+
+impl std::fmt::Display for CheckId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One step of a check.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Step {
+    /// Unique in the plan: `<check>@<instance>` for a pod, `<check>@host`
+    /// or `<check>@inspector` on the host.
+    pub id: String,
+    /// What runs, and where.
+    #[serde(flatten)]
+    pub run: StepRun,
+}
+
+/// Where a step runs.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "where", rename_all = "snake_case")]
+pub enum StepRun {
+    /// A short-lived pod in the lab namespace.
+    Pod(PodStep),
+    /// A DNS query to the embedded DNS on the host.
+    HostDns(HostDnsStep),
+    /// Queries to the inspector's JSON API on the host.
+    Inspector(InspectorStep),
+}
+
+/// A check pod: a Ruby script in the instance's Mastodon image, with the
+/// instance's environment (from its ConfigMap and Secret) plus `env`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PodStep {
+    /// The pod's name.
+    pub pod: String,
+    /// Its namespace.
+    pub namespace: String,
+    /// The instance whose image, environment and trust bundle it uses.
+    pub instance: String,
+    /// The image.
+    pub image: String,
+    /// The script it runs with `ruby -e`.
+    pub script: Script,
+    /// Extra environment.
+    pub env: Vec<EnvVar>,
+}
+
+impl PodStep {
+    /// The container's command.
+    pub fn command(&self) -> Vec<String> {
+        vec![
+            "ruby".to_owned(),
+            "-e".to_owned(),
+            self.script.source().to_owned(),
+        ]
+    }
+
+    /// The literal value of variable `name`, if it has one.
+    pub fn env_value(&self, name: &str) -> Option<&str> {
+        self.env.iter().find_map(|e| match &e.from {
+            EnvSource::Value { value } if e.name == name => Some(value.as_str()),
+            _ => None,
+        })
+    }
+}
+
+/// The Ruby scripts, under `scripts/` in this crate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Script {
+    /// `egress.rb`.
+    #[serde(rename = "egress.rb")]
+    Egress,
+    /// `names.rb`.
+    #[serde(rename = "names.rb")]
+    Names,
+    /// `trust.rb`.
+    #[serde(rename = "trust.rb")]
+    Trust,
+    /// `federation.rb`.
+    #[serde(rename = "federation.rb")]
+    Federation,
+}
+
+impl Script {
+    /// Its file name.
+    pub fn file_name(self) -> &'static str {
+        match self {
+            Script::Egress => "egress.rb",
+            Script::Names => "names.rb",
+            Script::Trust => "trust.rb",
+            Script::Federation => "federation.rb",
+        }
+    }
+
+    /// Its source.
+    pub fn source(self) -> &'static str {
+        match self {
+            Script::Egress => include_str!("../scripts/egress.rb"),
+            Script::Names => include_str!("../scripts/names.rb"),
+            Script::Trust => include_str!("../scripts/trust.rb"),
+            Script::Federation => include_str!("../scripts/federation.rb"),
+        }
+    }
+}
+
+/// One environment variable of a check pod.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EnvVar {
+    /// Its name.
+    pub name: String,
+    /// Where its value comes from.
+    pub from: EnvSource,
+}
+
+/// Where an environment value comes from. Credentials are always Secret
+/// references, never literals in the pod spec.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum EnvSource {
+    /// A literal.
+    Value {
+        /// The value.
+        value: String,
+    },
+    /// A key of a Secret in the lab namespace (`secretKeyRef`).
+    SecretKeyRef {
+        /// The Secret.
+        secret: String,
+        /// The key.
+        key: String,
+    },
+    /// The ClusterIP of `kube-system/traefik`, read by the runner (empty
+    /// when it has none).
+    TraefikClusterIp,
+}
+
+/// A DNS query for each host to the embedded DNS.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HostDnsStep {
+    /// The embedded DNS; `None` when the lab state records no host side.
+    pub server: Option<SocketAddr>,
+    /// The names to query (type A).
+    pub hosts: Vec<String>,
+    /// The address every answer must hold: the node address.
+    pub expected: Option<IpAddr>,
+}
+
+/// Queries to the inspector for the federation round trip's deliveries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct InspectorStep {
+    /// The inspector's UI and API; `None` when the lab state records no
+    /// host side.
+    pub api: Option<SocketAddr>,
+    /// One query per activity.
+    pub queries: Vec<InspectorQuery>,
+}
+
+/// One activity the inspector must have recorded: an inbox POST to `to`,
+/// sent by `from`, with a valid signature.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct InspectorQuery {
+    /// The activity type (`Follow`, `Accept`, `Create`).
+    pub activity: String,
+    /// The sending host.
+    pub from: String,
+    /// The receiving host.
+    pub to: String,
+    /// A text the exchange must contain (the post's nonce).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+}
+
+impl InspectorQuery {
+    /// The API path and query for exchanges recorded after id `after`.
+    /// `activity` is a substring filter (`Follow` also matches
+    /// `Undo(Follow)`), so [`crate::evaluate`] picks the exact ones.
+    pub fn path(&self, after: u64) -> String {
+        let mut path = format!(
+            "/api/exchanges?activity={}&instance={}&after={after}&limit=1000",
+            self.activity, self.to
+        );
+        if let Some(text) = &self.text {
+            path.push_str("&text=");
+            path.push_str(&percent_encode(text));
+        }
+        path
+    }
+}
+
+fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// The Mastodon settings of `instance`; other kinds (servers outside the
+/// cluster) get no check pods.
+fn mastodon(instance: &InstanceSpec) -> Option<&MastodonSpec> {
+    match &instance.kind {
+        InstanceSpecKind::Mastodon(m) => Some(m),
+        InstanceSpecKind::External(_) => None,
+    }
+}
+
+fn value(name: &str, value: impl Into<String>) -> EnvVar {
+    EnvVar {
+        name: name.to_owned(),
+        from: EnvSource::Value {
+            value: value.into(),
+        },
+    }
+}
+
+fn secret(name: &str, secret: String, key: &str) -> EnvVar {
+    EnvVar {
+        name: name.to_owned(),
+        from: EnvSource::SecretKeyRef {
+            secret,
+            key: key.to_owned(),
+        },
+    }
+}
+
+fn cause(code: &'static str, text: String) -> Cause {
+    Cause { code, text }
+}
+
+struct Builder<'a> {
+    spec: &'a LabSpec,
+    inputs: &'a PlanInputs,
+    namespace: String,
+    mastodons: Vec<(&'a InstanceSpec, &'a MastodonSpec)>,
+}
+
+impl Builder<'_> {
+    fn pod(&self, check: CheckId, from: usize, script: Script, env: Vec<EnvVar>) -> Step {
+        let (instance, m) = self.mastodons[from];
+        Step {
+            id: format!("{check}@{}", instance.name),
+            run: StepRun::Pod(PodStep {
+                pod: names::verify_pod(&instance.name, check.as_str()),
+                namespace: self.namespace.clone(),
+                instance: instance.name.to_string(),
+                image: m.image.clone(),
+                script,
+                env,
+            }),
+        }
+    }
+
+    fn timeout_env(&self) -> EnvVar {
+        value(
+            "FEDILAB_PROBE_TIMEOUT",
+            self.inputs.probe_timeout_secs.to_string(),
+        )
+    }
+
+    fn no_pod(&self) -> Option<String> {
+        self.mastodons
+            .is_empty()
+            .then(|| "the lab has no Mastodon instance to run a check pod from".to_owned())
+    }
+
+    fn common_causes(&self) -> Vec<Cause> {
+        vec![
+            cause(
+                "pod_not_run",
+                format!(
+                    "the check pod could not be created; `kubectl -n {} get events` may say why",
+                    self.namespace
+                ),
+            ),
+            cause(
+                "pod_timed_out",
+                format!(
+                    "the check pod did not finish in time: it stayed Pending (no room on the node, \
+                     image not present) or hung; `kubectl -n {} get pods -l {}` while it runs",
+                    self.namespace,
+                    names::VERIFY_KEY
+                ),
+            ),
+            cause(
+                "script_failed",
+                "the check script failed before reporting; its log is in the evidence".to_owned(),
+            ),
+        ]
+    }
+
+    fn egress(&self) -> Check {
+        let mut check = Check {
+            id: CheckId::Egress,
+            title: "egress is closed: public addresses unreachable, the lab reachable".to_owned(),
+            skipped: self.no_pod(),
+            steps: Vec::new(),
+            expect: vec![
+                format!(
+                    "TCP to {} fails within {}s",
+                    BLOCKED_TCP.join(" and "),
+                    self.inputs.probe_timeout_secs
+                ),
+                format!("a DNS query to {} gets no answer", BLOCKED_DNS.join(", ")),
+                "TCP to another instance's web Service connects".to_owned(),
+            ],
+            likely_causes: vec![
+                cause(
+                    "network_policy_not_enforced",
+                    format!(
+                        "NetworkPolicy is not enforced: k3s runs with --disable-network-policy \
+                         (remove it from the k3s service, restart k3s), or the lab's policy is \
+                         missing (`kubectl -n {} get networkpolicy {}`)",
+                        self.namespace,
+                        names::EGRESS_POLICY
+                    ),
+                ),
+                cause(
+                    "lab_unreachable",
+                    "a lab pod cannot reach another instance's Service: the profile's \
+                     network.egress_cidrs do not cover the cluster's pod and service networks \
+                     (k3s: 10.42.0.0/15), or that instance's web pod is not ready \
+                     (`fedilab status`)"
+                        .to_owned(),
+                ),
+            ],
+            notes: Vec::new(),
+        };
+        check.likely_causes.extend(self.common_causes());
+        if check.skipped.is_none() {
+            let target = self.mastodons.get(1).unwrap_or(&self.mastodons[0]).0;
+            let service = format!(
+                "{}.{}.svc.cluster.local:{}",
+                names::component_object(&target.name, Component::Web),
+                self.namespace,
+                fedilab_manifest::WEB_PORT
+            );
+            check.steps.push(self.pod(
+                CheckId::Egress,
+                0,
+                Script::Egress,
+                vec![
+                    value("FEDILAB_BLOCKED_TCP", BLOCKED_TCP.join(",")),
+                    value("FEDILAB_BLOCKED_DNS", BLOCKED_DNS.join(",")),
+                    value("FEDILAB_ALLOWED_TCP", service),
+                    self.timeout_env(),
+                ],
+            ));
+        }
+        check
+    }
+
+    fn names(&self) -> Check {
+        let hosts: Vec<String> = self
+            .spec
+            .instances
+            .iter()
+            .map(|i| i.host.to_string())
+            .collect();
+        let coredns_key = names::coredns_key(&self.spec.name);
+        let mut check = Check {
+            id: CheckId::Names,
+            title: "names: every instance host resolves in the cluster and on the host".to_owned(),
+            skipped: None,
+            steps: Vec::new(),
+            expect: vec![
+                "in a lab pod, Ruby's Resolv::DNS (as Mastodon) resolves every host to \
+                 Traefik's ClusterIP"
+                    .to_owned(),
+                "on the host, the embedded DNS answers every host with the node address".to_owned(),
+            ],
+            likely_causes: vec![
+                cause(
+                    "coredns_not_serving",
+                    format!(
+                        "CoreDNS does not serve the lab domain: the key {coredns_key} of \
+                         kube-system/{} is missing, or CoreDNS was not restarted after it \
+                         changed (`kubectl -n kube-system rollout restart deployment {}`; \
+                         `fedilab up` does both)",
+                        names::COREDNS_CUSTOM_CONFIGMAP,
+                        names::COREDNS_DEPLOYMENT
+                    ),
+                ),
+                cause(
+                    "coredns_wrong_answer",
+                    format!(
+                        "the name resolves, but not to Traefik: another CoreDNS block or \
+                         another lab answers for {}",
+                        self.spec.domain
+                    ),
+                ),
+                cause(
+                    "traefik_missing",
+                    format!(
+                        "kube-system/{} has no ClusterIP: k3s runs without its packaged \
+                         Traefik (--disable traefik)",
+                        names::TRAEFIK_SERVICE
+                    ),
+                ),
+                cause(
+                    "serve_not_running",
+                    format!(
+                        "the lab's host side is not answering: start `fedilab serve --lab {}` \
+                         (`fedilab up` starts it)",
+                        self.spec.name
+                    ),
+                ),
+                cause(
+                    "host_dns_wrong_answer",
+                    "the embedded DNS answers with another address than the node's: the node \
+                     address changed since `fedilab up`; run it again"
+                        .to_owned(),
+                ),
+            ],
+            notes: Vec::new(),
+        };
+        check.likely_causes.extend(self.common_causes());
+        if let Some(reason) = self.no_pod() {
+            check.notes.push(format!("no in-cluster lookup: {reason}"));
+        } else {
+            check.steps.push(self.pod(
+                CheckId::Names,
+                0,
+                Script::Names,
+                vec![
+                    value("FEDILAB_HOSTS", hosts.join(",")),
+                    EnvVar {
+                        name: "FEDILAB_TRAEFIK_IP".to_owned(),
+                        from: EnvSource::TraefikClusterIp,
+                    },
+                    self.timeout_env(),
+                ],
+            ));
+        }
+        check.steps.push(Step {
+            id: format!("{}@host", CheckId::Names),
+            run: StepRun::HostDns(HostDnsStep {
+                server: self.inputs.host.as_ref().map(|h| h.dns),
+                hosts,
+                expected: self.inputs.host.as_ref().and_then(|h| h.node_address),
+            }),
+        });
+        check
+    }
+
+    fn trust(&self) -> Check {
+        let mut check = Check {
+            id: CheckId::Trust,
+            title: "trust: HTTPS between instances verifies with the lab CA, and only with it"
+                .to_owned(),
+            skipped: self.no_pod(),
+            steps: Vec::new(),
+            expect: vec![
+                format!(
+                    "from each Mastodon pod, GET https://<other host>/.well-known/webfinger?\
+                     resource=acct:{}@<other host> verifies with the lab trust bundle \
+                     (SSL_CERT_FILE)",
+                    names::ADMIN_USERNAME
+                ),
+                format!(
+                    "the same request fails certificate verification with only the image's \
+                     system bundle ({})",
+                    fedilab_manifest::SYSTEM_BUNDLE_PATH
+                ),
+            ],
+            likely_causes: vec![
+                cause(
+                    "ca_not_in_bundle",
+                    format!(
+                        "the lab CA is not in the pods' trust bundle, or the instance's \
+                         certificate is not from it: ConfigMap {} holds another CA than the \
+                         one that issued the certificates (`fedilab up` again), or Traefik \
+                         serves its default certificate (the instance's TLS Secret is missing: \
+                         `kubectl -n {} get secrets`)",
+                        names::LAB_CA_CONFIGMAP,
+                        self.namespace
+                    ),
+                ),
+                cause(
+                    "trusted_without_lab_ca",
+                    "the certificate verifies without the lab CA: it does not come from the \
+                     lab CA, so the trust check proves nothing"
+                        .to_owned(),
+                ),
+                cause(
+                    "instance_unreachable",
+                    "the instance is not reachable over HTTPS from the lab: see the names and \
+                     egress checks; is its web pod ready (`fedilab status`)?"
+                        .to_owned(),
+                ),
+            ],
+            notes: Vec::new(),
+        };
+        check.likely_causes.extend(self.common_causes());
+        if check.skipped.is_some() {
+            return check;
+        }
+        for (index, (instance, _)) in self.mastodons.iter().enumerate() {
+            let mut targets: Vec<String> = self
+                .mastodons
+                .iter()
+                .filter(|(other, _)| other.name != instance.name)
+                .map(|(other, _)| other.host.to_string())
+                .collect();
+            if targets.is_empty() {
+                targets.push(instance.host.to_string());
+            }
+            check.steps.push(self.pod(
+                CheckId::Trust,
+                index,
+                Script::Trust,
+                vec![
+                    value("FEDILAB_HOSTS", targets.join(",")),
+                    value("FEDILAB_ADMIN_USERNAME", names::ADMIN_USERNAME),
+                    value(
+                        "FEDILAB_SYSTEM_BUNDLE",
+                        fedilab_manifest::SYSTEM_BUNDLE_PATH,
+                    ),
+                    self.timeout_env(),
+                ],
+            ));
+        }
+        check
+    }
+
+    fn federation(&self) -> Check {
+        let wait = self.inputs.federation_wait_secs;
+        let mut check = Check {
+            id: CheckId::Federation,
+            title: "federation: a follow, its accept and a post travel between two instances"
+                .to_owned(),
+            skipped: (self.mastodons.len() < 2)
+                .then(|| "the round trip needs two Mastodon instances".to_owned()),
+            steps: Vec::new(),
+            expect: vec![
+                format!(
+                    "A resolves {}@B and follows; B accepts within {wait}s",
+                    names::ADMIN_USERNAME
+                ),
+                format!(
+                    "B posts a status with nonce {:?}; it reaches A's home timeline within {wait}s",
+                    self.inputs.nonce
+                ),
+                "the inspector recorded the Follow (A to B), the Accept and the Create (B to A) \
+                 as inbox POSTs with valid signatures"
+                    .to_owned(),
+            ],
+            likely_causes: vec![
+                cause(
+                    "private_addresses_refused",
+                    "Mastodon refuses to connect to private addresses \
+                     (PrivateNetworkAddressError): ALLOWED_PRIVATE_ADDRESSES is missing from \
+                     the instance's environment or does not cover the cluster networks"
+                        .to_owned(),
+                ),
+                cause(
+                    "token_rejected",
+                    "the admin API token was rejected: the setup Job has not finished or was \
+                     changed (`fedilab status`, then `fedilab up`)"
+                        .to_owned(),
+                ),
+                cause(
+                    "not_delivered",
+                    format!(
+                        "an activity did not arrive in time: the sender's Sidekiq is not \
+                         processing, or its deliveries fail (`kubectl -n {} logs deploy/<instance>-sidekiq`); \
+                         the names and trust checks above cover the usual reasons",
+                        self.namespace
+                    ),
+                ),
+                cause(
+                    "serve_not_running",
+                    format!(
+                        "the inspector is not answering: start `fedilab serve --lab {}` \
+                         (`fedilab up` starts it)",
+                        self.spec.name
+                    ),
+                ),
+                cause(
+                    "inspector_bypassed",
+                    "the inspector did not record the delivery: Traefik routes straight to the \
+                     instances (the lab was set up with --no-inspector), or the inspector was \
+                     restarted without --persist"
+                        .to_owned(),
+                ),
+                cause(
+                    "bad_signature",
+                    "the inspector judged the delivery's HTTP signature not valid; its \
+                     problems are in the evidence (`fedilab inspect` UI shows the exchange)"
+                        .to_owned(),
+                ),
+            ],
+            notes: Vec::new(),
+        };
+        check.likely_causes.extend(self.common_causes());
+        if check.skipped.is_some() {
+            return check;
+        }
+        let (a, _) = self.mastodons[0];
+        let (b, _) = self.mastodons[1];
+        let token = names::admin_keys::API_TOKEN;
+        check.steps.push(self.pod(
+            CheckId::Federation,
+            0,
+            Script::Federation,
+            vec![
+                value("FEDILAB_FROM_HOST", a.host.to_string()),
+                value("FEDILAB_TO_HOST", b.host.to_string()),
+                secret("FEDILAB_FROM_TOKEN", names::admin_secret(&a.name), token),
+                secret("FEDILAB_TO_TOKEN", names::admin_secret(&b.name), token),
+                value("FEDILAB_ADMIN_USERNAME", names::ADMIN_USERNAME),
+                value("FEDILAB_NONCE", self.inputs.nonce.clone()),
+                value("FEDILAB_WAIT", wait.to_string()),
+            ],
+        ));
+        let (from_a, from_b) = (a.host.to_string(), b.host.to_string());
+        let query = |activity: &str, from: &str, to: &str, text: Option<String>| InspectorQuery {
+            activity: activity.to_owned(),
+            from: from.to_owned(),
+            to: to.to_owned(),
+            text,
+        };
+        match &self.inputs.host {
+            Some(host) if host.inspector.is_none() => check.notes.push(
+                "the lab runs without the inspector: deliveries are not checked on the wire"
+                    .to_owned(),
+            ),
+            host => check.steps.push(Step {
+                id: format!("{}@inspector", CheckId::Federation),
+                run: StepRun::Inspector(InspectorStep {
+                    api: host.as_ref().and_then(|h| h.inspector),
+                    queries: vec![
+                        query(FEDERATION_ACTIVITIES[0], &from_a, &from_b, None),
+                        query(FEDERATION_ACTIVITIES[1], &from_b, &from_a, None),
+                        query(
+                            FEDERATION_ACTIVITIES[2],
+                            &from_b,
+                            &from_a,
+                            Some(self.inputs.nonce.clone()),
+                        ),
+                    ],
+                }),
+            }),
+        }
+        check
+    }
+}
+
+/// The checks of `spec`'s lab. Only Mastodon instances get check pods; the
+/// first one runs the egress, names and federation pods (following the
+/// second's admin), each runs a trust pod.
+pub fn plan(spec: &LabSpec, inputs: &PlanInputs) -> VerifyPlan {
+    let b = Builder {
+        spec,
+        inputs,
+        namespace: names::namespace(&spec.name),
+        mastodons: spec
+            .instances
+            .iter()
+            .filter_map(|i| mastodon(i).map(|m| (i, m)))
+            .collect(),
+    };
+    VerifyPlan {
+        lab: spec.name.to_string(),
+        namespace: b.namespace.clone(),
+        checks: vec![b.egress(), b.names(), b.trust(), b.federation()],
+    }
+}
+
+impl VerifyPlan {
+    /// Every pod step, with its check.
+    pub fn pods(&self) -> impl Iterator<Item = (&Check, &Step, &PodStep)> {
+        self.checks.iter().flat_map(|c| {
+            c.steps.iter().filter_map(move |s| match &s.run {
+                StepRun::Pod(p) => Some((c, s, p)),
+                _ => None,
+            })
+        })
+    }
+}

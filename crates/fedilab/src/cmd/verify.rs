@@ -1,0 +1,244 @@
+//! `fedilab verify`: runs the lab's checks (egress, names, trust,
+//! federation) as short-lived pods and host-side queries, prints a
+//! checklist with evidence, exits 0 only when no check failed. `--plan`
+//! prints the checks without touching the cluster.
+
+use std::net::IpAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+use fedilab_orchestrator::{LabDir, VerifyOptions};
+use fedilab_verify::{
+    EnvSource, HostSide, Outcome, PlanInputs, StepRun, VerifyPlan, VerifyReport, plan,
+};
+use rand_core::{OsRng, RngCore};
+
+use crate::cli::{KubeArgs, LabArgs};
+use crate::cmd::up::{connect_checked, parse_duration, runtime};
+
+/// Output formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum VerifyFormat {
+    /// A checklist.
+    #[default]
+    Text,
+    /// JSON, for scripts.
+    Json,
+}
+
+/// Arguments of `fedilab verify`.
+#[derive(Debug, Args)]
+#[command(after_help = "The checks:\n  \
+egress      from a lab pod, TCP to 1.1.1.1:443 and 9.9.9.9:443 and DNS to 8.8.8.8:53 fail;\n              \
+another instance's web Service answers\n  \
+names       in a lab pod every instance host resolves (Ruby's Resolv::DNS, as Mastodon)\n              \
+to Traefik's ClusterIP; on this host the embedded DNS answers with the node address\n  \
+trust       from each Mastodon pod, HTTPS to the other instances' WebFinger verifies with\n              \
+the lab trust bundle and fails with only the image's system bundle\n  \
+federation  instance 1 follows instance 2's admin, instance 2 posts, the post reaches\n              \
+instance 1's home timeline; the inspector recorded Follow, Accept and Create, signed\n\n\
+Check pods run the instance's own Mastodon image (Ruby stdlib only) with its environment and\n\
+trust bundle, and are deleted afterwards (also on failure or Ctrl-C). A failing check names\n\
+what it saw and the likely cause.\n\n\
+Exit status: 0 when every check passed (or was skipped: federation needs two Mastodon\n\
+instances), 1 when a check failed, 2 for bad usage.\n\n\
+Examples:\n  \
+fedilab verify\n  \
+fedilab verify --plan                 # what would run, without a cluster\n  \
+fedilab verify --lab exp -o json | jq '.checks[] | select(.outcome == \"fail\")'")]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    pub lab: LabArgs,
+
+    #[command(flatten)]
+    pub kube: KubeArgs,
+
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t)]
+    pub output: VerifyFormat,
+
+    /// Print the checks (pods, commands, expectations) without touching the
+    /// cluster.
+    #[arg(long)]
+    pub plan: bool,
+
+    /// Time each check pod may take, start to end (90s, 5m).
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
+    pub timeout: Duration,
+}
+
+/// Runs `fedilab verify`.
+///
+/// # Errors
+/// An invalid profile, an unreadable lab state, an unreachable cluster.
+pub fn run(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
+    let spec = args.lab.load()?;
+    let state = LabDir::new(&crate::paths::data_dir()?, &spec.name).load_state()?;
+    let host = state.as_ref().and_then(|s| {
+        let serve = s.serve.as_ref()?;
+        Some(HostSide {
+            node_address: s
+                .node_address
+                .as_deref()
+                .and_then(|a| a.parse::<IpAddr>().ok()),
+            dns: serve.dns,
+            inspector: serve.ui,
+        })
+    });
+    let mut inputs = PlanInputs::new(host, &format!("{:016x}", OsRng.next_u64()));
+    // The round trip's two waits fit in the pod's time.
+    inputs.federation_wait_secs = u32::try_from(args.timeout.as_secs() / 3)
+        .unwrap_or(u32::MAX)
+        .clamp(10, 120);
+    let plan = plan(&spec, &inputs);
+    if args.plan {
+        match args.output {
+            VerifyFormat::Json => println!("{}", serde_json::to_string_pretty(&plan)?),
+            VerifyFormat::Text => print_plan(&plan),
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let options = VerifyOptions {
+        pod_timeout: args.timeout,
+        ..VerifyOptions::default()
+    };
+    let run = runtime()?.block_on(async {
+        let cluster = connect_checked(&args.kube).await?;
+        let cancel = async {
+            if tokio::signal::ctrl_c().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        };
+        anyhow::Ok(fedilab_orchestrator::verify(&cluster, &spec, &plan, &options, cancel).await?)
+    })?;
+    match args.output {
+        VerifyFormat::Json => println!("{}", serde_json::to_string_pretty(&run.report)?),
+        VerifyFormat::Text => print_report(&run.report),
+    }
+    for pod in &run.not_deleted {
+        eprintln!("warning: could not delete check pod {pod}; `kubectl delete pod` it");
+    }
+    Ok(if run.report.passed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn print_plan(plan: &VerifyPlan) {
+    println!(
+        "fedilab verify: {} checks for lab {} (pods in namespace {})",
+        plan.checks.len(),
+        plan.lab,
+        plan.namespace
+    );
+    for (n, check) in plan.checks.iter().enumerate() {
+        println!("\n{}. {}: {}", n + 1, check.id, check.title);
+        if let Some(reason) = &check.skipped {
+            println!("   skipped: {reason}");
+            continue;
+        }
+        for step in &check.steps {
+            match &step.run {
+                StepRun::Pod(pod) => {
+                    println!(
+                        "   pod {} ({}'s image {}, environment and trust bundle):",
+                        pod.pod, pod.instance, pod.image
+                    );
+                    println!("     ruby -e <{}>", pod.script.file_name());
+                    for e in &pod.env {
+                        match &e.from {
+                            EnvSource::Value { value } => println!("     {}={value}", e.name),
+                            EnvSource::SecretKeyRef { secret, key } => {
+                                println!("     {} from Secret {secret}, key {key}", e.name);
+                            }
+                            EnvSource::TraefikClusterIp => {
+                                println!("     {}=<ClusterIP of kube-system/traefik>", e.name);
+                            }
+                        }
+                    }
+                }
+                StepRun::HostDns(dns) => println!(
+                    "   host: DNS query (A) for {} to {}, expecting {}",
+                    dns.hosts.join(", "),
+                    dns.server.map_or(
+                        "the embedded DNS (not recorded: run `fedilab serve`)".to_owned(),
+                        |s| s.to_string()
+                    ),
+                    dns.expected
+                        .map_or("the node address".to_owned(), |a| a.to_string())
+                ),
+                StepRun::Inspector(inspector) => {
+                    println!(
+                        "   host: inspector API at {}:",
+                        inspector
+                            .api
+                            .map_or("(not recorded: run `fedilab serve`)".to_owned(), |a| a
+                                .to_string())
+                    );
+                    for q in &inspector.queries {
+                        println!(
+                            "     {} {} -> {}, signature valid",
+                            q.activity, q.from, q.to
+                        );
+                    }
+                }
+            }
+        }
+        for e in &check.expect {
+            println!("   expect: {e}");
+        }
+        for note in &check.notes {
+            println!("   note: {note}");
+        }
+    }
+}
+
+fn print_report(report: &VerifyReport) {
+    println!("fedilab verify: lab {}", report.lab);
+    for check in &report.checks {
+        let mark = match check.outcome {
+            Outcome::Pass => "PASS",
+            Outcome::Fail => "FAIL",
+            Outcome::Skipped => "SKIP",
+        };
+        println!("\n[{mark}] {}: {}", check.id, check.title);
+        for e in &check.evidence {
+            println!("       {e}");
+        }
+        if let Some(x) = &check.explanation {
+            let label = if check.outcome == Outcome::Fail {
+                "likely cause"
+            } else {
+                "why"
+            };
+            for (i, line) in x.lines().enumerate() {
+                let head = if i == 0 { label } else { "" };
+                println!(
+                    "       {head:<13}{}{line}",
+                    if i == 0 { ": " } else { "  " }
+                );
+            }
+        }
+    }
+    let failed = report
+        .checks
+        .iter()
+        .filter(|c| c.outcome == Outcome::Fail)
+        .count();
+    println!(
+        "\n{} of {} checks passed{}",
+        report
+            .checks
+            .iter()
+            .filter(|c| c.outcome == Outcome::Pass)
+            .count(),
+        report.checks.len(),
+        if failed == 0 {
+            String::new()
+        } else {
+            format!(", {failed} failed")
+        }
+    );
+}
