@@ -5,6 +5,8 @@
 #   ca-certificates - `fedilab ca trust --dry-run` plans against the system store
 #   dnsutils  - the DNS tests query with `dig`
 #   chromium  - the inspector UI test drives headless Chromium
+#   ruby      - the verify check scripts are syntax-checked and the egress
+#               one run for real (Mastodon's image runs them in the lab)
 #   a Python venv (target/test-venv) with kubernetes-validate, PyYAML and
 #   jsonschema - independent checks of rendered manifests and profiles
 set -euo pipefail
@@ -15,6 +17,7 @@ command -v openssl >/dev/null || need+=(openssl)
 command -v update-ca-certificates >/dev/null || need+=(ca-certificates)
 command -v dig >/dev/null || need+=(dnsutils)
 command -v chromium >/dev/null || need+=(chromium)
+command -v ruby >/dev/null || need+=(ruby)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
 if ((${#need[@]})); then
     echo "install-test-deps: installing ${need[*]}"

@@ -6,6 +6,9 @@ require "socket"
 
 $stdout.sync = true
 TIMEOUT = Float(ENV.fetch("FEDILAB_PROBE_TIMEOUT", "5"))
+# IO::TimeoutError is Ruby 3.2+ (Mastodon's images have it; older Rubies
+# raise Errno::ETIMEDOUT only).
+TIMEOUTS = [Errno::ETIMEDOUT, (IO::TimeoutError if defined?(IO::TimeoutError))].compact.freeze
 
 def emit(fields)
   puts JSON.generate(fields)
@@ -15,7 +18,7 @@ def tcp(target)
   host, port = target.split(":")
   Socket.tcp(host, Integer(port), connect_timeout: TIMEOUT).close
   [true, "connected"]
-rescue Errno::ETIMEDOUT, IO::TimeoutError
+rescue *TIMEOUTS
   [false, "timed out after #{TIMEOUT}s"]
 rescue SystemCallError, SocketError => e
   [false, "#{e.class}: #{e.message}"]
