@@ -19,7 +19,7 @@ fn issue_8_plan_text_lists_pods_commands_and_expectations() {
         "FEDILAB_TRAEFIK_IP=<ClusterIP of kube-system/traefik>",
         "pod verify-trust-mastodon2",
         "FEDILAB_TO_TOKEN from Secret mastodon2-admin, key api-token",
-        "not recorded: run `fedilab serve`",
+        "not recorded yet: `fedilab up` saves it",
         "expect: ",
     ] {
         assert!(text.contains(wanted), "{wanted:?} in\n{text}");

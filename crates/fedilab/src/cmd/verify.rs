@@ -163,7 +163,7 @@ fn print_plan(plan: &VerifyPlan) {
                     "   host: DNS query (A) for {} to {}, expecting {}",
                     dns.hosts.join(", "),
                     dns.server.map_or(
-                        "the embedded DNS (not recorded: run `fedilab serve`)".to_owned(),
+                        "the embedded DNS (not recorded yet: `fedilab up` saves it)".to_owned(),
                         |s| s.to_string()
                     ),
                     dns.expected
@@ -174,7 +174,7 @@ fn print_plan(plan: &VerifyPlan) {
                         "   host: inspector API at {}:",
                         inspector
                             .api
-                            .map_or("(not recorded: run `fedilab serve`)".to_owned(), |a| a
+                            .map_or("(not recorded yet: `fedilab up` saves it)".to_owned(), |a| a
                                 .to_string())
                     );
                     for q in &inspector.queries {
