@@ -46,7 +46,9 @@ pub use creds::{
 };
 pub use diagnose::{Diagnosis, PodDiagnosis};
 pub use kubeconfig::{K3S_KUBECONFIG, KubeconfigSource, choose_kubeconfig};
-pub use member::{MemberError, attach, detach, instance_upstreams, upstreams_from_services};
+pub use member::{
+    MemberError, attach, detach, instance_upstreams, upstreams_from_services, with_attached,
+};
 pub use metrics::{CountLayer, CountService, PhaseTiming, RequestCounter, Timings};
 pub use preflight::{
     Capacity, NodeSummary, Preflight, PreflightError, PreflightOptions, PreflightWarning,

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 
 use fedilab_manifest::LabManifests;
 use fedilab_profile::names::{self, Component};
-use fedilab_profile::{InstanceName, LabName, LabSpec};
+use fedilab_profile::{InstanceName, InstanceSpec, LabName, LabSpec};
 use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::Ingress;
@@ -22,7 +22,7 @@ use kube::{Api, Client};
 
 use crate::apply::{ApplyError, ApplyReport, apply_objects};
 use crate::resources::ResourceMap;
-use crate::state::StoredUpstream;
+use crate::state::{AttachedServer, StoredUpstream};
 use crate::{Cluster, RemovedObject};
 
 /// Why reading upstreams, attaching or detaching failed.
@@ -55,6 +55,29 @@ pub enum MemberError {
 fn api_error(what: impl Into<String>) -> impl FnOnce(kube::Error) -> MemberError {
     let what = what.into();
     move |source| MemberError::Api { what, source }
+}
+
+/// The profile's lab plus the servers `fedilab attach` added, as external
+/// instances: they stay members, across `up`s, until `fedilab detach`.
+///
+/// # Errors
+/// The text of the problem when the profile now has an instance of an
+/// attached server's name, or a saved server no longer validates.
+pub fn with_attached(mut spec: LabSpec, attached: &[AttachedServer]) -> Result<LabSpec, String> {
+    for server in attached {
+        if spec.instance(&server.name).is_some() {
+            return Err(format!(
+                "the profile now has an instance called {name}, the name of a server attached \
+                 to lab {lab}; `fedilab detach {name} --lab {lab}` first, or rename the instance",
+                name = server.name,
+                lab = spec.name
+            ));
+        }
+        let instance = InstanceSpec::external(&server.name, &server.url, &spec.domain)
+            .map_err(|e| format!("attached server {}: {e}", server.name))?;
+        spec.instances.push(instance);
+    }
+    Ok(spec)
 }
 
 /// Where the inspector sends each instance's requests, from the lab's
@@ -211,6 +234,26 @@ pub async fn detach(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn attached_servers_join_the_profile_unless_a_name_is_taken() {
+        let spec = LabSpec::from_yaml(
+            fedilab_profile::DEFAULT_PROFILE_YAML,
+            "test",
+            &fedilab_profile::Overrides::default(),
+        )
+        .expect("valid");
+        let server = |name: &str| AttachedServer {
+            name: name.to_owned(),
+            url: "http://127.0.0.1:3000".to_owned(),
+        };
+        let joined = with_attached(spec.clone(), &[server("mine")]).expect("joins");
+        let names: Vec<&str> = joined.instances.iter().map(|i| i.name.as_str()).collect();
+        assert_eq!(names, ["mastodon1", "mastodon2", "mine"]);
+        assert_eq!(joined.instances[2].host.to_string(), "mine.fediverse.local");
+        let err = with_attached(spec, &[server("mastodon2")]).expect_err("taken");
+        assert!(err.contains("fedilab detach mastodon2 --lab main"), "{err}");
+    }
 
     fn service(instance: &str, component: &str, ip: &str, port: i32) -> Service {
         serde_json::from_value(serde_json::json!({

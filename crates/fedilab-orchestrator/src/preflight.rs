@@ -220,6 +220,17 @@ fn api(what: &'static str, hint: &'static str) -> impl FnOnce(kube::Error) -> Pr
     move |source| PreflightError::Api { what, hint, source }
 }
 
+async fn list_nodes(cluster: &Cluster) -> Result<Vec<Node>, PreflightError> {
+    Ok(Api::<Node>::all(cluster.client.clone())
+        .list(&ListParams::default())
+        .await
+        .map_err(api(
+            "list nodes",
+            " (fedilab needs a kubeconfig with cluster-admin rights, such as k3s's own)",
+        ))?
+        .items)
+}
+
 /// The first usable node's InternalIP, where Traefik listens and where
 /// the inspector's EndpointSlices point; `None` when no usable node has one.
 /// One request; `up` needs it before it can build the routing objects.
@@ -227,15 +238,8 @@ fn api(what: &'static str, hint: &'static str) -> impl FnOnce(kube::Error) -> Pr
 /// # Errors
 /// [`PreflightError::Api`] when the nodes cannot be listed.
 pub async fn node_address(cluster: &Cluster) -> Result<Option<String>, PreflightError> {
-    let nodes = Api::<Node>::all(cluster.client.clone())
-        .list(&ListParams::default())
-        .await
-        .map_err(api(
-            "list nodes",
-            " (fedilab needs a kubeconfig with cluster-admin rights, such as k3s's own)",
-        ))?;
-    Ok(nodes
-        .items
+    Ok(list_nodes(cluster)
+        .await?
         .iter()
         .map(summarize_node)
         .filter(|n| n.usable)
@@ -274,14 +278,8 @@ pub async fn preflight(
     options: PreflightOptions,
 ) -> Result<Preflight, PreflightError> {
     let server_version = reachable(cluster).await?;
-    let node_list = Api::<Node>::all(cluster.client.clone())
-        .list(&ListParams::default())
-        .await
-        .map_err(api(
-            "list nodes",
-            " (fedilab needs a kubeconfig with cluster-admin rights, such as k3s's own)",
-        ))?;
-    let nodes: Vec<NodeSummary> = node_list.items.iter().map(summarize_node).collect();
+    let node_list = list_nodes(cluster).await?;
+    let nodes: Vec<NodeSummary> = node_list.iter().map(summarize_node).collect();
     let k3s = nodes.iter().any(|n| n.kubelet_version.contains("+k3s"));
     let mut warnings = Vec::new();
     if !k3s {
@@ -308,7 +306,6 @@ pub async fn preflight(
         .map(pod_memory_request)
         .sum::<f64>();
     let allocatable = node_list
-        .items
         .iter()
         .zip(&nodes)
         .filter(|(_, s)| s.usable)

@@ -415,18 +415,14 @@ fn start_systemd(lab_dir: &LabDir, command: &ServeCommand) -> Result<ServeStatus
     let dir = lab_dir.path();
     let unit = unit_name(&runtime::lab_of(dir));
     // A unit left over from a serve that is not healthy (status said so).
-    let _ = Command::new("systemctl")
-        .args(["--user", "stop", &unit])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
-    let _ = Command::new("systemctl")
-        .args(["--user", "reset-failed", &unit])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
+    for verb in ["stop", "reset-failed"] {
+        let _ = Command::new("systemctl")
+            .args(["--user", verb, &unit])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
     let mut run = Command::new("systemd-run");
     run.args(["--user", "--quiet", "--collect"])
         .arg(format!("--unit={unit}"))

@@ -15,10 +15,10 @@ use std::net::{IpAddr, SocketAddr};
 use fedilab_manifest::{BuildError, Routing};
 use fedilab_orchestrator::readiness::InstanceProgress;
 use fedilab_orchestrator::{
-    AttachedServer, Cluster, InstanceCredentials, LabDir, LabState, PreflightOptions, Progress,
-    ServeSettings, StoredKind, Timings, WaitOptions, other_lab_states,
+    Cluster, InstanceCredentials, LabDir, LabState, PreflightOptions, Progress, ServeSettings,
+    StoredKind, Timings, WaitOptions, other_lab_states,
 };
-use fedilab_profile::{InstanceName, InstanceSpec, InstanceSpecKind, LabSpec, names};
+use fedilab_profile::{InstanceName, InstanceSpecKind, LabSpec, names};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
 use crate::UsageError;
@@ -265,25 +265,6 @@ pub fn print_credentials(creds: &[InstanceCredentials], format: CredsFormat) -> 
     Ok(())
 }
 
-/// The profile's lab plus the servers `fedilab attach` added, as external
-/// instances (they stay members until `fedilab detach`).
-fn with_attached(mut spec: LabSpec, attached: &[AttachedServer]) -> anyhow::Result<LabSpec> {
-    for server in attached {
-        if spec.instance(&server.name).is_some() {
-            return Err(UsageError(format!(
-                "the profile now has an instance called {name}, the name of a server attached to                  lab {lab}; `fedilab detach {name} --lab {lab}` first, or rename the instance",
-                name = server.name,
-                lab = spec.name
-            ))
-            .into());
-        }
-        let instance = InstanceSpec::external(&server.name, &server.url, &spec.domain)
-            .map_err(|e| anyhow::anyhow!("attached server {}: {e}", server.name))?;
-        spec.instances.push(instance);
-    }
-    Ok(spec)
-}
-
 /// Where this lab's host side listens: as saved when the inspector choice
 /// and node are unchanged (stable ports), else a free block of ports.
 fn serve_settings(
@@ -327,7 +308,8 @@ pub fn run(args: &UpArgs) -> anyhow::Result<ExitCode> {
         ))
         .into());
     }
-    let spec = with_attached(profile_spec, &attached)?;
+    let spec = fedilab_orchestrator::with_attached(profile_spec, &attached)
+        .map_err(|e| UsageError(e.to_string()))?;
     let secrets = lab_dir.secrets(&spec)?;
     let tls = crate::tls::lab_tls(&spec, &data_dir)?;
     let saved = lab_dir.load_state()?;

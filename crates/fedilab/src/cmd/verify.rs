@@ -172,10 +172,10 @@ fn print_plan(plan: &VerifyPlan) {
                 StepRun::Inspector(inspector) => {
                     println!(
                         "   host: inspector API at {}:",
-                        inspector
-                            .api
-                            .map_or("(not recorded yet: `fedilab up` saves it)".to_owned(), |a| a
-                                .to_string())
+                        inspector.api.map_or(
+                            "(not recorded yet: `fedilab up` saves it)".to_owned(),
+                            |a| a.to_string()
+                        )
                     );
                     for q in &inspector.queries {
                         println!(
