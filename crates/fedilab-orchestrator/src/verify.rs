@@ -114,7 +114,7 @@ pub async fn verify(
     cancel: impl Future<Output = ()>,
 ) -> Result<VerifyRun, VerifyError> {
     let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), &plan.namespace);
-    remove_leftovers(&pods, spec, &plan.namespace).await?;
+    remove_leftovers(&pods, spec, &plan.namespace, options.poll_interval).await?;
     let traefik_ip = traefik_cluster_ip(cluster).await;
     let runner = Runner {
         spec,
@@ -132,7 +132,7 @@ pub async fn verify(
     };
     let mut not_deleted = Vec::new();
     for (_, _, pod) in plan.pods() {
-        match pods.delete(&pod.pod, &DeleteParams::background()).await {
+        match pods.delete(&pod.pod, &discard()).await {
             Ok(_) => {}
             Err(kube::Error::Api(s)) if s.code == 404 => {}
             Err(e) => {
@@ -160,11 +160,24 @@ pub async fn verify(
     })
 }
 
-/// Deletes check pods an interrupted run left behind (same names).
+/// Check pods are throwaway: deleted at once, no grace period.
+fn discard() -> DeleteParams {
+    DeleteParams {
+        grace_period_seconds: Some(0),
+        ..DeleteParams::background()
+    }
+}
+
+/// How long [`remove_leftovers`] waits for an earlier run's pods to go.
+const LEFTOVERS_GONE: Duration = Duration::from_secs(60);
+
+/// Deletes check pods an interrupted run left behind and waits until they
+/// are gone: the new pods have the same names.
 async fn remove_leftovers(
     pods: &Api<Pod>,
     spec: &LabSpec,
     namespace: &str,
+    poll: Duration,
 ) -> Result<(), VerifyError> {
     let err = |source| VerifyError::Leftovers {
         namespace: namespace.to_owned(),
@@ -172,16 +185,31 @@ async fn remove_leftovers(
     };
     let lp = ListParams::default().labels(&names::verify_selector(&spec.name));
     let list = pods.list(&lp).await.map_err(err)?;
+    if list.items.is_empty() {
+        return Ok(());
+    }
     for pod in list.items {
         let Some(name) = pod.metadata.name else {
             continue;
         };
-        match pods.delete(&name, &DeleteParams::background()).await {
+        match pods.delete(&name, &discard()).await {
             Ok(_) => {}
             Err(kube::Error::Api(s)) if s.code == 404 => {}
             Err(e) => return Err(err(e)),
         }
     }
+    let gone = async {
+        loop {
+            match pods.list(&lp).await {
+                Ok(l) if l.items.is_empty() => return,
+                Ok(_) => {}
+                Err(e) => tracing::debug!("listing leftover check pods: {e}"),
+            }
+            tokio::time::sleep(poll).await;
+        }
+    };
+    // Still there after a minute: creating the new pods then says why.
+    let _ = tokio::time::timeout(LEFTOVERS_GONE, gone).await;
     Ok(())
 }
 

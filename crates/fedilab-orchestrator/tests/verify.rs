@@ -372,5 +372,15 @@ async fn leftovers_of_an_interrupted_run_are_removed_first() {
         lines[1],
         format!("DELETE /api/v1/namespaces/{NS}/pods/{}", PODS[0])
     );
+    assert_eq!(
+        fake.log()[1]
+            .body
+            .as_ref()
+            .map(|b| b["gracePeriodSeconds"].clone()),
+        Some(json!(0)),
+        "check pods go without a grace period"
+    );
+    // The new pod has the same name: wait until the old one is gone.
+    assert_eq!(lines[2], lines[0], "listed again until no leftover remains");
     assert_all_deleted(&fake);
 }
