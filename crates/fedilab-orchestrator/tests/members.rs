@@ -20,20 +20,24 @@ fn proxy() -> SocketAddr {
     "192.0.2.10:8480".parse().expect("address")
 }
 
-async fn lab_up(fake: &Fake) -> LabSpec {
-    let spec = spec("main", "fediverse.local", 1);
-    let manifests = manifests(&spec);
+/// Preflight and apply, as `up` does.
+async fn apply_lab(fake: &Fake, spec: &LabSpec, manifests: &fedilab_manifest::LabManifests) {
     let checked = bounded(preflight(
         &fake.cluster,
-        &spec,
-        &manifests,
+        spec,
+        manifests,
         PreflightOptions::default(),
     ))
     .await
     .expect("preflight");
-    bounded(apply(&fake.cluster, &spec, &manifests, &checked))
+    bounded(apply(&fake.cluster, spec, manifests, &checked))
         .await
         .expect("apply");
+}
+
+async fn lab_up(fake: &Fake) -> LabSpec {
+    let spec = spec("main", "fediverse.local", 1);
+    apply_lab(fake, &spec, &manifests(&spec)).await;
     fake.clear_log();
     spec
 }
@@ -210,17 +214,7 @@ async fn a_lab_routed_through_the_inspector_points_slices_at_the_proxy_and_the_p
         &Routing::Inspector { proxy },
     )
     .expect("built");
-    let checked = bounded(preflight(
-        &fake.cluster,
-        &spec,
-        &manifests,
-        PreflightOptions::default(),
-    ))
-    .await
-    .expect("preflight");
-    bounded(apply(&fake.cluster, &spec, &manifests, &checked))
-        .await
-        .expect("apply");
+    apply_lab(&fake, &spec, &manifests).await;
     let upstreams = bounded(instance_upstreams(&fake.cluster, &spec))
         .await
         .expect("upstreams");

@@ -87,6 +87,17 @@ fn bad_lab_name_is_a_usage_error() {
     assert!(stderr(&out).contains("--lab"), "{}", stderr(&out));
 }
 
+/// The `lab.json` `up` saves for a one-instance lab `main`, with the
+/// inspector's proxy and UI as given (`null` without the inspector).
+fn saved_lab(proxy: &str, ui: &str) -> String {
+    format!(
+        r#"{{"lab":"main","domain":"fediverse.local","namespace":"fedilab-main",
+            "node_address":"192.0.2.10","instances":[{{"name":"mastodon1",
+            "host":"mastodon1.fediverse.local","url":"https://mastodon1.fediverse.local/"}}],
+            "serve":{{"dns":"127.0.0.1:5300","proxy":{proxy},"ui":{ui}}}}}"#
+    )
+}
+
 #[test]
 fn attach_and_detach_refuse_with_what_to_do_before_touching_a_cluster() {
     let t = TestDir::new();
@@ -99,13 +110,7 @@ fn attach_and_detach_refuse_with_what_to_do_before_touching_a_cluster() {
     );
 
     // A lab that `up` put on the cluster without the inspector.
-    t.write(
-        "data/labs/main/lab.json",
-        r#"{"lab":"main","domain":"fediverse.local","namespace":"fedilab-main",
-            "node_address":"192.0.2.10","instances":[{"name":"mastodon1",
-            "host":"mastodon1.fediverse.local","url":"https://mastodon1.fediverse.local/"}],
-            "serve":{"dns":"127.0.0.1:5300","proxy":null,"ui":null}}"#,
-    );
+    t.write("data/labs/main/lab.json", &saved_lab("null", "null"));
     let out = t.run(&["attach", "mine", "--url", "http://127.0.0.1:3000"]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(
@@ -118,10 +123,7 @@ fn attach_and_detach_refuse_with_what_to_do_before_touching_a_cluster() {
     // instance can be neither attached over nor detached.
     t.write(
         "data/labs/main/lab.json",
-        r#"{"lab":"main","domain":"fediverse.local","namespace":"fedilab-main",
-            "node_address":"192.0.2.10","instances":[{"name":"mastodon1",
-            "host":"mastodon1.fediverse.local","url":"https://mastodon1.fediverse.local/"}],
-            "serve":{"dns":"127.0.0.1:5300","proxy":"192.0.2.10:8480","ui":"127.0.0.1:8481"}}"#,
+        &saved_lab(r#""192.0.2.10:8480""#, r#""127.0.0.1:8481""#),
     );
     for (args, expected) in [
         (
