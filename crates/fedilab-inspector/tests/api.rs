@@ -11,21 +11,7 @@ use serde_json::Value;
 /// a signed Create(Note) M1 -> M2, a browser page on M1, a WebFinger
 /// lookup on M1, an unsigned Follow from bob (M2) to M1.
 async fn traffic(lab: &mut Lab) -> [u64; 4] {
-    let alice = key(ALICE_KEY);
-    let body = create_note(1);
-    let headers = Cavage {
-        key: &alice,
-        key_id: ALICE_KEY_ID,
-        algorithm: "rsa-sha256",
-        host: M2,
-        path: "/users/bob/inbox",
-        date: http_date(0),
-        signed_body: &body,
-    }
-    .headers();
-    lab.send("POST", M2, "/users/bob/inbox", &headers, body)
-        .await;
-    let create = lab.next_record().await.exchange.id;
+    let create = lab.post_signed_create(ALICE_KEY, 1).await.exchange.id;
     lab.send("GET", M1, "/about", &[], vec![]).await;
     let about = lab.next_record().await.exchange.id;
     lab.send(

@@ -8,8 +8,6 @@ use common::*;
 use fedilab_inspector::signature::{DigestStatus, ProblemCode, Scheme};
 use fedilab_inspector::{Kind, Verdict, Verification};
 
-const INBOX: &str = "/users/bob/inbox";
-
 async fn deliver(
     lab: &mut Lab,
     headers: Vec<(String, String)>,
@@ -28,24 +26,17 @@ fn codes(v: &Verification) -> Vec<ProblemCode> {
     v.problems.iter().map(|p| p.code).collect()
 }
 
-fn cavage<'a>(key: &'a rsa::RsaPrivateKey, body: &'a [u8]) -> Cavage<'a> {
-    Cavage {
-        key,
-        key_id: ALICE_KEY_ID,
-        algorithm: "rsa-sha256",
-        host: M2,
-        path: INBOX,
-        date: http_date(0),
-        signed_body: body,
-    }
-}
-
 #[tokio::test]
 async fn a_cavage_signed_create_note_is_valid() {
     let mut lab = lab(|_| {}).await;
     let alice = key(ALICE_KEY);
     let body = create_note(1);
-    let (a, v) = deliver(&mut lab, cavage(&alice, &body).headers(), body.clone()).await;
+    let (a, v) = deliver(
+        &mut lab,
+        inbox_cavage(&alice, &body).headers(),
+        body.clone(),
+    )
+    .await;
     assert_eq!(a.kind, Kind::InboxPost);
     assert_eq!(a.activity.as_deref(), Some("Create(Note)"));
     assert_eq!(a.actor.as_deref(), Some(ALICE));
@@ -75,7 +66,7 @@ async fn an_hs2019_signature_is_valid() {
     let mut lab = lab(|_| {}).await;
     let alice = key(ALICE_KEY);
     let body = create_note(2);
-    let mut c = cavage(&alice, &body);
+    let mut c = inbox_cavage(&alice, &body);
     c.algorithm = "hs2019";
     let (_, v) = deliver(&mut lab, c.headers(), body.clone()).await;
     assert_eq!(v.verdict, Verdict::Valid, "{:?}", v.problems);
@@ -112,7 +103,12 @@ async fn a_tampered_body_is_flagged_as_a_digest_mismatch() {
         .expect("utf8")
         .replace("Hello", "Hullo")
         .into_bytes();
-    let (_, v) = deliver(&mut lab, cavage(&alice, &signed).headers(), sent.clone()).await;
+    let (_, v) = deliver(
+        &mut lab,
+        inbox_cavage(&alice, &signed).headers(),
+        sent.clone(),
+    )
+    .await;
     assert_eq!(v.verdict, Verdict::Invalid);
     assert_eq!(codes(&v), [ProblemCode::DigestMismatch], "{:?}", v.problems);
 
@@ -127,7 +123,7 @@ async fn a_stale_date_is_flagged() {
     let mut lab = lab(|_| {}).await;
     let alice = key(ALICE_KEY);
     let body = create_note(5);
-    let mut c = cavage(&alice, &body);
+    let mut c = inbox_cavage(&alice, &body);
     c.date = http_date(13 * 3600);
     let (a, v) = deliver(&mut lab, c.headers(), body.clone()).await;
     assert_eq!(v.verdict, Verdict::Invalid);
@@ -154,7 +150,7 @@ async fn a_stale_date_is_flagged() {
     let (_, v) = deliver(&mut lab, headers, body.clone()).await;
     assert_eq!(codes(&v), [ProblemCode::DateStale], "{:?}", v.problems);
 
-    let mut c = cavage(&alice, &body);
+    let mut c = inbox_cavage(&alice, &body);
     c.date = http_date(-2 * 3600);
     let (_, v) = deliver(&mut lab, c.headers(), body).await;
     assert_eq!(codes(&v), [ProblemCode::DateInFuture], "{:?}", v.problems);
@@ -165,7 +161,12 @@ async fn a_wrong_key_is_flagged_as_a_bad_signature() {
     let mut lab = lab(|_| {}).await;
     let mallory = key(MALLORY_KEY);
     let body = create_note(6);
-    let (_, v) = deliver(&mut lab, cavage(&mallory, &body).headers(), body.clone()).await;
+    let (_, v) = deliver(
+        &mut lab,
+        inbox_cavage(&mallory, &body).headers(),
+        body.clone(),
+    )
+    .await;
     assert_eq!(v.verdict, Verdict::Invalid);
     assert_eq!(codes(&v), [ProblemCode::BadSignature], "{:?}", v.problems);
 
@@ -179,7 +180,7 @@ async fn keys_on_unrouted_hosts_are_unverifiable_not_invalid() {
     let mut lab = lab(|_| {}).await;
     let alice = key(ALICE_KEY);
     let body = create_note(7);
-    let mut c = cavage(&alice, &body);
+    let mut c = inbox_cavage(&alice, &body);
     c.key_id = "https://outside.example/users/x#main-key";
     let (_, v) = deliver(&mut lab, c.headers(), body).await;
     assert_eq!(v.verdict, Verdict::Unverifiable);
@@ -195,7 +196,7 @@ async fn a_signed_header_that_was_changed_breaks_the_signature() {
     let mut lab = lab(|_| {}).await;
     let alice = key(ALICE_KEY);
     let body = create_note(8);
-    let mut headers = cavage(&alice, &body).headers();
+    let mut headers = inbox_cavage(&alice, &body).headers();
     for (n, v) in &mut headers {
         if n == "content-type" {
             *v = "application/ld+json".into();

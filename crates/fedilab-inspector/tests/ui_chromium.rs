@@ -217,37 +217,9 @@ async fn the_ui_shows_a_signed_create_note_live_with_its_verdict() {
         0
     );
 
-    let alice = key(ALICE_KEY);
-    let body = create_note(42);
-    let headers = Cavage {
-        key: &alice,
-        key_id: ALICE_KEY_ID,
-        algorithm: "rsa-sha256",
-        host: M2,
-        path: "/users/bob/inbox",
-        date: http_date(0),
-        signed_body: &body,
-    }
-    .headers();
-    lab.send("POST", M2, "/users/bob/inbox", &headers, body)
-        .await;
-    let id = lab.next_record().await.exchange.id;
-    // And one with a tampered body, for contrast in the screenshot.
-    let mallory = key(MALLORY_KEY);
-    let body = create_note(43);
-    let headers = Cavage {
-        key: &mallory,
-        key_id: ALICE_KEY_ID,
-        algorithm: "rsa-sha256",
-        host: M2,
-        path: "/users/bob/inbox",
-        date: http_date(0),
-        signed_body: &body,
-    }
-    .headers();
-    lab.send("POST", M2, "/users/bob/inbox", &headers, body)
-        .await;
-    lab.next_record().await;
+    let id = lab.post_signed_create(ALICE_KEY, 42).await.exchange.id;
+    // And one signed with the wrong key, for contrast in the screenshot.
+    lab.post_signed_create(MALLORY_KEY, 43).await;
 
     let row = cdp
         .wait_for(&format!(

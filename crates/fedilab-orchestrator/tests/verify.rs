@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::{Behaviour, Fake, bounded, spec};
-use fedilab_orchestrator::{VerifyError, VerifyOptions, verify};
+use fedilab_orchestrator::{VerifyError, VerifyOptions, VerifyRun, verify};
 use fedilab_verify::{CheckId, Outcome, PlanInputs, VerifyPlan, plan};
 use serde_json::json;
 
@@ -27,6 +27,20 @@ fn fast() -> VerifyOptions {
         poll_interval: Duration::from_millis(5),
         host_timeout: Duration::from_millis(200),
     }
+}
+
+/// Runs every check of [`the_plan`] with nothing cancelling it.
+async fn run_to_the_end(fake: &Fake) -> VerifyRun {
+    let (spec, plan) = the_plan();
+    bounded(verify(
+        &fake.cluster,
+        &spec,
+        &plan,
+        &fast(),
+        std::future::pending(),
+    ))
+    .await
+    .expect("ran")
 }
 
 fn the_plan() -> (fedilab_profile::LabSpec, VerifyPlan) {
@@ -120,16 +134,7 @@ async fn creates_the_pods_reads_their_logs_and_deletes_them() {
         ..Behaviour::default()
     });
     traefik(&fake);
-    let (spec, plan) = the_plan();
-    let run = bounded(verify(
-        &fake.cluster,
-        &spec,
-        &plan,
-        &fast(),
-        std::future::pending(),
-    ))
-    .await
-    .expect("ran");
+    let run = run_to_the_end(&fake).await;
     let outcome = |id| {
         run.report
             .checks
@@ -257,16 +262,7 @@ async fn a_failing_check_still_deletes_every_pod() {
         check_pods: pods,
         ..Behaviour::default()
     });
-    let (spec, plan) = the_plan();
-    let run = bounded(verify(
-        &fake.cluster,
-        &spec,
-        &plan,
-        &fast(),
-        std::future::pending(),
-    ))
-    .await
-    .expect("ran");
+    let run = run_to_the_end(&fake).await;
     let egress = &run.report.checks[0];
     assert_eq!(egress.outcome, Outcome::Fail);
     assert!(

@@ -131,6 +131,20 @@ fn lab_dir(t: &TestDir) -> LabDir {
     )
 }
 
+/// Lab `main` saved with one instance, mastodon1, whose upstream (also
+/// returned) is a local server answering "upstream m1".
+fn lab_with_mastodon1(t: &TestDir) -> (LabDir, SocketAddr) {
+    let lab = lab_dir(t);
+    let m1 = upstream("m1");
+    lab.save_state(&lab_state(vec![instance(
+        "mastodon1",
+        StoredKind::Mastodon,
+        m1,
+    )]))
+    .expect("save state");
+    (lab, m1)
+}
+
 fn command(t: &TestDir) -> ServeCommand {
     ServeCommand {
         program: env!("CARGO_BIN_EXE_fedilab").into(),
@@ -162,14 +176,7 @@ fn alive(pid: u32) -> bool {
 #[test]
 fn serve_answers_dns_proxies_records_and_reloads_an_attached_server() {
     let t = TestDir::new();
-    let lab = lab_dir(&t);
-    let m1 = upstream("m1");
-    lab.save_state(&lab_state(vec![instance(
-        "mastodon1",
-        StoredKind::Mastodon,
-        m1,
-    )]))
-    .expect("save state");
+    let (lab, m1) = lab_with_mastodon1(&t);
 
     let started = daemon::start(&lab, &command(&t), Launch::Process).expect("start");
     let _guard = StopOnDrop(lab.clone());
@@ -259,14 +266,7 @@ fn serve_answers_dns_proxies_records_and_reloads_an_attached_server() {
 #[test]
 fn stale_pid_files_are_reported_never_signalled_and_replaced() {
     let t = TestDir::new();
-    let lab = lab_dir(&t);
-    let m1 = upstream("m1");
-    lab.save_state(&lab_state(vec![instance(
-        "mastodon1",
-        StoredKind::Mastodon,
-        m1,
-    )]))
-    .expect("save state");
+    let (lab, _) = lab_with_mastodon1(&t);
     let pid_path = lab.path().join("serve.pid");
 
     // A dead pid.

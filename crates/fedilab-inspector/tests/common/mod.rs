@@ -38,6 +38,8 @@ pub const M2: &str = "mastodon2.fediverse.local";
 pub const WS: &str = "streaming.fediverse.local";
 pub const ALICE: &str = "https://mastodon1.fediverse.local/users/alice";
 pub const ALICE_KEY_ID: &str = "https://mastodon1.fediverse.local/users/alice#main-key";
+/// Bob's inbox on [`M2`], where Alice's activities go.
+pub const INBOX: &str = "/users/bob/inbox";
 
 /// Every await in a test goes through this.
 pub async fn within<T>(what: &str, f: impl Future<Output = T>) -> T {
@@ -271,6 +273,17 @@ impl Lab {
         .await
     }
 
+    /// Posts Alice's Create(Note) number `n` to Bob's inbox, signed
+    /// (draft-cavage, rsa-sha256) with `key_pem` under Alice's key id, and
+    /// returns what the store recorded.
+    pub async fn post_signed_create(&mut self, key_pem: &str, n: u32) -> Arc<Entry> {
+        let key = key(key_pem);
+        let body = create_note(n);
+        let headers = inbox_cavage(&key, &body).headers();
+        self.send("POST", M2, INBOX, &headers, body).await;
+        self.next_record().await
+    }
+
     /// The id of the next exchange the store records (it may be evicted
     /// already).
     pub async fn next_record_id(&mut self) -> u64 {
@@ -346,6 +359,20 @@ pub fn create_note(n: u32) -> Vec<u8> {
 
 /// draft-cavage headers the way Mastodon signs an inbox POST:
 /// `(request-target) host date digest content-type`.
+/// A draft-cavage signature of `body` posted to [`INBOX`] on [`M2`] under
+/// Alice's key id, made now with `key`.
+pub fn inbox_cavage<'a>(key: &'a RsaPrivateKey, body: &'a [u8]) -> Cavage<'a> {
+    Cavage {
+        key,
+        key_id: ALICE_KEY_ID,
+        algorithm: "rsa-sha256",
+        host: M2,
+        path: INBOX,
+        date: http_date(0),
+        signed_body: body,
+    }
+}
+
 pub struct Cavage<'a> {
     pub key: &'a RsaPrivateKey,
     pub key_id: &'a str,
