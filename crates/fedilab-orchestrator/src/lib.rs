@@ -57,7 +57,7 @@ pub use preflight::{
 pub use resources::{ResourceError, ResourceMap};
 pub use state::{
     AttachedServer, LabDir, LabState, ServeSettings, StateError, StoredInstance, StoredKind,
-    StoredUpstream, other_lab_states, purge_ca,
+    StoredUpstream, purge_ca,
 };
 pub use status::{InstanceStatus, LabObjectStatus, LabStatus, StatusError, list_labs, status};
 pub use teardown::{DownError, DownOptions, DownReport, RemovedObject, down};

@@ -142,6 +142,32 @@ pub struct AttachedServer {
 }
 
 impl ServeSettings {
+    /// Where lab `lab`'s host side listens on `node`: the `saved` addresses
+    /// when the inspector choice is unchanged (ports kept, the proxy moved
+    /// to `node`), else [`ServeSettings::choose`] against the other labs
+    /// saved under `data_dir`.
+    pub fn for_lab(
+        data_dir: &Path,
+        lab: &LabName,
+        saved: Option<&ServeSettings>,
+        node: IpAddr,
+        inspector: bool,
+    ) -> ServeSettings {
+        if let Some(saved) = saved
+            && saved.proxy.is_some() == inspector
+        {
+            return ServeSettings {
+                proxy: saved.proxy.map(|p| SocketAddr::new(node, p.port())),
+                ..saved.clone()
+            };
+        }
+        let taken: Vec<ServeSettings> = other_lab_states(data_dir, lab)
+            .into_iter()
+            .filter_map(|s| s.serve)
+            .collect();
+        ServeSettings::choose(node, inspector, &taken)
+    }
+
     /// The host side's addresses for a lab: the default ports
     /// ([`names::SERVE_DNS_PORT`] and the next ones), or the first block of
     /// [`names::SERVE_PORT_STRIDE`] above them that no lab in `taken` uses.
@@ -558,7 +584,7 @@ pub(crate) fn remove_dir(dir: &Path) -> Result<bool, StateError> {
 
 /// The saved states of every lab under `data_dir` except `except` (labs
 /// whose state is missing or unreadable are skipped).
-pub fn other_lab_states(data_dir: &Path, except: &LabName) -> Vec<LabState> {
+pub(crate) fn other_lab_states(data_dir: &Path, except: &LabName) -> Vec<LabState> {
     let Ok(entries) = fs::read_dir(data_dir.join("labs")) else {
         return Vec::new();
     };
@@ -698,6 +724,32 @@ mod tests {
         let third = ServeSettings::choose(node, false, &[first, second]);
         assert_eq!(third.dns.port(), 5320);
         assert_eq!((third.proxy, third.ui), (None, None));
+    }
+
+    #[test]
+    fn a_lab_keeps_its_ports_and_follows_the_node() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let main: LabName = "main".parse().expect("valid");
+        let other = LabDir::new(tmp.path(), &"other".parse().expect("valid"));
+        let mut taken = LabState::from_spec(&spec(1), None);
+        taken.serve = Some(ServeSettings::choose(
+            "192.0.2.10".parse().expect("ip"),
+            true,
+            &[],
+        ));
+        other.save_state(&taken).expect("save");
+        let node: IpAddr = "192.0.2.10".parse().expect("ip");
+        let first = ServeSettings::for_lab(tmp.path(), &main, None, node, true);
+        assert_eq!(first.dns.port(), 5310, "the other lab has 5300");
+        let moved: IpAddr = "192.0.2.20".parse().expect("ip");
+        let again = ServeSettings::for_lab(tmp.path(), &main, Some(&first), moved, true);
+        assert_eq!(again.dns, first.dns);
+        assert_eq!(
+            again.proxy.map(|p| p.to_string()).as_deref(),
+            Some("192.0.2.20:8490")
+        );
+        let direct = ServeSettings::for_lab(tmp.path(), &main, Some(&first), node, false);
+        assert_eq!(direct.proxy, None, "the inspector choice changed");
     }
 
     #[test]

@@ -71,6 +71,22 @@ pub struct ServeAddresses {
     pub ui: Option<SocketAddr>,
 }
 
+impl ServeAddresses {
+    /// Whether these bound addresses are what `wanted` asks for (port 0
+    /// asks for any). A reload keeps the sockets, so addresses that differ
+    /// need a new process.
+    pub fn satisfy(&self, wanted: &fedilab_orchestrator::ServeSettings) -> bool {
+        let same = |bound: Option<SocketAddr>, want: Option<SocketAddr>| match (bound, want) {
+            (Some(b), Some(w)) => b.ip() == w.ip() && (w.port() == 0 || b.port() == w.port()),
+            (None, None) => true,
+            _ => false,
+        };
+        same(Some(self.dns), Some(wanted.dns))
+            && same(self.proxy, wanted.proxy)
+            && same(self.ui, wanted.ui)
+    }
+}
+
 /// Reads `serve.json`; `None` when absent or not what serve writes (a
 /// half-written file cannot exist: writes are atomic).
 pub(crate) fn read_runtime(dir: &Path) -> Option<RuntimeInfo> {
@@ -201,6 +217,33 @@ pub(crate) fn cmdline_is_serve(args: &[String], lab: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bound_addresses_satisfy_the_same_ips_and_ports_or_any_port() {
+        let addr = |a: &str| a.parse::<SocketAddr>().expect("addr");
+        let bound = ServeAddresses {
+            dns: addr("127.0.0.1:5300"),
+            proxy: Some(addr("192.0.2.10:8480")),
+            ui: Some(addr("127.0.0.1:8481")),
+        };
+        let wanted = fedilab_orchestrator::ServeSettings {
+            dns: addr("127.0.0.1:5300"),
+            proxy: Some(addr("192.0.2.10:8480")),
+            ui: Some(addr("127.0.0.1:0")),
+        };
+        assert!(bound.satisfy(&wanted));
+        let moved = fedilab_orchestrator::ServeSettings {
+            proxy: Some(addr("192.0.2.20:8480")),
+            ..wanted.clone()
+        };
+        assert!(!bound.satisfy(&moved), "the node address changed");
+        let direct = fedilab_orchestrator::ServeSettings {
+            proxy: None,
+            ui: None,
+            ..wanted
+        };
+        assert!(!bound.satisfy(&direct), "the inspector was turned off");
+    }
 
     fn args(list: &[&str]) -> Vec<String> {
         list.iter().map(|s| (*s).to_owned()).collect()

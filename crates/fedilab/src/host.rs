@@ -2,12 +2,10 @@
 //! run by `fedilab_serve::daemon`): start it or make it re-read the lab
 //! state, and say where it listens.
 
-use std::net::SocketAddr;
 use std::path::Path;
 
-use fedilab_orchestrator::{LabDir, ServeSettings};
+use fedilab_orchestrator::LabDir;
 use fedilab_profile::LabName;
-use fedilab_serve::ServeAddresses;
 use fedilab_serve::daemon::{self, DaemonError, Launch, ServeStatus};
 
 /// How `up` and `attach` start `serve`: `FEDILAB_SERVE_LAUNCH` set to
@@ -33,7 +31,7 @@ pub fn refresh_serve(dir: &LabDir, lab: &LabName, data_dir: &Path) -> anyhow::Re
     let status = match daemon::status(dir) {
         // A reload keeps the sockets; new addresses need a new process.
         ServeStatus::Running { addresses, .. }
-            if wanted.as_ref().is_some_and(|w| !listens_as(&addresses, w)) =>
+            if wanted.as_ref().is_some_and(|w| !addresses.satisfy(w)) =>
         {
             daemon::stop(dir)?;
             start(dir, lab, data_dir)?
@@ -46,18 +44,6 @@ pub fn refresh_serve(dir: &LabDir, lab: &LabName, data_dir: &Path) -> anyhow::Re
         ServeStatus::Stopped | ServeStatus::Stale { .. } => start(dir, lab, data_dir)?,
     };
     Ok(describe(&status, lab))
-}
-
-/// Whether `serve` bound what `wanted` asks for (port 0 asks for any).
-fn listens_as(bound: &ServeAddresses, wanted: &ServeSettings) -> bool {
-    let same = |b: Option<SocketAddr>, w: Option<SocketAddr>| match (b, w) {
-        (Some(b), Some(w)) => b.ip() == w.ip() && (w.port() == 0 || b.port() == w.port()),
-        (None, None) => true,
-        _ => false,
-    };
-    same(Some(bound.dns), Some(wanted.dns))
-        && same(bound.proxy, wanted.proxy)
-        && same(bound.ui, wanted.ui)
 }
 
 fn start(dir: &LabDir, lab: &LabName, data_dir: &Path) -> anyhow::Result<ServeStatus> {

@@ -12,7 +12,7 @@ use fedilab_ca::{CaStore, HostName};
 use fedilab_orchestrator::{
     AttachedServer, LabDir, LabState, StoredInstance, StoredKind, StoredUpstream,
 };
-use fedilab_profile::{Domain, InstanceName, InstanceSpec, LabName, LabSpec};
+use fedilab_profile::{Domain, ExternalUrl, InstanceName, InstanceSpec, LabName, LabSpec};
 
 use crate::UsageError;
 use crate::cli::KubeArgs;
@@ -83,14 +83,9 @@ fn lab_state(dir: &LabDir, lab: &LabName) -> anyhow::Result<LabState> {
     })
 }
 
-/// Whether something accepts TCP connections at `url`'s host and port.
-fn answers(url: &str) -> bool {
-    let authority = url
-        .trim_start_matches("http://")
-        .split('/')
-        .next()
-        .unwrap_or_default();
-    let addrs: Vec<SocketAddr> = authority
+/// Whether something accepts TCP connections where the server should be.
+fn answers(url: &ExternalUrl) -> bool {
+    let addrs: Vec<SocketAddr> = (url.host(), url.port())
         .to_socket_addrs()
         .map(Iterator::collect)
         .unwrap_or_default();
@@ -120,8 +115,10 @@ pub fn attach(args: &AttachArgs) -> anyhow::Result<ExitCode> {
     let domain: Domain = state.domain.parse().map_err(|e| {
         anyhow::anyhow!("{}: the saved domain is damaged: {e}", dir.path().display())
     })?;
-    let server = InstanceSpec::external(&args.name, &args.url, &domain)
-        .map_err(|e| UsageError(e.to_string().replace("the lab profile has", "attach has")))?;
+    let server = InstanceSpec::external(&args.name, &args.url, &domain).map_err(|e| {
+        let problems: Vec<String> = e.0.iter().map(ToString::to_string).collect();
+        UsageError(problems.join("\n"))
+    })?;
     if let Some(taken) = state.instance(server.name.as_str())
         && taken.kind != StoredKind::Attached
     {
@@ -147,7 +144,8 @@ pub fn attach(args: &AttachArgs) -> anyhow::Result<ExitCode> {
     let fedilab_profile::InstanceSpecKind::External(external) = &server.kind else {
         unreachable!("InstanceSpec::external makes external instances")
     };
-    let url = external.url.to_string();
+    let target = external.url.clone();
+    let url = target.to_string();
 
     runtime()?.block_on(async {
         let cluster = connect_checked(&args.kube).await?;
@@ -184,7 +182,7 @@ pub fn attach(args: &AttachArgs) -> anyhow::Result<ExitCode> {
         state.namespace
     );
     println!("  {serving}");
-    if !answers(&url) {
+    if !answers(&target) {
         eprintln!(
             "warning: nothing answers at {url} yet; the lab gets 502 Bad Gateway for {} until it does",
             server.host

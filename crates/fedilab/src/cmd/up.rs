@@ -10,15 +10,15 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 
 use fedilab_manifest::{BuildError, Routing};
 use fedilab_orchestrator::readiness::InstanceProgress;
 use fedilab_orchestrator::{
     Cluster, InstanceCredentials, LabDir, LabState, PreflightOptions, Progress, ServeSettings,
-    StoredKind, Timings, WaitOptions, other_lab_states,
+    StoredKind, Timings, WaitOptions,
 };
-use fedilab_profile::{InstanceName, InstanceSpecKind, LabSpec, names};
+use fedilab_profile::{InstanceName, InstanceSpecKind, names};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
 use crate::UsageError;
@@ -265,30 +265,6 @@ pub fn print_credentials(creds: &[InstanceCredentials], format: CredsFormat) -> 
     Ok(())
 }
 
-/// Where this lab's host side listens: as saved when the inspector choice
-/// and node are unchanged (stable ports), else a free block of ports.
-fn serve_settings(
-    data_dir: &std::path::Path,
-    spec: &LabSpec,
-    saved: Option<&LabState>,
-    node: IpAddr,
-    inspector: bool,
-) -> ServeSettings {
-    if let Some(saved) = saved.and_then(|s| s.serve.clone())
-        && saved.proxy.is_some() == inspector
-    {
-        return ServeSettings {
-            proxy: saved.proxy.map(|p| SocketAddr::new(node, p.port())),
-            ..saved
-        };
-    }
-    let taken: Vec<ServeSettings> = other_lab_states(data_dir, &spec.name)
-        .into_iter()
-        .filter_map(|s| s.serve)
-        .collect();
-    ServeSettings::choose(node, inspector, &taken)
-}
-
 /// Runs `fedilab up`.
 ///
 /// # Errors
@@ -330,7 +306,13 @@ pub fn run(args: &UpArgs) -> anyhow::Result<ExitCode> {
                     cluster.server
                 );
             };
-            let serve = serve_settings(&data_dir, &spec, saved.as_ref(), node_ip, inspector);
+            let serve = ServeSettings::for_lab(
+                &data_dir,
+                &spec.name,
+                saved.as_ref().and_then(|s| s.serve.as_ref()),
+                node_ip,
+                inspector,
+            );
             let routing = match serve.proxy {
                 Some(proxy) => Routing::Inspector { proxy },
                 None => Routing::Direct,
