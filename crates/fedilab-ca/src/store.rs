@@ -514,6 +514,21 @@ impl CaStore {
         Ok(removed)
     }
 
+    /// Removes the CA directory (root key, certificate and every leaf), for
+    /// `fedilab down --purge` once no lab uses the domain; `Ok(false)` when
+    /// there was none. Hosts that trust the root keep a certificate nothing
+    /// can sign with any more.
+    ///
+    /// # Errors
+    /// The OS error of a directory that exists but cannot be removed.
+    pub fn remove(&self) -> io::Result<bool> {
+        match fs::remove_dir_all(&self.dir) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// The stored leaves, sorted by file name: every `*.pem` but `ca.pem`.
     /// Empty when the directory does not exist.
     ///

@@ -260,3 +260,22 @@ fn a_removed_leaf_is_gone_and_the_others_stay() {
         "nothing left to remove"
     );
 }
+
+#[test]
+fn remove_takes_the_whole_ca_directory_and_is_fine_when_absent() {
+    let data = tempfile::tempdir().unwrap();
+    let store = CaStore::new(data.path(), &"fediverse.local".parse().unwrap());
+    let now = SystemTime::now();
+    let (ca, _) = store.load_or_init("test", now).unwrap();
+    store
+        .ensure_leaf(&ca, &[host("mastodon1.fediverse.local")], now)
+        .unwrap();
+    assert!(store.dir().join("ca.pem").exists());
+    assert!(store.remove().unwrap());
+    assert!(!store.dir().exists());
+    assert!(
+        data.path().join("ca").exists(),
+        "only this domain's directory goes"
+    );
+    assert!(!store.remove().unwrap(), "nothing left to remove");
+}

@@ -11,7 +11,7 @@ use kube::Api;
 use kube::api::ListParams;
 
 use crate::Cluster;
-use crate::state::{LabDir, LabState, StateError, StoredKind};
+use fedilab_state::{LabDir, LabState, StateError, StoredKind};
 
 /// One instance's way in.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -73,9 +73,9 @@ pub fn credentials_from_state(
         .iter()
         .filter(|i| i.kind == StoredKind::Mastodon);
     for instance in mastodons {
-        if let Some((password, api_token)) = dir.admin_secrets(&instance.name)? {
+        if let Some((password, api_token)) = dir.admin_secrets(instance.name.as_str())? {
             out.push(InstanceCredentials {
-                instance: instance.name.clone(),
+                instance: instance.name.to_string(),
                 url: instance.url.clone(),
                 username: names::ADMIN_USERNAME.to_owned(),
                 password,

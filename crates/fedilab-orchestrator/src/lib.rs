@@ -31,7 +31,6 @@ mod metrics;
 mod preflight;
 pub mod readiness;
 mod resources;
-mod state;
 mod status;
 mod teardown;
 mod verify;
@@ -46,19 +45,13 @@ pub use creds::{
 };
 pub use diagnose::{Diagnosis, PodDiagnosis};
 pub use kubeconfig::{K3S_KUBECONFIG, KubeconfigSource, choose_kubeconfig};
-pub use member::{
-    MemberError, attach, detach, instance_upstreams, upstreams_from_services, with_attached,
-};
+pub use member::{MemberError, attach, detach, instance_upstreams, upstreams_from_services};
 pub use metrics::{CountLayer, CountService, PhaseTiming, RequestCounter, Timings};
 pub use preflight::{
     Capacity, NodeSummary, Preflight, PreflightError, PreflightOptions, PreflightWarning,
     lab_memory_requests, node_address, parse_quantity, preflight, reachable,
 };
 pub use resources::{ResourceError, ResourceMap};
-pub use state::{
-    AttachedServer, LabDir, LabState, ServeSettings, StateError, StoredInstance, StoredKind,
-    StoredUpstream, purge_ca,
-};
 pub use status::{InstanceStatus, LabObjectStatus, LabStatus, StatusError, list_labs, status};
 pub use teardown::{DownError, DownOptions, DownReport, RemovedObject, down};
 pub use verify::{CHECK_CONTAINER, VerifyError, VerifyOptions, VerifyRun, verify};

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 
 use fedilab_manifest::LabManifests;
 use fedilab_profile::names::{self, Component};
-use fedilab_profile::{InstanceName, InstanceSpec, LabName, LabSpec};
+use fedilab_profile::{InstanceName, LabName, LabSpec};
 use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::Ingress;
@@ -22,8 +22,8 @@ use kube::{Api, Client};
 
 use crate::apply::{ApplyError, ApplyReport, apply_objects};
 use crate::resources::ResourceMap;
-use crate::state::{AttachedServer, StoredUpstream};
 use crate::{Cluster, RemovedObject};
+use fedilab_state::StoredUpstream;
 
 /// Why reading upstreams, attaching or detaching failed.
 #[derive(Debug, thiserror::Error)]
@@ -57,41 +57,21 @@ fn api_error(what: impl Into<String>) -> impl FnOnce(kube::Error) -> MemberError
     move |source| MemberError::Api { what, source }
 }
 
-/// The profile's lab plus the servers `fedilab attach` added, as external
-/// instances: they stay members, across `up`s, until `fedilab detach`.
-///
-/// # Errors
-/// The text of the problem when the profile now has an instance of an
-/// attached server's name, or a saved server no longer validates.
-pub fn with_attached(mut spec: LabSpec, attached: &[AttachedServer]) -> Result<LabSpec, String> {
-    for server in attached {
-        if spec.instance(&server.name).is_some() {
-            return Err(format!(
-                "the profile now has an instance called {name}, the name of a server attached \
-                 to lab {lab}; `fedilab detach {name} --lab {lab}` first, or rename the instance",
-                name = server.name,
-                lab = spec.name
-            ));
-        }
-        let instance = InstanceSpec::external(&server.name, &server.url, &spec.domain)
-            .map_err(|e| format!("attached server {}: {e}", server.name))?;
-        spec.instances.push(instance);
-    }
-    Ok(spec)
-}
-
 /// Where the inspector sends each instance's requests, from the lab's
 /// Services: web takes `/`, streaming [`names::MASTODON_STREAMING_PATH`].
 /// Keyed by instance name; Services without a cluster address (headless)
 /// or of other components are left out.
-pub fn upstreams_from_services(services: &[Service]) -> BTreeMap<String, Vec<StoredUpstream>> {
-    let mut out: BTreeMap<String, Vec<StoredUpstream>> = BTreeMap::new();
+pub fn upstreams_from_services(
+    services: &[Service],
+) -> BTreeMap<InstanceName, Vec<StoredUpstream>> {
+    let mut out: BTreeMap<InstanceName, Vec<StoredUpstream>> = BTreeMap::new();
     for service in services {
         let labels = service.metadata.labels.as_ref();
         let label = |key: &str| labels.and_then(|l| l.get(key)).cloned();
-        let (Some(instance), Some(component)) =
-            (label(names::INSTANCE_KEY), label(names::COMPONENT_KEY))
-        else {
+        let (Some(instance), Some(component)) = (
+            label(names::INSTANCE_KEY).and_then(|i| i.parse::<InstanceName>().ok()),
+            label(names::COMPONENT_KEY),
+        ) else {
             continue;
         };
         let path_prefix = if component == Component::Web.as_str() {
@@ -117,9 +97,14 @@ pub fn upstreams_from_services(services: &[Service]) -> BTreeMap<String, Vec<Sto
         } else {
             ip.to_owned()
         };
+        // A cluster IP and a port always make a valid URL; anything else
+        // is not an upstream.
+        let Ok(url) = format!("http://{host}:{port}").parse() else {
+            continue;
+        };
         out.entry(instance).or_default().push(StoredUpstream {
             path_prefix: path_prefix.to_owned(),
-            url: format!("http://{host}:{port}"),
+            url,
         });
     }
     for upstreams in out.values_mut() {
@@ -136,7 +121,7 @@ pub fn upstreams_from_services(services: &[Service]) -> BTreeMap<String, Vec<Sto
 pub async fn instance_upstreams(
     cluster: &Cluster,
     spec: &LabSpec,
-) -> Result<BTreeMap<String, Vec<StoredUpstream>>, MemberError> {
+) -> Result<BTreeMap<InstanceName, Vec<StoredUpstream>>, MemberError> {
     let namespace = names::namespace(&spec.name);
     let services = Api::<Service>::namespaced(cluster.client.clone(), &namespace)
         .list(&ListParams::default().labels(&names::lab_selector(&spec.name)))
@@ -235,26 +220,6 @@ pub async fn detach(
 mod tests {
     use super::*;
 
-    #[test]
-    fn attached_servers_join_the_profile_unless_a_name_is_taken() {
-        let spec = LabSpec::from_yaml(
-            fedilab_profile::DEFAULT_PROFILE_YAML,
-            "test",
-            &fedilab_profile::Overrides::default(),
-        )
-        .expect("valid");
-        let server = |name: &str| AttachedServer {
-            name: name.to_owned(),
-            url: "http://127.0.0.1:3000".to_owned(),
-        };
-        let joined = with_attached(spec.clone(), &[server("mine")]).expect("joins");
-        let names: Vec<&str> = joined.instances.iter().map(|i| i.name.as_str()).collect();
-        assert_eq!(names, ["mastodon1", "mastodon2", "mine"]);
-        assert_eq!(joined.instances[2].host.to_string(), "mine.fediverse.local");
-        let err = with_attached(spec, &[server("mastodon2")]).expect_err("taken");
-        assert!(err.contains("fedilab detach mastodon2 --lab main"), "{err}");
-    }
-
     fn service(instance: &str, component: &str, ip: &str, port: i32) -> Service {
         serde_json::from_value(serde_json::json!({
             "metadata": {"name": format!("{instance}-{component}"), "labels": {
@@ -275,9 +240,9 @@ mod tests {
         ];
         let upstreams = upstreams_from_services(&services);
         let pairs = |name: &str| -> Vec<(String, String)> {
-            upstreams[name]
+            upstreams[&name.parse::<InstanceName>().expect("name")]
                 .iter()
-                .map(|u| (u.path_prefix.clone(), u.url.clone()))
+                .map(|u| (u.path_prefix.clone(), u.url.to_string()))
                 .collect()
         };
         assert_eq!(

@@ -128,7 +128,7 @@ pub struct Preflight {
     pub coredns_key_before: Option<String>,
     /// Restart CoreDNS even if the key is unchanged: an earlier apply was
     /// interrupted and may have changed it without restarting CoreDNS. The
-    /// caller sets it from [`crate::LabDir::apply_pending`].
+    /// caller sets it from `fedilab_state::LabDir::apply_pending`.
     pub coredns_restart_pending: bool,
     /// Warnings to show.
     pub warnings: Vec<PreflightWarning>,

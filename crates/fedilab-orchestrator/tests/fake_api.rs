@@ -204,7 +204,7 @@ async fn a_rerun_after_an_interrupted_apply_restarts_coredns() {
     let fake = Fake::start(Behaviour::default());
     let data = tempfile::tempdir().expect("temp dir");
     let spec = spec("main", "fediverse.local", 1);
-    let lab_dir = fedilab_orchestrator::LabDir::new(data.path(), &spec.name);
+    let lab_dir = fedilab_state::LabDir::new(data.path(), &spec.name);
     let manifests = manifests(&spec);
     // The interrupted run: the marker is written, the key applied, and the
     // process dies before the restart (the apply below stands in for it,

@@ -7,10 +7,8 @@ mod common;
 use std::net::SocketAddr;
 
 use common::{Behaviour, Fake, bounded, fixture_tls, manifests, object_path, spec};
-use fedilab_manifest::{LabSecrets, Routing, build, seed_from_text};
 use fedilab_orchestrator::{
-    LabState, MemberError, PreflightOptions, ServeSettings, apply, attach, detach,
-    instance_upstreams, node_address, preflight,
+    MemberError, PreflightOptions, apply, attach, detach, instance_upstreams, preflight,
 };
 use fedilab_profile::{InstanceSpec, LabSpec, names};
 
@@ -82,9 +80,10 @@ async fn upstreams_are_the_web_and_streaming_services_cluster_addresses() {
     let streaming = fake
         .object("services", Some("fedilab-main"), "mastodon1-streaming")
         .expect("streaming Service");
-    let routes: Vec<(String, String)> = upstreams["mastodon1"]
+    let mastodon1: fedilab_profile::InstanceName = "mastodon1".parse().expect("name");
+    let routes: Vec<(String, String)> = upstreams[&mastodon1]
         .iter()
-        .map(|u| (u.path_prefix.clone(), u.url.clone()))
+        .map(|u| (u.path_prefix.clone(), u.url.to_string()))
         .collect();
     assert_eq!(
         routes,
@@ -191,72 +190,4 @@ async fn attach_to_a_lab_that_is_not_up_says_to_run_up() {
     assert!(matches!(err, MemberError::NoLab { .. }), "{err:?}");
     assert!(err.to_string().contains("fedilab up --lab main"), "{err}");
     assert!(fake.log().iter().all(|r| r.method == "GET"));
-}
-
-/// `up`'s path with the inspector: the node address, the ports, the routed
-/// objects, apply, then the upstreams into the state `fedilab serve` reads.
-#[tokio::test]
-async fn a_lab_routed_through_the_inspector_points_slices_at_the_proxy_and_the_proxy_at_services() {
-    let fake = Fake::start(Behaviour::default());
-    let spec = spec("main", "fediverse.local", 2);
-    let node = bounded(node_address(&fake.cluster))
-        .await
-        .expect("nodes")
-        .expect("an InternalIP");
-    let node_ip: std::net::IpAddr = node.parse().expect("an address");
-    let serve = ServeSettings::choose(node_ip, true, &[]);
-    let proxy = serve.proxy.expect("the inspector's proxy");
-    let secrets = LabSecrets::generate(&spec, seed_from_text("routing test"));
-    let manifests = build(
-        &spec,
-        &secrets,
-        &fixture_tls(&spec),
-        &Routing::Inspector { proxy },
-    )
-    .expect("built");
-    apply_lab(&fake, &spec, &manifests).await;
-    let upstreams = bounded(instance_upstreams(&fake.cluster, &spec))
-        .await
-        .expect("upstreams");
-    let mut state = LabState::from_spec(&spec, Some(&node));
-    state.route(&upstreams, &[]);
-    state.serve = Some(serve);
-
-    for instance in ["mastodon1", "mastodon2"] {
-        let route = names::inspector_route(&instance.parse().expect("name"));
-        let ingress = fake
-            .object("ingresses", Some("fedilab-main"), instance)
-            .expect("the Ingress");
-        let paths = ingress["spec"]["rules"][0]["http"]["paths"]
-            .as_array()
-            .expect("paths");
-        assert!(
-            paths
-                .iter()
-                .all(|p| p["backend"]["service"]["name"] == route.as_str()),
-            "{instance}: every path goes to the inspector: {paths:?}"
-        );
-        let slice = fake
-            .object("endpointslices", Some("fedilab-main"), &route)
-            .expect("the EndpointSlice");
-        assert_eq!(slice["endpoints"][0]["addresses"][0], "192.0.2.10");
-        assert_eq!(slice["ports"][0]["port"], proxy.port());
-
-        let web = fake
-            .object("services", Some("fedilab-main"), &format!("{instance}-web"))
-            .expect("web");
-        let saved = state.instance(instance).expect("in the state");
-        assert_eq!(saved.upstreams.len(), 2, "web and streaming");
-        assert_eq!(
-            saved.upstreams[0].url,
-            format!(
-                "http://{}:3000",
-                web["spec"]["clusterIP"].as_str().expect("ip")
-            )
-        );
-    }
-    assert_eq!(
-        state.serve.as_ref().and_then(|s| s.proxy),
-        Some("192.0.2.10:8480".parse().expect("addr"))
-    );
 }

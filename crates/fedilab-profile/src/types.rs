@@ -68,6 +68,25 @@ fn check_label(value: &str, max: usize, must_start_with_letter: bool) -> Result<
     Ok(())
 }
 
+/// Serializes a type as its `Display` text and deserializes it through its
+/// `FromStr`, so a saved value is checked exactly as typed input is.
+macro_rules! serde_as_text {
+    ($name:ty) => {
+        impl serde::Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.collect_str(self)
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                let text = String::deserialize(deserializer)?;
+                text.parse().map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
 macro_rules! string_newtype {
     ($(#[$doc:meta])* $name:ident, $check:expr) => {
         $(#[$doc])*
@@ -101,6 +120,8 @@ macro_rules! string_newtype {
                 &self.0
             }
         }
+
+        serde_as_text!($name);
     };
 }
 
@@ -196,6 +217,23 @@ impl Fqdn {
         &self.0
     }
 }
+
+impl FromStr for Fqdn {
+    type Err = NameError;
+    /// A saved host name: a domain name with at least three labels (an
+    /// instance label in front of a lab domain).
+    fn from_str(s: &str) -> Result<Self, NameError> {
+        let (label, domain) = s.split_once('.').ok_or_else(|| NameError::Invalid {
+            value: s.to_owned(),
+            rule: "write a host name such as mastodon1.fediverse.local",
+        })?;
+        check_label(label, 63, false)?;
+        check_domain(domain)?;
+        Ok(Self(s.to_owned()))
+    }
+}
+
+serde_as_text!(Fqdn);
 
 impl fmt::Display for Fqdn {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -563,6 +601,8 @@ impl FromStr for ExternalUrl {
         Ok(ExternalUrl { host, port })
     }
 }
+
+serde_as_text!(ExternalUrl);
 
 impl fmt::Display for ExternalUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

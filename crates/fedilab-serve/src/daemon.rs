@@ -20,7 +20,7 @@ use std::process::{Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use fedilab_orchestrator::LabDir;
+use fedilab_state::LabDir;
 use rustix::process::{Pid, Signal, kill_process};
 
 use crate::runtime::{

@@ -7,7 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use fedilab_dns::{Zone, ZoneError};
 use fedilab_inspector::{ConfigError, Route, ServerKind};
-use fedilab_orchestrator::{LabState, StoredKind};
+use fedilab_state::{LabState, StoredKind};
 
 /// Why a lab state cannot be served.
 #[derive(Debug, thiserror::Error)]
@@ -29,17 +29,6 @@ pub enum PlanError {
     NoNodeAddress {
         /// The lab.
         lab: String,
-    },
-    /// The node address is not an IP address.
-    #[error(
-        "lab {lab:?}: the node address {address:?} in its state is not an IP address; \
-         run `fedilab up --lab {lab}` to rewrite it"
-    )]
-    BadNodeAddress {
-        /// The lab.
-        lab: String,
-        /// What the state says.
-        address: String,
     },
     /// An upstream the inspector cannot use.
     #[error("lab {lab:?}: the upstream of {host} is unusable; run `fedilab up --lab {lab}`")]
@@ -84,23 +73,14 @@ impl ServePlan {
     /// [`PlanError`] when the state has no `serve` section or node address
     /// (both say to run `fedilab up`), or an unusable upstream.
     pub fn from_state(state: &LabState) -> Result<ServePlan, PlanError> {
-        let lab = state.lab.clone();
+        let lab = state.lab.to_string();
         let serve = state
             .serve
             .as_ref()
             .ok_or_else(|| PlanError::NoServeSettings { lab: lab.clone() })?;
-        let address = state
+        let answer = state
             .node_address
-            .as_deref()
-            .filter(|a| !a.trim().is_empty())
             .ok_or_else(|| PlanError::NoNodeAddress { lab: lab.clone() })?;
-        let answer: IpAddr = address
-            .trim()
-            .parse()
-            .map_err(|_| PlanError::BadNodeAddress {
-                lab: lab.clone(),
-                address: address.to_owned(),
-            })?;
         let mut routes = Vec::new();
         for instance in &state.instances {
             let kind = match instance.kind {
@@ -109,12 +89,16 @@ impl ServePlan {
                 StoredKind::Attached => ServerKind::Attached,
             };
             for upstream in &instance.upstreams {
-                let route = Route::new(&instance.host, &upstream.path_prefix, &upstream.url)
-                    .map_err(|source| PlanError::Upstream {
-                        lab: lab.clone(),
-                        host: instance.host.clone(),
-                        source,
-                    })?;
+                let route = Route::new(
+                    instance.host.as_str(),
+                    &upstream.path_prefix,
+                    &upstream.url.to_string(),
+                )
+                .map_err(|source| PlanError::Upstream {
+                    lab: lab.clone(),
+                    host: instance.host.to_string(),
+                    source,
+                })?;
                 routes.push(route.with_kind(kind));
             }
         }
@@ -125,8 +109,8 @@ impl ServePlan {
         }
         Ok(ServePlan {
             lab,
-            domain: state.domain.clone(),
-            hosts: state.instances.iter().map(|i| i.host.clone()).collect(),
+            domain: state.domain.to_string(),
+            hosts: state.instances.iter().map(|i| i.host.to_string()).collect(),
             answers: vec![answer],
             routes,
             dns: serve.dns,
@@ -151,21 +135,21 @@ impl ServePlan {
 
 #[cfg(test)]
 mod tests {
-    use fedilab_orchestrator::{ServeSettings, StoredInstance, StoredUpstream};
+    use fedilab_state::{ServeSettings, StoredInstance, StoredUpstream};
 
     use super::*;
 
     fn instance(name: &str, kind: StoredKind, upstreams: &[(&str, &str)]) -> StoredInstance {
         StoredInstance {
-            name: name.to_owned(),
-            host: format!("{name}.fediverse.local"),
+            name: name.parse().expect("name"),
+            host: format!("{name}.fediverse.local").parse().expect("host"),
             url: format!("https://{name}.fediverse.local/"),
             kind,
             upstreams: upstreams
                 .iter()
                 .map(|(p, u)| StoredUpstream {
                     path_prefix: (*p).to_owned(),
-                    url: (*u).to_owned(),
+                    url: u.parse().expect("url"),
                 })
                 .collect(),
         }
@@ -173,10 +157,10 @@ mod tests {
 
     fn state() -> LabState {
         LabState {
-            lab: "main".to_owned(),
-            domain: "fediverse.local".to_owned(),
+            lab: "main".parse().expect("lab"),
+            domain: "fediverse.local".parse().expect("domain"),
             namespace: "fedilab-main".to_owned(),
-            node_address: Some("192.0.2.10".to_owned()),
+            node_address: Some([192, 0, 2, 10].into()),
             instances: vec![
                 instance(
                     "mastodon1",
@@ -275,17 +259,8 @@ mod tests {
         let err = ServePlan::from_state(&s).expect_err("no node");
         assert!(matches!(err, PlanError::NoNodeAddress { .. }));
         assert!(err.to_string().contains("fedilab up"), "{err}");
-
-        let mut s = state();
-        s.node_address = Some("node-1".to_owned());
-        assert!(matches!(
-            ServePlan::from_state(&s),
-            Err(PlanError::BadNodeAddress { .. })
-        ));
-
-        let mut s = state();
-        s.instances[0].upstreams[0].url = "https://10.43.0.10".to_owned();
-        let err = ServePlan::from_state(&s).expect_err("bad upstream");
-        assert!(matches!(err, PlanError::Upstream { .. }), "{err}");
+        // A node address that is not an IP address, or an upstream that
+        // is not http://HOST:PORT, no longer reaches the plan: the state
+        // refuses it on load (fedilab-state's damaged-file tests).
     }
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use fedilab_dns::{ServeError, Server, SharedZone, Stats, ZoneError};
 use fedilab_inspector::{Inspector, InspectorConfig, StartError};
-use fedilab_orchestrator::{LabDir, StateError};
+use fedilab_state::{LabDir, StateError};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::task::JoinHandle;

@@ -75,7 +75,7 @@ impl ServeAddresses {
     /// Whether these bound addresses are what `wanted` asks for (port 0
     /// asks for any). A reload keeps the sockets, so addresses that differ
     /// need a new process.
-    pub fn satisfy(&self, wanted: &fedilab_orchestrator::ServeSettings) -> bool {
+    pub fn satisfy(&self, wanted: &fedilab_state::ServeSettings) -> bool {
         let same = |bound: Option<SocketAddr>, want: Option<SocketAddr>| match (bound, want) {
             (Some(b), Some(w)) => b.ip() == w.ip() && (w.port() == 0 || b.port() == w.port()),
             (None, None) => true,
@@ -226,18 +226,18 @@ mod tests {
             proxy: Some(addr("192.0.2.10:8480")),
             ui: Some(addr("127.0.0.1:8481")),
         };
-        let wanted = fedilab_orchestrator::ServeSettings {
+        let wanted = fedilab_state::ServeSettings {
             dns: addr("127.0.0.1:5300"),
             proxy: Some(addr("192.0.2.10:8480")),
             ui: Some(addr("127.0.0.1:0")),
         };
         assert!(bound.satisfy(&wanted));
-        let moved = fedilab_orchestrator::ServeSettings {
+        let moved = fedilab_state::ServeSettings {
             proxy: Some(addr("192.0.2.20:8480")),
             ..wanted.clone()
         };
         assert!(!bound.satisfy(&moved), "the node address changed");
-        let direct = fedilab_orchestrator::ServeSettings {
+        let direct = fedilab_state::ServeSettings {
             proxy: None,
             ui: None,
             ..wanted

@@ -7,9 +7,9 @@
 
 mod cli;
 mod cmd;
-mod host;
+mod common;
+mod output;
 mod paths;
-mod tls;
 
 use std::process::ExitCode;
 

@@ -17,10 +17,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::{TestDir, stderr};
-use fedilab_orchestrator::{
-    LabDir, LabState, ServeSettings, StoredInstance, StoredKind, StoredUpstream,
-};
 use fedilab_serve::daemon::{self, How, Launch, ServeCommand, ServeStatus, StopOutcome};
+use fedilab_state::{LabDir, LabState, ServeSettings, StoredInstance, StoredKind, StoredUpstream};
 
 const IO_LIMIT: Duration = Duration::from_secs(10);
 
@@ -97,13 +95,13 @@ fn dig(dns: SocketAddr, name: &str) -> String {
 
 fn instance(name: &str, kind: StoredKind, upstream: SocketAddr) -> StoredInstance {
     StoredInstance {
-        name: name.to_owned(),
-        host: format!("{name}.fediverse.local"),
+        name: name.parse().expect("name"),
+        host: format!("{name}.fediverse.local").parse().expect("host"),
         url: format!("https://{name}.fediverse.local/"),
         kind,
         upstreams: vec![StoredUpstream {
             path_prefix: "/".to_owned(),
-            url: format!("http://{upstream}"),
+            url: format!("http://{upstream}").parse().expect("url"),
         }],
     }
 }
@@ -111,10 +109,10 @@ fn instance(name: &str, kind: StoredKind, upstream: SocketAddr) -> StoredInstanc
 fn lab_state(instances: Vec<StoredInstance>) -> LabState {
     let any = "127.0.0.1:0".parse().expect("addr");
     LabState {
-        lab: "main".to_owned(),
-        domain: "fediverse.local".to_owned(),
+        lab: "main".parse().expect("lab"),
+        domain: "fediverse.local".parse().expect("domain"),
         namespace: "fedilab-main".to_owned(),
-        node_address: Some("127.0.0.1".to_owned()),
+        node_address: Some([127, 0, 0, 1].into()),
         instances,
         serve: Some(ServeSettings {
             dns: any,

@@ -1,23 +1,17 @@
-//! `fedilab attach` and `fedilab detach`: a server running on this host
-//! becomes `NAME.DOMAIN` in a running lab (leaf certificate, Traefik route
-//! through the inspector, host DNS, in-cluster name), and leaves it again.
+//! `fedilab attach` and `fedilab detach`: flags in, `fedilab_lab::attach` /
+//! `detach` called, what they did printed.
 
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::fmt::Write as _;
 use std::process::ExitCode;
-use std::time::Duration;
 
-use anyhow::Context;
 use clap::Args;
-use fedilab_ca::{CaStore, HostName};
-use fedilab_orchestrator::{
-    AttachedServer, LabDir, LabState, StoredInstance, StoredKind, StoredUpstream,
-};
-use fedilab_profile::{Domain, ExternalUrl, InstanceName, InstanceSpec, LabName, LabSpec};
+use fedilab_lab::{AttachPlan, AttachReport, AttachRequest, DetachPlan, DetachReport};
+use fedilab_profile::LabName;
 
 use crate::UsageError;
 use crate::cli::KubeArgs;
-use crate::cmd::creds::lab_name;
-use crate::cmd::up::{connect_checked, runtime};
+use crate::common::{LabSelect, Threads, connect_checked, runtime, serve_daemon};
+use crate::output::serve_line;
 
 /// Arguments of `fedilab attach`.
 #[derive(Debug, Args)]
@@ -45,9 +39,8 @@ pub struct AttachArgs {
     #[arg(long, value_name = "URL")]
     pub url: String,
 
-    /// The lab.
-    #[arg(long, value_name = "NAME", default_value = fedilab_profile::DEFAULT_LAB_NAME)]
-    pub lab: String,
+    #[command(flatten)]
+    pub lab: LabSelect,
 
     #[command(flatten)]
     pub kube: KubeArgs,
@@ -64,34 +57,11 @@ pub struct DetachArgs {
     /// The name given to `fedilab attach`.
     pub name: String,
 
-    /// The lab.
-    #[arg(long, value_name = "NAME", default_value = fedilab_profile::DEFAULT_LAB_NAME)]
-    pub lab: String,
+    #[command(flatten)]
+    pub lab: LabSelect,
 
     #[command(flatten)]
     pub kube: KubeArgs,
-}
-
-/// The lab's saved state, or an error that says to run `up`.
-fn lab_state(dir: &LabDir, lab: &LabName) -> anyhow::Result<LabState> {
-    dir.load_state()?.ok_or_else(|| {
-        UsageError(format!(
-            "lab {lab} has no state on this host ({} is missing); run `fedilab up --lab {lab}` first",
-            dir.path().join("lab.json").display()
-        ))
-        .into()
-    })
-}
-
-/// Whether something accepts TCP connections where the server should be.
-fn answers(url: &ExternalUrl) -> bool {
-    let addrs: Vec<SocketAddr> = (url.host(), url.port())
-        .to_socket_addrs()
-        .map(Iterator::collect)
-        .unwrap_or_default();
-    addrs
-        .iter()
-        .any(|a| TcpStream::connect_timeout(a, Duration::from_millis(500)).is_ok())
 }
 
 /// Runs `fedilab attach`.
@@ -101,95 +71,52 @@ fn answers(url: &ExternalUrl) -> bool {
 /// without the inspector, or a name already taken; otherwise what the CA,
 /// the cluster or the state files failed with.
 pub fn attach(args: &AttachArgs) -> anyhow::Result<ExitCode> {
-    let lab = lab_name(&args.lab)?;
     let data_dir = crate::paths::data_dir()?;
-    let dir = LabDir::new(&data_dir, &lab);
-    let mut state = lab_state(&dir, &lab)?;
-    let proxy = state.serve.as_ref().and_then(|s| s.proxy).ok_or_else(|| {
-        UsageError(format!(
-            "lab {lab} runs without the inspector (`fedilab up --no-inspector`), and an attached \
-             server is reachable from the cluster only through it; run `fedilab up --lab {lab}` \
-             (without --no-inspector), then attach"
-        ))
-    })?;
-    let domain: Domain = state.domain.parse().map_err(|e| {
-        anyhow::anyhow!("{}: the saved domain is damaged: {e}", dir.path().display())
-    })?;
-    let server = InstanceSpec::external(&args.name, &args.url, &domain).map_err(|e| {
-        let problems: Vec<String> = e.0.iter().map(ToString::to_string).collect();
-        UsageError(problems.join("\n"))
-    })?;
-    if let Some(taken) = state.instance(server.name.as_str())
-        && taken.kind != StoredKind::Attached
-    {
-        return Err(UsageError(format!(
-            "{} is already an instance of lab {lab} ({}); pick another name",
-            server.name, taken.url
-        ))
-        .into());
-    }
-    let spec = LabSpec {
-        name: lab.clone(),
-        domain,
-        egress_cidrs: Vec::new(),
-        instances: vec![server],
+    let lab = args.lab.lab.clone();
+    let daemon = serve_daemon(&lab, &data_dir)?;
+    let request = AttachRequest {
+        data_dir,
+        lab: lab.clone(),
+        name: args.name.clone(),
+        url: args.url.clone(),
     };
-    let server = &spec.instances[0];
-    let tls = crate::tls::lab_tls(&spec, &data_dir)?;
-    let leaf = tls
-        .leaves
-        .get(&server.name)
-        .context("the lab CA issued no certificate for the server")?;
-    let objects = fedilab_manifest::build_external(&spec, server, leaf, proxy)?;
-    let fedilab_profile::InstanceSpecKind::External(external) = &server.kind else {
-        unreachable!("InstanceSpec::external makes external instances")
+    let usage = |e: fedilab_lab::AttachError| -> anyhow::Error {
+        if e.is_usage() {
+            UsageError(e.to_string()).into()
+        } else {
+            e.into()
+        }
     };
-    let target = external.url.clone();
-    let url = target.to_string();
-
-    runtime()?.block_on(async {
+    let plan = AttachPlan::prepare(request).map_err(usage)?;
+    let report = runtime(Threads::One)?.block_on(async {
         let cluster = connect_checked(&args.kube).await?;
-        fedilab_orchestrator::attach(&cluster, &spec, &objects).await?;
-        anyhow::Ok(())
+        fedilab_lab::attach(&cluster, plan, &daemon)
+            .await
+            .map_err(usage)
     })?;
-
-    let mut attached = dir.attached()?;
-    attached.retain(|a| a.name != server.name.as_str());
-    attached.push(AttachedServer {
-        name: server.name.to_string(),
-        url: url.clone(),
-    });
-    dir.save_attached(&attached)?;
-    state.instances.retain(|i| i.name != server.name.as_str());
-    state.instances.push(StoredInstance {
-        name: server.name.to_string(),
-        host: server.host.to_string(),
-        url: format!("https://{}/", server.host),
-        kind: StoredKind::Attached,
-        upstreams: vec![StoredUpstream {
-            path_prefix: "/".to_owned(),
-            url: url.clone(),
-        }],
-    });
-    dir.save_state(&state)?;
-    let serving = crate::host::refresh_serve(&dir, &lab, &data_dir)?;
-
-    println!(
-        "attached {url} to lab {lab} as https://{}/\n  \
-         Traefik -> inspector {proxy} -> {url}; {} Secret, Service, EndpointSlice, Ingress in {}",
-        server.host,
-        objects.objects.len(),
-        state.namespace
-    );
-    println!("  {serving}");
-    if !answers(&target) {
+    print!("{}", attached_text(&report, &lab));
+    if !report.answers {
         eprintln!(
-            "warning: nothing answers at {url} yet; the lab gets 502 Bad Gateway for {} until it does",
-            server.host
+            "warning: nothing answers at {} yet; the lab gets 502 Bad Gateway for {} until it does",
+            report.url, report.host
         );
     }
-    println!("`fedilab detach {} --lab {lab}` removes it.", server.name);
+    println!("`fedilab detach {} --lab {lab}` removes it.", report.name);
     Ok(ExitCode::SUCCESS)
+}
+
+fn attached_text(report: &AttachReport, lab: &LabName) -> String {
+    format!(
+        "attached {url} to lab {lab} as https://{host}/\n  \
+         Traefik -> inspector {proxy} -> {url}; {n} Secret, Service, EndpointSlice, Ingress in {ns}\n  \
+         {serving}\n",
+        url = report.url,
+        host = report.host,
+        proxy = report.proxy,
+        n = report.objects,
+        ns = report.namespace,
+        serving = serve_line(&report.serve, lab),
+    )
 }
 
 /// Runs `fedilab detach`.
@@ -198,63 +125,101 @@ pub fn attach(args: &AttachArgs) -> anyhow::Result<ExitCode> {
 /// A [`UsageError`] for a name that is a profile instance; otherwise what
 /// the cluster or the state files failed with.
 pub fn detach(args: &DetachArgs) -> anyhow::Result<ExitCode> {
-    let lab = lab_name(&args.lab)?;
-    let name: InstanceName = args
-        .name
-        .parse()
-        .map_err(|e| UsageError(format!("{:?}: {e}", args.name)))?;
     let data_dir = crate::paths::data_dir()?;
-    let dir = LabDir::new(&data_dir, &lab);
-    let mut state = lab_state(&dir, &lab)?;
-    match state.instance(name.as_str()) {
-        Some(i) if i.kind != StoredKind::Attached => {
-            return Err(UsageError(format!(
-                "{name} is an instance of lab {lab}'s profile, not an attached server; remove it \
-                 from the profile and run `fedilab up`, or `fedilab down` the lab"
-            ))
-            .into());
+    let lab = args.lab.lab.clone();
+    let daemon = serve_daemon(&lab, &data_dir)?;
+    let usage = |e: fedilab_lab::DetachError| -> anyhow::Error {
+        if e.is_usage() {
+            UsageError(e.to_string()).into()
+        } else {
+            e.into()
         }
-        _ => {}
-    }
-    let removed = runtime()?.block_on(async {
-        let cluster = connect_checked(&args.kube).await?;
-        anyhow::Ok(fedilab_orchestrator::detach(&cluster, &lab, &name).await?)
-    })?;
-
-    let was_attached = state.instance(name.as_str()).is_some();
-    let mut attached = dir.attached()?;
-    attached.retain(|a| a.name != name.as_str());
-    dir.save_attached(&attached)?;
-    state.instances.retain(|i| i.name != name.as_str());
-    dir.save_state(&state)?;
-    let domain: Option<Domain> = state.domain.parse().ok();
-    let mut leaf_removed = false;
-    if let Some(domain) = &domain
-        && let Ok(host) = HostName::new(&format!("{name}.{domain}"), domain)
-    {
-        leaf_removed = CaStore::new(&data_dir, domain)
-            .remove_leaf(&host)
-            .context("cannot remove the server's certificate")?;
-    }
-    let serving = if was_attached {
-        Some(crate::host::refresh_serve(&dir, &lab, &data_dir)?)
-    } else {
-        None
     };
-
-    if removed.is_empty() && !was_attached {
-        println!("nothing is attached to lab {lab} as {name}; nothing to remove");
-        return Ok(ExitCode::SUCCESS);
-    }
-    println!("detached {name} from lab {lab}:");
-    for object in &removed {
-        println!("  removed {object}");
-    }
-    if leaf_removed {
-        println!("  removed its certificate");
-    }
-    if let Some(serving) = serving {
-        println!("  {serving}");
-    }
+    let plan = DetachPlan::prepare(data_dir, lab.clone(), &args.name).map_err(usage)?;
+    let report = runtime(Threads::One)?.block_on(async {
+        let cluster = connect_checked(&args.kube).await?;
+        fedilab_lab::detach(&cluster, plan, &daemon)
+            .await
+            .map_err(usage)
+    })?;
+    print!("{}", detached_text(&report, &lab));
     Ok(ExitCode::SUCCESS)
+}
+
+fn detached_text(report: &DetachReport, lab: &LabName) -> String {
+    let name = &report.name;
+    if report.removed.is_empty() && !report.was_attached {
+        return format!("nothing is attached to lab {lab} as {name}; nothing to remove\n");
+    }
+    let mut out = format!("detached {name} from lab {lab}:\n");
+    for object in &report.removed {
+        let _ = writeln!(out, "  removed {object}");
+    }
+    if report.leaf_removed {
+        out.push_str("  removed its certificate\n");
+    }
+    if let Some(serve) = &report.serve {
+        let _ = writeln!(out, "  {}", serve_line(serve, lab));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use fedilab_orchestrator::RemovedObject;
+    use fedilab_serve::daemon::ServeStatus;
+
+    use super::*;
+
+    #[test]
+    fn attach_says_where_the_traffic_goes() {
+        let lab: LabName = "main".parse().expect("lab");
+        let report = AttachReport {
+            name: "mine".parse().expect("name"),
+            host: "mine.fediverse.local".to_owned(),
+            url: "http://127.0.0.1:3000".parse().expect("url"),
+            proxy: "192.0.2.10:8480".parse().expect("addr"),
+            objects: 4,
+            namespace: "fedilab-main".to_owned(),
+            serve: ServeStatus::Stopped,
+            answers: true,
+        };
+        let text = attached_text(&report, &lab);
+        assert!(
+            text.starts_with(
+                "attached http://127.0.0.1:3000 to lab main as https://mine.fediverse.local/\n  \
+             Traefik -> inspector 192.0.2.10:8480 -> http://127.0.0.1:3000; 4 Secret, Service, \
+             EndpointSlice, Ingress in fedilab-main\n  fedilab serve is not running"
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn detach_lists_what_went_or_says_nothing_was_there() {
+        let lab: LabName = "main".parse().expect("lab");
+        let mut report = DetachReport {
+            name: "mine".parse().expect("name"),
+            removed: Vec::new(),
+            was_attached: false,
+            leaf_removed: false,
+            serve: None,
+        };
+        assert_eq!(
+            detached_text(&report, &lab),
+            "nothing is attached to lab main as mine; nothing to remove\n"
+        );
+        report.removed.push(RemovedObject {
+            kind: "Ingress".to_owned(),
+            namespace: Some("fedilab-main".to_owned()),
+            name: "mine".to_owned(),
+        });
+        report.was_attached = true;
+        report.leaf_removed = true;
+        assert_eq!(
+            detached_text(&report, &lab),
+            "detached mine from lab main:\n  removed Ingress/fedilab-main/mine\n  \
+             removed its certificate\n"
+        );
+    }
 }

@@ -9,7 +9,7 @@ use clap::Args;
 use fedilab_orchestrator::K3S_KUBECONFIG;
 use fedilab_orchestrator::bootstrap::{Step, install_k3s, plan, wait_node_ready};
 
-use crate::cmd::up::{parse_duration, runtime};
+use crate::common::{Threads, parse_duration, runtime};
 
 /// Arguments of `fedilab bootstrap`.
 #[derive(Debug, Args)]
@@ -49,7 +49,8 @@ pub fn run(args: &BootstrapArgs) -> anyhow::Result<ExitCode> {
                 kubeconfig,
                 timeout,
             } => {
-                let node = runtime()?.block_on(wait_node_ready(kubeconfig, *timeout))?;
+                let node =
+                    runtime(Threads::One)?.block_on(wait_node_ready(kubeconfig, *timeout))?;
                 println!("      node {node} is Ready");
             }
         }

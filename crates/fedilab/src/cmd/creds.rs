@@ -4,14 +4,13 @@
 use std::process::ExitCode;
 
 use clap::Args;
-use fedilab_orchestrator::{
-    LabDir, credentials_from_cluster, credentials_from_state, select_instance,
-};
-use fedilab_profile::{DEFAULT_LAB_NAME, LabName};
+use fedilab_orchestrator::{credentials_from_cluster, credentials_from_state, select_instance};
+use fedilab_state::LabDir;
 
 use crate::UsageError;
 use crate::cli::KubeArgs;
-use crate::cmd::up::{CredsFormat, connect_checked, print_credentials, runtime};
+use crate::common::{LabSelect, Threads, connect_checked, runtime};
+use crate::output::{CredsFormat, print_credentials};
 
 /// Arguments of `fedilab creds`.
 #[derive(Debug, Args)]
@@ -26,9 +25,8 @@ pub struct CredsArgs {
     #[arg(value_name = "INSTANCE")]
     pub instance: Option<String>,
 
-    /// The lab.
-    #[arg(long, value_name = "NAME", default_value = DEFAULT_LAB_NAME)]
-    pub lab: String,
+    #[command(flatten)]
+    pub lab: LabSelect,
 
     /// Output format.
     #[arg(short, long, value_enum, default_value_t)]
@@ -38,27 +36,18 @@ pub struct CredsArgs {
     pub kube: KubeArgs,
 }
 
-/// Parses `--lab`.
-///
-/// # Errors
-/// A [`UsageError`] for an invalid name.
-pub fn lab_name(text: &str) -> anyhow::Result<LabName> {
-    text.parse()
-        .map_err(|e| UsageError(format!("--lab {text:?}: {e}")).into())
-}
-
 /// Runs `fedilab creds`.
 ///
 /// # Errors
 /// An unknown lab or instance, or an unreadable state or cluster.
 pub fn run(args: &CredsArgs) -> anyhow::Result<ExitCode> {
-    let lab = lab_name(&args.lab)?;
-    let dir = LabDir::new(&crate::paths::data_dir()?, &lab);
+    let lab = &args.lab.lab;
+    let dir = LabDir::new(&crate::paths::data_dir()?, lab);
     let all = match credentials_from_state(&dir)? {
         Some((_, creds)) if !creds.is_empty() => creds,
-        _ => runtime()?.block_on(async {
+        _ => runtime(Threads::One)?.block_on(async {
             let cluster = connect_checked(&args.kube).await?;
-            anyhow::Ok(credentials_from_cluster(&cluster, &lab).await?)
+            anyhow::Ok(credentials_from_cluster(&cluster, lab).await?)
         })?,
     };
     if all.is_empty() {

@@ -15,8 +15,8 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use fedilab_ca::trust;
 use fedilab_dns::{Server, SharedZone, Zone, ZoneError, resolver};
-use fedilab_orchestrator::{LabDir, LabState};
 use fedilab_profile::LabSpec;
+use fedilab_state::{LabDir, LabState};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -195,9 +195,7 @@ impl AnswerArgs {
         if !self.answer.is_empty() {
             return Ok(self.answer.clone());
         }
-        let saved = saved_state(spec)?
-            .and_then(|s| s.node_address)
-            .and_then(|a| a.parse::<IpAddr>().ok());
+        let saved = saved_state(spec)?.and_then(|s| s.node_address);
         saved.map(|a| vec![a]).ok_or_else(|| {
             UsageError(format!(
                 "--answer IP is required: lab {} has no node address saved by `fedilab up` \

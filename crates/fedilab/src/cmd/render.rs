@@ -75,7 +75,10 @@ pub fn run(args: &RenderArgs) -> anyhow::Result<ExitCode> {
         Some(proxy) => Routing::Inspector { proxy },
         None => Routing::Direct,
     };
-    let tls = crate::tls::lab_tls(&spec, &crate::paths::data_dir()?)?;
+    let (tls, created) = fedilab_lab::lab_tls(&spec, &crate::paths::data_dir()?)?;
+    if let Some(dir) = created {
+        eprintln!("{}", crate::output::ca_created_text(&spec.domain, &dir));
+    }
     let manifests = fedilab_manifest::build(&spec, &secrets, &tls, &routing).map_err(|e| {
         match e {
             // Both are about what the user asked for, not about fedilab.

@@ -1,19 +1,14 @@
 //! `fedilab serve`: the lab's DNS and inspector in one foreground process,
 //! from the lab state `up` wrote. The logic is `fedilab-serve`'s; this
-//! module resolves the lab dir, runs it, and builds the command line that
-//! `up` hands to `fedilab_serve::daemon::start`.
+//! module resolves the lab dir and runs it (`crate::common::serve_start`
+//! builds the command line `up` starts it with).
 
-use std::ffi::OsString;
-use std::path::Path;
 use std::process::ExitCode;
 
-use anyhow::Context as _;
 use clap::Args;
-use fedilab_orchestrator::LabDir;
-use fedilab_profile::{DEFAULT_LAB_NAME, LabName};
-use fedilab_serve::ServeCommand;
+use fedilab_state::LabDir;
 
-use crate::UsageError;
+use crate::common::{LabSelect, Threads, runtime};
 
 /// The long help of `fedilab serve`.
 pub const LONG_ABOUT: &str = "Run the lab's host side in the foreground: its authoritative DNS and the \
@@ -40,42 +35,8 @@ journalctl --user -u fedilab-serve-main -f    # its log when up started it with 
 tail -f ~/.local/share/fedilab/labs/main/serve.log   # ... as a detached process\n  \
 kill -HUP $(jq .pid ~/.local/share/fedilab/labs/main/serve.json)   # reload")]
 pub struct ServeArgs {
-    /// The lab (default main).
-    #[arg(long, value_name = "NAME")]
-    pub lab: Option<String>,
-}
-
-/// The lab dir of `lab` (default `main`) under the data dir.
-///
-/// # Errors
-/// A [`UsageError`] for an invalid lab name; others when there is no data
-/// dir.
-pub fn lab_dir(lab: Option<&str>) -> anyhow::Result<LabDir> {
-    let name: LabName = lab
-        .unwrap_or(DEFAULT_LAB_NAME)
-        .parse()
-        .map_err(|e| UsageError(format!("--lab: {e}")))?;
-    Ok(LabDir::new(&crate::paths::data_dir()?, &name))
-}
-
-/// The command that runs `fedilab serve --lab LAB` with this executable and
-/// this data dir: what `up` passes to `fedilab_serve::daemon::start`.
-///
-/// # Errors
-/// When the running executable cannot be found.
-pub fn serve_command(lab: &str, data_dir: &Path) -> anyhow::Result<ServeCommand> {
-    let program = std::env::current_exe().context("cannot find the fedilab executable")?;
-    Ok(ServeCommand {
-        program,
-        args: ["serve", "--lab", lab]
-            .into_iter()
-            .map(OsString::from)
-            .collect(),
-        env: vec![(
-            OsString::from("FEDILAB_DATA_DIR"),
-            data_dir.as_os_str().to_owned(),
-        )],
-    })
+    #[command(flatten)]
+    pub lab: LabSelect,
 }
 
 /// Runs the lab's DNS and inspector until SIGTERM or Ctrl-C.
@@ -84,11 +45,7 @@ pub fn serve_command(lab: &str, data_dir: &Path) -> anyhow::Result<ServeCommand>
 /// Whatever `fedilab_serve::run` fails with (no state, an address in use,
 /// another serve running), with what to do next.
 pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
-    let dir = lab_dir(args.lab.as_deref())?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
-    runtime.block_on(fedilab_serve::run(&dir))?;
+    let dir = LabDir::new(&crate::paths::data_dir()?, &args.lab.lab);
+    runtime(Threads::PerCore)?.block_on(fedilab_serve::run(&dir))?;
     Ok(ExitCode::SUCCESS)
 }

@@ -8,13 +8,14 @@ use clap::{Args, ValueEnum};
 use std::net::SocketAddr;
 use std::path::Path;
 
-use fedilab_orchestrator::{AttachedServer, LabDir, LabStatus, Timings};
+use fedilab_orchestrator::{LabStatus, Timings};
 use fedilab_profile::LabName;
 use fedilab_serve::daemon::{self, ServeStatus};
+use fedilab_state::{AttachedServer, LabDir};
 
 use crate::cli::KubeArgs;
-use crate::cmd::creds::lab_name;
-use crate::cmd::up::{connect_checked, print_timings, runtime};
+use crate::common::{Threads, connect_checked, parse_lab, runtime};
+use crate::output::print_timings;
 
 /// Output formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
@@ -37,8 +38,8 @@ Examples:\n  fedilab status\n  fedilab status --lab exp -o json"
 )]
 pub struct StatusArgs {
     /// Only this lab (default: every lab on the cluster).
-    #[arg(long, value_name = "NAME")]
-    pub lab: Option<String>,
+    #[arg(long, value_name = "NAME", value_parser = parse_lab)]
+    pub lab: Option<fedilab_profile::LabName>,
 
     /// Output format.
     #[arg(short, long, value_enum, default_value_t)]
@@ -95,7 +96,7 @@ struct LabReport {
 fn host_side(data_dir: &Path, lab: &LabName) -> anyhow::Result<HostSide> {
     let dir = LabDir::new(data_dir, lab);
     let status = daemon::status(&dir);
-    let summary = crate::host::describe(&status, lab);
+    let summary = crate::output::serve_line(&status, lab);
     let mut host = HostSide {
         serve: "stopped",
         pid: None,
@@ -151,7 +152,11 @@ fn print_table(report: &LabReport) {
             "INSTANCE", "PHASE", "PODS", "URL"
         );
         for i in &lab.instances {
-            let attached = report.host.attached.iter().any(|a| a.name == i.name);
+            let attached = report
+                .host
+                .attached
+                .iter()
+                .any(|a| a.name.as_str() == i.name);
             println!(
                 "  {:<14} {:<9} {:<6} {:<40} {}",
                 i.name,
@@ -185,9 +190,9 @@ fn print_table(report: &LabReport) {
 /// # Errors
 /// An unreachable cluster or a failed read.
 pub fn run(args: &StatusArgs) -> anyhow::Result<ExitCode> {
-    let wanted = args.lab.as_deref().map(lab_name).transpose()?;
+    let wanted = args.lab.clone();
     let data_dir = crate::paths::data_dir()?;
-    runtime()?.block_on(async {
+    runtime(Threads::One)?.block_on(async {
         let cluster = connect_checked(&args.kube).await?;
         let timings = Timings::new(cluster.counter.clone());
         let labs = match wanted {

@@ -3,19 +3,19 @@
 //! checklist with evidence, exits 0 only when no check failed. `--plan`
 //! prints the checks without touching the cluster.
 
-use std::net::IpAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
-use fedilab_orchestrator::{LabDir, VerifyOptions};
+use fedilab_orchestrator::VerifyOptions;
+use fedilab_state::LabDir;
 use fedilab_verify::{
     EnvSource, HostSide, Outcome, PlanInputs, StepRun, VerifyPlan, VerifyReport, plan,
 };
 use rand_core::{OsRng, RngCore};
 
 use crate::cli::{KubeArgs, LabArgs};
-use crate::cmd::up::{connect_checked, parse_duration, runtime};
+use crate::common::{Threads, connect_checked, parse_duration, runtime};
 
 /// Output formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
@@ -78,10 +78,7 @@ pub fn run(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
     let host = state.as_ref().and_then(|s| {
         let serve = s.serve.as_ref()?;
         Some(HostSide {
-            node_address: s
-                .node_address
-                .as_deref()
-                .and_then(|a| a.parse::<IpAddr>().ok()),
+            node_address: s.node_address,
             dns: serve.dns,
             inspector: serve.ui,
         })
@@ -103,7 +100,7 @@ pub fn run(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
         pod_timeout: args.timeout,
         ..VerifyOptions::default()
     };
-    let run = runtime()?.block_on(async {
+    let run = runtime(Threads::One)?.block_on(async {
         let cluster = connect_checked(&args.kube).await?;
         let cancel = async {
             if tokio::signal::ctrl_c().await.is_err() {

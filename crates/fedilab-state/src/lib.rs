@@ -1,30 +1,40 @@
 //! A lab's state on the host, under `<data_dir>/labs/<lab>/` (0700):
 //!
 //! ```text
-//! secrets.json   0600  every generated secret, per instance; made once and
-//!                      reused, so `up` twice applies identical Secrets
-//! lab.json       0600  the domain, namespace, node address, instance URLs,
-//!                      the inspector's upstreams and the host side's
-//!                      addresses: what `status`, `creds`, `down` and
-//!                      `serve` need
-//! attached.json  0600  the host servers `fedilab attach` made members of
-//!                      the lab; `up` keeps them
+//! secrets.json        0600  every generated secret, per instance; made once
+//!                           and reused, so `up` twice applies identical
+//!                           Secrets
+//! lab.json            0600  the domain, namespace, node address, instance
+//!                           URLs, the inspector's upstreams and the host
+//!                           side's addresses: what `status`, `creds`,
+//!                           `down` and `serve` need ([`LabState`])
+//! attached.json       0600  the host servers `fedilab attach` made members
+//!                           of the lab; `up` keeps them
+//! apply-pending.json  0600  present while an `up` applies
 //! ```
 //!
 //! Writes go to a temp file in the same directory (mode set at creation),
-//! are synced and renamed over the target. Files only: no cluster.
+//! are synced and renamed over the target. Files only: no cluster, no
+//! network. The lab CA's directory is `fedilab-ca`'s, not this crate's.
+#![warn(missing_docs, clippy::print_stdout, clippy::dbg_macro)]
 
-use std::collections::BTreeMap;
+mod model;
+mod secrets;
+
 use std::fs::{self, DirBuilder, OpenOptions, Permissions};
 use std::io::Write;
-use std::net::{IpAddr, SocketAddr};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use fedilab_manifest::{LabSecrets, MastodonSecrets};
-use fedilab_profile::{InstanceSpecKind, LabName, LabSpec, names};
+use fedilab_profile::{Domain, InstanceName, InstanceSpecKind, LabName, LabSpec};
 use rand_core::{OsRng, RngCore};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
+
+pub use model::{
+    AttachedServer, LabState, ServeSettings, StoredInstance, StoredKind, StoredUpstream,
+};
+use secrets::{SecretsFile, StoredSecrets};
 
 const DIR_MODE: u32 = 0o700;
 const FILE_MODE: u32 = 0o600;
@@ -33,6 +43,11 @@ const STATE_FILE: &str = "lab.json";
 const ATTACHED_FILE: &str = "attached.json";
 /// Present while an `up` is applying (see [`LabDir::apply_pending`]).
 const APPLY_PENDING_FILE: &str = "apply-pending.json";
+
+#[derive(Default, serde::Serialize, serde::Deserialize)]
+struct AttachedFile {
+    servers: Vec<AttachedServer>,
+}
 
 /// A lab state file could not be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -56,271 +71,6 @@ pub enum StateError {
         /// The parser's message.
         message: String,
     },
-}
-
-/// What `status`, `creds`, `down` and `serve` need to know about a lab.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LabState {
-    /// The lab's name.
-    pub lab: String,
-    /// Its domain.
-    pub domain: String,
-    /// Its namespace.
-    pub namespace: String,
-    /// The node address Traefik listens on (for host DNS).
-    pub node_address: Option<String>,
-    /// Its instances, attached servers included.
-    pub instances: Vec<StoredInstance>,
-    /// Where the host side (`fedilab serve`) listens; absent in labs saved
-    /// by older versions.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub serve: Option<ServeSettings>,
-}
-
-/// One instance in [`LabState`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StoredInstance {
-    /// Its name.
-    pub name: String,
-    /// Its host name.
-    pub host: String,
-    /// `https://<host>/`.
-    pub url: String,
-    /// What runs behind it.
-    #[serde(default)]
-    pub kind: StoredKind,
-    /// Where the inspector sends requests for `host`: the longest matching
-    /// path prefix wins. Empty until `up` has read the Services' addresses,
-    /// and when Traefik routes straight to the instance.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub upstreams: Vec<StoredUpstream>,
-}
-
-/// What runs behind a [`StoredInstance`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum StoredKind {
-    /// Mastodon in the cluster.
-    #[default]
-    Mastodon,
-    /// A server outside the cluster, declared in the profile
-    /// (`kind: external`).
-    External,
-    /// A server outside the cluster, added by `fedilab attach`.
-    Attached,
-}
-
-/// One upstream of a [`StoredInstance`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StoredUpstream {
-    /// `/` or a prefix such as `/api/v1/streaming`.
-    pub path_prefix: String,
-    /// `http://ADDRESS:PORT`.
-    pub url: String,
-}
-
-/// Where the lab's host side listens.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ServeSettings {
-    /// The embedded DNS (UDP and TCP), normally on loopback.
-    pub dns: SocketAddr,
-    /// The inspector's proxy, on the node address so Traefik reaches it;
-    /// `None` when the lab runs without the inspector (`up --no-inspector`).
-    pub proxy: Option<SocketAddr>,
-    /// The inspector's UI and JSON API, on loopback; `None` without the
-    /// inspector.
-    pub ui: Option<SocketAddr>,
-}
-
-/// A host server made a member of the lab by `fedilab attach`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AttachedServer {
-    /// Its instance name (`<name>.<domain>` is its host).
-    pub name: String,
-    /// Where it listens on the host: `http://127.0.0.1:PORT`.
-    pub url: String,
-}
-
-impl ServeSettings {
-    /// Where lab `lab`'s host side listens on `node`: the `saved` addresses
-    /// when the inspector choice is unchanged (ports kept, the proxy moved
-    /// to `node`), else [`ServeSettings::choose`] against the other labs
-    /// saved under `data_dir`.
-    pub fn for_lab(
-        data_dir: &Path,
-        lab: &LabName,
-        saved: Option<&ServeSettings>,
-        node: IpAddr,
-        inspector: bool,
-    ) -> ServeSettings {
-        if let Some(saved) = saved
-            && saved.proxy.is_some() == inspector
-        {
-            return ServeSettings {
-                proxy: saved.proxy.map(|p| SocketAddr::new(node, p.port())),
-                ..saved.clone()
-            };
-        }
-        let taken: Vec<ServeSettings> = other_lab_states(data_dir, lab)
-            .into_iter()
-            .filter_map(|s| s.serve)
-            .collect();
-        ServeSettings::choose(node, inspector, &taken)
-    }
-
-    /// The host side's addresses for a lab: the default ports
-    /// ([`names::SERVE_DNS_PORT`] and the next ones), or the first block of
-    /// [`names::SERVE_PORT_STRIDE`] above them that no lab in `taken` uses.
-    /// The proxy listens on `node` (Traefik reaches it there), the DNS and
-    /// the UI on loopback. Without the inspector there is no proxy or UI.
-    pub fn choose(node: IpAddr, inspector: bool, taken: &[ServeSettings]) -> ServeSettings {
-        let used: Vec<u16> = taken
-            .iter()
-            .flat_map(|s| [Some(s.dns), s.proxy, s.ui])
-            .flatten()
-            .map(|a| a.port())
-            .collect();
-        let loopback = IpAddr::from([127, 0, 0, 1]);
-        let mut block = 0u16;
-        loop {
-            let offset = block.saturating_mul(names::SERVE_PORT_STRIDE);
-            let ports = [
-                names::SERVE_DNS_PORT,
-                names::SERVE_PROXY_PORT,
-                names::SERVE_UI_PORT,
-            ]
-            .map(|p| p.saturating_add(offset));
-            if offset > 1000 || !ports.iter().any(|p| used.contains(p)) {
-                let [dns, proxy, ui] = ports;
-                return ServeSettings {
-                    dns: SocketAddr::new(loopback, dns),
-                    proxy: inspector.then_some(SocketAddr::new(node, proxy)),
-                    ui: inspector.then_some(SocketAddr::new(loopback, ui)),
-                };
-            }
-            block += 1;
-        }
-    }
-}
-
-#[derive(Default, Serialize, Deserialize)]
-struct AttachedFile {
-    servers: Vec<AttachedServer>,
-}
-
-impl LabState {
-    /// The state of `spec` with the node address preflight found; no
-    /// upstreams and no host-side settings yet.
-    pub fn from_spec(spec: &LabSpec, node_address: Option<&str>) -> LabState {
-        LabState {
-            lab: spec.name.to_string(),
-            domain: spec.domain.to_string(),
-            namespace: fedilab_profile::names::namespace(&spec.name),
-            node_address: node_address.map(str::to_owned),
-            instances: spec
-                .instances
-                .iter()
-                .map(|i| StoredInstance {
-                    name: i.name.to_string(),
-                    host: i.host.to_string(),
-                    url: format!("https://{}/", i.host),
-                    kind: match i.kind {
-                        InstanceSpecKind::Mastodon(_) => StoredKind::Mastodon,
-                        InstanceSpecKind::External(_) => StoredKind::External,
-                    },
-                    upstreams: match &i.kind {
-                        InstanceSpecKind::Mastodon(_) => Vec::new(),
-                        InstanceSpecKind::External(e) => vec![StoredUpstream {
-                            path_prefix: "/".to_owned(),
-                            url: e.url.to_string(),
-                        }],
-                    },
-                })
-                .collect(),
-            serve: None,
-        }
-    }
-
-    /// Sets the Mastodon instances' upstreams (from
-    /// [`crate::instance_upstreams`]) and marks the external instances that
-    /// `fedilab attach` added as attached.
-    pub fn route(
-        &mut self,
-        upstreams: &BTreeMap<String, Vec<StoredUpstream>>,
-        attached: &[AttachedServer],
-    ) {
-        for instance in &mut self.instances {
-            if let Some(u) = upstreams.get(&instance.name)
-                && instance.kind == StoredKind::Mastodon
-            {
-                instance.upstreams.clone_from(u);
-            }
-            if instance.kind == StoredKind::External
-                && attached.iter().any(|a| a.name == instance.name)
-            {
-                instance.kind = StoredKind::Attached;
-            }
-        }
-    }
-
-    /// The instance called `name`, if any.
-    pub fn instance(&self, name: &str) -> Option<&StoredInstance> {
-        self.instances.iter().find(|i| i.name == name)
-    }
-}
-
-/// Serialized [`MastodonSecrets`]; field names are the file format.
-#[derive(Clone, Serialize, Deserialize)]
-struct StoredSecrets {
-    secret_key_base: String,
-    otp_secret: String,
-    vapid_private_key: String,
-    vapid_public_key: String,
-    ar_deterministic_key: String,
-    ar_key_derivation_salt: String,
-    ar_primary_key: String,
-    db_password: String,
-    admin_password: String,
-    api_token: String,
-}
-
-impl From<&MastodonSecrets> for StoredSecrets {
-    fn from(s: &MastodonSecrets) -> Self {
-        StoredSecrets {
-            secret_key_base: s.secret_key_base.clone(),
-            otp_secret: s.otp_secret.clone(),
-            vapid_private_key: s.vapid_private_key.clone(),
-            vapid_public_key: s.vapid_public_key.clone(),
-            ar_deterministic_key: s.ar_deterministic_key.clone(),
-            ar_key_derivation_salt: s.ar_key_derivation_salt.clone(),
-            ar_primary_key: s.ar_primary_key.clone(),
-            db_password: s.db_password.clone(),
-            admin_password: s.admin_password.clone(),
-            api_token: s.api_token.clone(),
-        }
-    }
-}
-
-impl From<StoredSecrets> for MastodonSecrets {
-    fn from(s: StoredSecrets) -> Self {
-        MastodonSecrets {
-            secret_key_base: s.secret_key_base,
-            otp_secret: s.otp_secret,
-            vapid_private_key: s.vapid_private_key,
-            vapid_public_key: s.vapid_public_key,
-            ar_deterministic_key: s.ar_deterministic_key,
-            ar_key_derivation_salt: s.ar_key_derivation_salt,
-            ar_primary_key: s.ar_primary_key,
-            db_password: s.db_password,
-            admin_password: s.admin_password,
-            api_token: s.api_token,
-        }
-    }
-}
-
-#[derive(Default, Serialize, Deserialize)]
-struct SecretsFile {
-    instances: BTreeMap<String, StoredSecrets>,
 }
 
 /// One lab's state directory.
@@ -449,6 +199,49 @@ impl LabDir {
         )
     }
 
+    /// Records `server` as attached to the lab whose saved `state` this is:
+    /// in `attached.json` (so the next `up` keeps it) and as an instance in
+    /// `lab.json` (so `serve` routes it), replacing an earlier entry of the
+    /// same name. Returns the updated state.
+    ///
+    /// # Errors
+    /// [`StateError`] when a file cannot be read or written.
+    pub fn record_attached(
+        &self,
+        mut state: LabState,
+        server: &AttachedServer,
+    ) -> Result<LabState, StateError> {
+        let mut attached = self.attached()?;
+        attached.retain(|a| a.name != server.name);
+        attached.push(server.clone());
+        self.save_attached(&attached)?;
+        state.instances.retain(|i| i.name != server.name);
+        state
+            .instances
+            .push(StoredInstance::attached(server, &state.domain));
+        self.save_state(&state)?;
+        Ok(state)
+    }
+
+    /// Forgets the attached server `name` in both files. Returns the
+    /// updated state and whether the state listed it.
+    ///
+    /// # Errors
+    /// [`StateError`] when a file cannot be read or written.
+    pub fn forget_attached(
+        &self,
+        mut state: LabState,
+        name: &InstanceName,
+    ) -> Result<(LabState, bool), StateError> {
+        let mut attached = self.attached()?;
+        attached.retain(|a| &a.name != name);
+        self.save_attached(&attached)?;
+        let listed = state.instances.iter().any(|i| &i.name == name);
+        state.instances.retain(|i| &i.name != name);
+        self.save_state(&state)?;
+        Ok((state, listed))
+    }
+
     /// Whether an earlier `up` started applying and did not finish: it may
     /// have changed the lab's CoreDNS key without restarting CoreDNS, so the
     /// next apply must restart it even if the key looks unchanged.
@@ -570,7 +363,7 @@ fn remove_file(path: &Path) -> Result<(), StateError> {
 }
 
 /// Removes `dir` recursively; `Ok(false)` when it was not there.
-pub(crate) fn remove_dir(dir: &Path) -> Result<bool, StateError> {
+fn remove_dir(dir: &Path) -> Result<bool, StateError> {
     match fs::remove_dir_all(dir) {
         Ok(()) => Ok(true),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
@@ -584,7 +377,7 @@ pub(crate) fn remove_dir(dir: &Path) -> Result<bool, StateError> {
 
 /// The saved states of every lab under `data_dir` except `except` (labs
 /// whose state is missing or unreadable are skipped).
-pub(crate) fn other_lab_states(data_dir: &Path, except: &LabName) -> Vec<LabState> {
+fn other_lab_states(data_dir: &Path, except: &LabName) -> Vec<LabState> {
     let Ok(entries) = fs::read_dir(data_dir.join("labs")) else {
         return Vec::new();
     };
@@ -596,28 +389,28 @@ pub(crate) fn other_lab_states(data_dir: &Path, except: &LabName) -> Vec<LabStat
         .collect()
 }
 
-/// Removes the lab CA of `domain`, `<data_dir>/ca/<domain>/`, unless the
-/// saved state of another lab still uses that domain.
-///
-/// # Errors
-/// [`StateError`] when it cannot be removed.
-pub fn purge_ca(data_dir: &Path, domain: &str, except_lab: &LabName) -> Result<bool, StateError> {
-    if other_lab_states(data_dir, except_lab)
+/// Whether the saved state of a lab other than `except` uses `domain`
+/// (its CA must then stay).
+pub fn domain_in_use(data_dir: &Path, domain: &Domain, except: &LabName) -> bool {
+    other_lab_states(data_dir, except)
         .iter()
-        .any(|s| s.domain == domain)
-    {
-        return Ok(false);
-    }
-    if domain.is_empty() || domain.contains('/') || domain.starts_with('.') {
-        return Ok(false);
-    }
-    remove_dir(&data_dir.join("ca").join(domain))
+        .any(|s| &s.domain == domain)
+}
+
+/// Where the host sides of the labs other than `except` listen (a new
+/// lab's ports step past them).
+pub fn other_serve_settings(data_dir: &Path, except: &LabName) -> Vec<ServeSettings> {
+    other_lab_states(data_dir, except)
+        .into_iter()
+        .filter_map(|s| s.serve)
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use fedilab_profile::Overrides;
+    use std::net::IpAddr;
 
     fn spec(n: usize) -> LabSpec {
         LabSpec::from_yaml(
@@ -662,17 +455,19 @@ mod tests {
     }
 
     #[test]
-    fn state_round_trips_and_purge_removes_it() {
+    fn state_round_trips_and_remove_removes_it() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let name: LabName = "main".parse().expect("valid");
         let lab = LabDir::new(tmp.path(), &name);
         assert_eq!(lab.load_state().expect("none"), None);
-        let state = LabState::from_spec(&spec(2), Some("192.0.2.10"));
+        let state = LabState::from_spec(&spec(2), Some([192, 0, 2, 10].into()));
         lab.save_state(&state).expect("save");
         assert_eq!(lab.load_state().expect("load"), Some(state.clone()));
         assert_eq!(state.instances[0].url, "https://mastodon1.fediverse.local/");
-        fs::create_dir_all(tmp.path().join("ca/fediverse.local")).expect("ca dir");
-        assert!(purge_ca(tmp.path(), "fediverse.local", &name).expect("purge"));
+        let domain: Domain = "fediverse.local".parse().expect("domain");
+        let other: LabName = "other".parse().expect("valid");
+        assert!(domain_in_use(tmp.path(), &domain, &other));
+        assert!(!domain_in_use(tmp.path(), &domain, &name));
         assert!(lab.remove().expect("remove"));
         assert!(!lab.exists());
     }
@@ -683,8 +478,8 @@ mod tests {
         let lab = LabDir::new(tmp.path(), &"main".parse().expect("valid"));
         assert_eq!(lab.attached().expect("none"), vec![]);
         let servers = vec![AttachedServer {
-            name: "mine".to_owned(),
-            url: "http://127.0.0.1:3000".to_owned(),
+            name: "mine".parse().expect("name"),
+            url: "http://127.0.0.1:3000".parse().expect("url"),
         }];
         lab.save_attached(&servers).expect("save");
         assert_eq!(lab.attached().expect("load"), servers);
@@ -703,6 +498,75 @@ mod tests {
         assert_eq!(state.instances[0].kind, StoredKind::Mastodon);
         assert!(state.instances[0].upstreams.is_empty());
         assert_eq!(state.serve, None);
+    }
+
+    #[test]
+    fn attach_is_recorded_in_both_files_and_forgotten_from_both() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let lab = LabDir::new(tmp.path(), &"main".parse().expect("valid"));
+        let state = LabState::from_spec(&spec(1), None);
+        let server = AttachedServer {
+            name: "mine".parse().expect("name"),
+            url: "http://127.0.0.1:3000".parse().expect("url"),
+        };
+        let state = lab.record_attached(state, &server).expect("record");
+        let again = lab.record_attached(state, &server).expect("again");
+        assert_eq!(lab.attached().expect("attached"), vec![server.clone()]);
+        let saved = lab.load_state().expect("load").expect("some");
+        assert_eq!(saved, again);
+        let mine = saved.instance("mine").expect("listed");
+        assert_eq!(
+            (
+                mine.kind,
+                mine.url.as_str(),
+                mine.upstreams[0].url.to_string()
+            ),
+            (
+                StoredKind::Attached,
+                "https://mine.fediverse.local/",
+                "http://127.0.0.1:3000".to_owned()
+            )
+        );
+        assert_eq!(saved.instances.len(), 2, "replaced, not added twice");
+        let (state, listed) = lab.forget_attached(saved, &server.name).expect("forget");
+        assert!(listed);
+        assert_eq!(state.instances.len(), 1);
+        assert_eq!(lab.attached().expect("attached"), vec![]);
+        assert_eq!(lab.load_state().expect("load"), Some(state));
+    }
+
+    #[test]
+    fn a_damaged_name_in_the_state_is_reported_with_the_file() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let lab = LabDir::new(tmp.path(), &"main".parse().expect("valid"));
+        fs::create_dir_all(lab.path()).expect("dir");
+        fs::write(
+            lab.path().join(STATE_FILE),
+            r#"{"lab":"main","domain":"Not A Domain","namespace":"fedilab-main",
+               "node_address":null,"instances":[]}"#,
+        )
+        .expect("write");
+        let err = lab.load_state().expect_err("damaged");
+        assert!(err.to_string().contains("lab.json is damaged"), "{err}");
+
+        // A node address that is not an IP address; an https upstream.
+        for (bad, why) in [
+            (r#""node_address":"node-1","instances":[]"#, "node address"),
+            (
+                r#""node_address":null,"instances":[{"name":"m1","host":"m1.fediverse.local",
+                   "url":"https://m1.fediverse.local/",
+                   "upstreams":[{"path_prefix":"/","url":"https://10.43.0.10"}]}]"#,
+                "upstream",
+            ),
+        ] {
+            fs::write(
+                lab.path().join(STATE_FILE),
+                format!(r#"{{"lab":"main","domain":"fediverse.local","namespace":"fedilab-main",{bad}}}"#),
+            )
+            .expect("write");
+            let err = lab.load_state().expect_err(why);
+            assert!(err.to_string().contains("move it away"), "{why}: {err}");
+        }
     }
 
     #[test]
@@ -738,17 +602,18 @@ mod tests {
             &[],
         ));
         other.save_state(&taken).expect("save");
+        let others = other_serve_settings(tmp.path(), &main);
         let node: IpAddr = "192.0.2.10".parse().expect("ip");
-        let first = ServeSettings::for_lab(tmp.path(), &main, None, node, true);
+        let first = ServeSettings::for_lab(None, node, true, &others);
         assert_eq!(first.dns.port(), 5310, "the other lab has 5300");
         let moved: IpAddr = "192.0.2.20".parse().expect("ip");
-        let again = ServeSettings::for_lab(tmp.path(), &main, Some(&first), moved, true);
+        let again = ServeSettings::for_lab(Some(&first), moved, true, &others);
         assert_eq!(again.dns, first.dns);
         assert_eq!(
             again.proxy.map(|p| p.to_string()).as_deref(),
             Some("192.0.2.20:8490")
         );
-        let direct = ServeSettings::for_lab(tmp.path(), &main, Some(&first), node, false);
+        let direct = ServeSettings::for_lab(Some(&first), node, false, &others);
         assert_eq!(direct.proxy, None, "the inspector choice changed");
     }
 

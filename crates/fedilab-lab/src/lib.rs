@@ -1,0 +1,46 @@
+//! A lab's life cycle: [`up`], [`down`], [`attach`] and [`detach`], each the
+//! whole sequence from the profile and the host state to the cluster and
+//! the host side (`fedilab serve`), so a test can call it and the CLI only
+//! parses flags and prints the report.
+//!
+//! ```text
+//! UpPlan::prepare(UpRequest)       attached servers, secrets, certificates (no cluster)
+//! up(&Cluster, &UpPlan, host, ..)  node -> build -> preflight -> apply -> upstreams
+//!                                  -> lab.json -> serve -> wait -> credentials
+//! down(&Cluster, &DownRequest, ..) cluster objects -> serve stopped -> purge
+//! AttachPlan::prepare / attach     leaf, objects, attached.json + lab.json, serve
+//! DetachPlan::prepare / detach     objects, leaf, state, serve
+//! ```
+//!
+//! Each `prepare` does the local checks first, so a refusal never needs a
+//! cluster. Nothing here prints: live progress goes through [`Progress`],
+//! results come back as reports, refusals as errors whose
+//! `is_usage()` tells the CLI to exit 2.
+#![warn(missing_docs, clippy::print_stdout, clippy::dbg_macro)]
+
+/// `From<E>` for an error enum whose variant holds `Box<E>` (the cluster
+/// errors are large; a boxed variant keeps every `Result` small).
+macro_rules! boxed_from {
+    ($enum:ident :: $variant:ident ($source:ty)) => {
+        impl From<$source> for $enum {
+            fn from(e: $source) -> Self {
+                $enum::$variant(Box::new(e))
+            }
+        }
+    };
+}
+
+mod down;
+mod host;
+mod members;
+mod tls;
+mod up;
+
+pub use down::{DownError, DownReport, DownRequest, down};
+pub use host::{Daemon, HostSide};
+pub use members::{
+    AttachError, AttachPlan, AttachReport, AttachRequest, DetachError, DetachPlan, DetachReport,
+    NotUp, attach, detach, with_attached,
+};
+pub use tls::{TlsError, lab_tls};
+pub use up::{Event, Progress, UpError, UpPlan, UpReport, UpRequest, up};
