@@ -60,6 +60,8 @@ pub struct Behaviour {
     /// Check pods (by name) that end: their phase, exit code and log.
     /// Other created pods stay Pending.
     pub check_pods: BTreeMap<String, (String, i32, String)>,
+    /// The node's `spec.podCIDRs` (none by default, as before).
+    pub pod_cidrs: Vec<String>,
 }
 
 impl Default for Behaviour {
@@ -71,6 +73,7 @@ impl Default for Behaviour {
             kubelet_version: "v1.33.4+k3s1".to_owned(),
             allocatable_memory: "16318936Ki".to_owned(),
             check_pods: BTreeMap::new(),
+            pod_cidrs: Vec::new(),
         }
     }
 }
@@ -517,8 +520,8 @@ impl State {
         };
         let method = parts.method.as_str();
         if plural == "nodes" && method == "GET" {
-            return ok(
-                &json!({"apiVersion": "v1", "kind": "NodeList", "metadata": {}, "items": [{
+            let mut nodes =
+                json!({"apiVersion": "v1", "kind": "NodeList", "metadata": {}, "items": [{
                 "apiVersion": "v1", "kind": "Node", "metadata": {"name": "lab-vm"},
                 "status": {
                     "allocatable": {"memory": self.behaviour.allocatable_memory, "cpu": "4"},
@@ -527,8 +530,11 @@ impl State {
                     "nodeInfo": {"kubeletVersion": self.behaviour.kubelet_version,
                         "architecture": "amd64", "bootID": "", "containerRuntimeVersion": "",
                         "kernelVersion": "", "kubeProxyVersion": "", "machineID": "",
-                        "operatingSystem": "linux", "osImage": "", "systemUUID": ""}}}]}),
-            );
+                        "operatingSystem": "linux", "osImage": "", "systemUUID": ""}}}]});
+            if !self.behaviour.pod_cidrs.is_empty() {
+                nodes["items"][0]["spec"] = json!({"podCIDRs": self.behaviour.pod_cidrs});
+            }
+            return ok(&nodes);
         }
         if plural == "pods" && ns.is_none() && method == "GET" {
             // Cluster-wide: k3s's own pod (the fake keeps no lab pods).
