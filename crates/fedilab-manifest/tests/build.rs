@@ -219,8 +219,9 @@ fn names_are_unique_and_hosts_distinct_for_1_to_50_instances() {
             })
             .collect();
         assert_eq!(hosts.len(), n);
-        // 6 lab objects, then 16 per Mastodon instance.
-        assert_eq!(objects.len(), 6 + 16 * n, "n = {n}");
+        // 5 lab objects (no Traefik HelmChartConfig since issue 12), then
+        // 16 per Mastodon instance.
+        assert_eq!(objects.len(), 5 + 16 * n, "n = {n}");
     }
 }
 

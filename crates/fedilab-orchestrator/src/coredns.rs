@@ -62,8 +62,7 @@ fn override_names(block: &str) -> Vec<String> {
         .map(normalize_name)
         .filter(|w| {
             w.contains('.')
-                && w
-                    .bytes()
+                && w.bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'*')
         })
         .map(|w| w.trim_start_matches("*.").to_owned())
@@ -218,7 +217,9 @@ pub fn rollout_state(deployment: &Deployment) -> Result<(), String> {
         ));
     }
     if available < updated {
-        return Err(format!("{available} of {updated} updated replicas available"));
+        return Err(format!(
+            "{available} of {updated} updated replicas available"
+        ));
     }
     Ok(())
 }
@@ -262,10 +263,7 @@ pub(crate) async fn wait_available(
             };
             match rollout_state(&deployment) {
                 Ok(()) => {
-                    tracing::info!(
-                        "CoreDNS is available again ({:.0?})",
-                        started.elapsed()
-                    );
+                    tracing::info!("CoreDNS is available again ({:.0?})", started.elapsed());
                     return Ok(());
                 }
                 Err(state) => {
@@ -460,8 +458,14 @@ mod tests {
                 "fediverse.local"
             ),
             vec![
-                ("fedilab-other.server".to_owned(), "fediverse.local".to_owned()),
-                ("fedilab-sub.server".to_owned(), "x.fediverse.local".to_owned()),
+                (
+                    "fedilab-other.server".to_owned(),
+                    "fediverse.local".to_owned()
+                ),
+                (
+                    "fedilab-sub.server".to_owned(),
+                    "x.fediverse.local".to_owned()
+                ),
                 ("parent.server".to_owned(), "local".to_owned()),
                 ("user.server".to_owned(), "fediverse.local".to_owned()),
             ]
@@ -482,7 +486,8 @@ mod tests {
     fn override_keys_conflict_when_they_name_the_lab_domain() {
         let hosts = "hosts {\n  10.0.0.5 mastodon1.fediverse.local\n  fallthrough\n}\n";
         let rewrite = "rewrite name exact Fediverse.Local. web.default.svc.cluster.local\n";
-        let unrelated = "# fediverse.local is fedilab's\nhosts {\n  10.0.0.5 git.example.com\n}\nlog\n";
+        let unrelated =
+            "# fediverse.local is fedilab's\nhosts {\n  10.0.0.5 git.example.com\n}\nlog\n";
         let parent = "template IN A local {\n answer \"{{ .Name }} 60 IN A 10.0.0.1\"\n}\n";
         assert_eq!(
             conflicts(
@@ -495,7 +500,10 @@ mod tests {
                 "fediverse.local"
             ),
             vec![
-                ("hosts.override".to_owned(), "mastodon1.fediverse.local".to_owned()),
+                (
+                    "hosts.override".to_owned(),
+                    "mastodon1.fediverse.local".to_owned()
+                ),
                 ("rewrite.override".to_owned(), "fediverse.local".to_owned()),
             ]
         );
@@ -516,7 +524,10 @@ mod tests {
             cluster_domain_from_corefile(&custom).as_deref(),
             Some("lab.internal")
         );
-        assert_eq!(cluster_domain_from_corefile(".:53 {\n  forward . /etc/resolv.conf\n}\n"), None);
+        assert_eq!(
+            cluster_domain_from_corefile(".:53 {\n  forward . /etc/resolv.conf\n}\n"),
+            None
+        );
         assert_eq!(
             cluster_domain_from_corefile("# kubernetes x.y\nkubernetesx a.b {\n"),
             None

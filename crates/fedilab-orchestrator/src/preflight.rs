@@ -17,9 +17,7 @@ use kube::Api;
 use kube::api::ListParams;
 
 use crate::Cluster;
-use crate::coredns::{
-    CoreDnsWait, cluster_domain_from_corefile, domain_conflicts, ipv6_networks,
-};
+use crate::coredns::{CoreDnsWait, cluster_domain_from_corefile, domain_conflicts, ipv6_networks};
 use crate::readiness::is_node_ready;
 use crate::resources::{ResourceError, ResourceMap};
 
@@ -434,19 +432,23 @@ pub async fn cluster_facts(cluster: &Cluster) -> Result<ClusterFacts, PreflightE
         .and_then(|c| c.data)
         .and_then(|d| d.get(names::COREFILE_KEY).cloned());
     if let Some(domain) = corefile.as_deref().and_then(cluster_domain_from_corefile) {
-        facts.cluster_domain =
-            domain
-                .parse()
-                .map_err(|e: fedilab_profile::NameError| PreflightError::ClusterDomain {
-                    value: domain.clone(),
-                    problem: e.to_string(),
-                })?;
+        facts.cluster_domain = domain.parse().map_err(|e: fedilab_profile::NameError| {
+            PreflightError::ClusterDomain {
+                value: domain.clone(),
+                problem: e.to_string(),
+            }
+        })?;
     }
     let pod_cidrs: Vec<String> = list_nodes(cluster)
         .await?
         .into_iter()
         .filter_map(|n| n.spec)
-        .flat_map(|s| s.pod_cidrs.unwrap_or_default().into_iter().chain(s.pod_cidr))
+        .flat_map(|s| {
+            s.pod_cidrs
+                .unwrap_or_default()
+                .into_iter()
+                .chain(s.pod_cidr)
+        })
         .collect();
     let service_cidrs: Vec<String> = match Api::<ServiceCIDR>::all(cluster.client.clone())
         .list(&ListParams::default())
@@ -463,13 +465,14 @@ pub async fn cluster_facts(cluster: &Cluster) -> Result<ClusterFacts, PreflightE
             Vec::new()
         }
     };
-    let traefik_ips: Vec<String> = Api::<Service>::namespaced(cluster.client.clone(), names::KUBE_SYSTEM)
-        .get_opt(names::TRAEFIK_SERVICE)
-        .await
-        .map_err(api("read kube-system/traefik (the Service)", ""))?
-        .and_then(|s| s.spec)
-        .map(|s| s.cluster_ips.unwrap_or_default())
-        .unwrap_or_default();
+    let traefik_ips: Vec<String> =
+        Api::<Service>::namespaced(cluster.client.clone(), names::KUBE_SYSTEM)
+            .get_opt(names::TRAEFIK_SERVICE)
+            .await
+            .map_err(api("read kube-system/traefik (the Service)", ""))?
+            .and_then(|s| s.spec)
+            .map(|s| s.cluster_ips.unwrap_or_default())
+            .unwrap_or_default();
     facts.ipv6_cidrs = ipv6_networks(&pod_cidrs, &service_cidrs, &traefik_ips);
     Ok(facts)
 }

@@ -15,8 +15,8 @@ use kube::api::{DeleteParams, ListParams, Preconditions};
 use kube::core::DynamicObject;
 use kube::{Api, Client};
 
-use crate::resources::{Resolved, builtin_kinds, helm_chart_config};
 use crate::coredns::CoreDnsWait;
+use crate::resources::{Resolved, builtin_kinds, helm_chart_config};
 use crate::{Cluster, coredns};
 
 /// The only `valuesContent` fedilab ever wrote into kube-system/traefik
@@ -237,7 +237,9 @@ pub async fn down(
         report.domains = coredns::coredns_zones(&block);
         coredns::remove_key(cluster, lab, &key)
             .await
-            .map_err(api_err("remove the lab's key from kube-system/coredns-custom"))?;
+            .map_err(api_err(
+                "remove the lab's key from kube-system/coredns-custom",
+            ))?;
         report.coredns_key_removed = true;
         let restarted = coredns::restart(cluster)
             .await
@@ -351,7 +353,11 @@ pub(crate) fn is_legacy_traefik_config(object: &DynamicObject) -> bool {
         .as_ref()
         .and_then(|l| l.get(names::MANAGED_BY_KEY))
         .is_some_and(|v| v == names::MANAGED_BY);
-    let managers = object.metadata.managed_fields.as_deref().unwrap_or_default();
+    let managers = object
+        .metadata
+        .managed_fields
+        .as_deref()
+        .unwrap_or_default();
     let only_fedilab = !managers.is_empty()
         && managers
             .iter()

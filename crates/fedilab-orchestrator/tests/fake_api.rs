@@ -89,7 +89,8 @@ async fn preflight_and_apply_send_exactly_these_requests() {
                     .to_owned(),
             );
             // Issue 12: then waits until CoreDNS is available again.
-            expected.push("GET /apis/apps/v1/namespaces/kube-system/deployments/coredns".to_owned());
+            expected
+                .push("GET /apis/apps/v1/namespaces/kube-system/deployments/coredns".to_owned());
         }
     }
     assert_eq!(lines, expected);

@@ -248,7 +248,7 @@ const QUICK: CoreDnsWait = CoreDnsWait {
 #[tokio::test]
 async fn a_coredns_rollout_that_never_becomes_available_rolls_the_key_back() {
     let fake = Fake::start(Behaviour {
-        ready_after_rounds: None,
+        coredns_available: false,
         ..Behaviour::default()
     });
     seed_coredns(&fake);
@@ -292,7 +292,7 @@ async fn down_waits_for_coredns_and_reports_when_it_does_not_come_back() {
     seed_coredns(&fake);
     let spec = spec("main", "fediverse.local", 1);
     up(&fake, &spec).await;
-    fake.behaviour(|b| b.ready_after_rounds = None);
+    fake.behaviour(|b| b.coredns_available = false);
     let options = DownOptions {
         timeout: Duration::from_millis(100),
         poll_interval: Duration::from_millis(5),
@@ -336,9 +336,7 @@ async fn a_non_default_cluster_domain_flows_into_the_cname() {
                "metadata": {"name": "coredns", "namespace": "kube-system"},
                "data": {"Corefile": corefile}}),
     );
-    let facts = bounded(cluster_facts(&fake.cluster))
-        .await
-        .expect("facts");
+    let facts = bounded(cluster_facts(&fake.cluster)).await.expect("facts");
     assert_eq!(facts.cluster_domain.as_str(), "lab.internal");
 
     let spec = spec("main", "fediverse.local", 1);
@@ -392,9 +390,7 @@ async fn dual_stack_cidrs_reach_the_policy_and_allowed_private_addresses() {
                "metadata": {"name": "kubernetes"},
                "spec": {"cidrs": ["10.43.0.0/16", "2001:cafe:43::/112"]}}),
     );
-    let facts = bounded(cluster_facts(&fake.cluster))
-        .await
-        .expect("facts");
+    let facts = bounded(cluster_facts(&fake.cluster)).await.expect("facts");
     let ipv6: Vec<String> = facts.ipv6_cidrs.iter().map(ToString::to_string).collect();
     assert_eq!(ipv6, vec!["2001:cafe:42::/64", "2001:cafe:43::/112"]);
 
@@ -423,7 +419,11 @@ async fn dual_stack_cidrs_reach_the_policy_and_allowed_private_addresses() {
     );
     for instance in ["mastodon1", "mastodon2"] {
         let env = fake
-            .object("configmaps", Some("fedilab-main"), &format!("{instance}-env"))
+            .object(
+                "configmaps",
+                Some("fedilab-main"),
+                &format!("{instance}-env"),
+            )
             .expect("env");
         assert_eq!(
             env["data"]["ALLOWED_PRIVATE_ADDRESSES"],
@@ -451,9 +451,7 @@ async fn without_service_cidrs_traefiks_ipv6_address_is_covered() {
                "spec": {"clusterIP": "10.43.0.20",
                         "clusterIPs": ["10.43.0.20", "2001:cafe:43::20"]}}),
     );
-    let facts = bounded(cluster_facts(&fake.cluster))
-        .await
-        .expect("facts");
+    let facts = bounded(cluster_facts(&fake.cluster)).await.expect("facts");
     let ipv6: Vec<String> = facts.ipv6_cidrs.iter().map(ToString::to_string).collect();
     assert_eq!(ipv6, vec!["2001:cafe:42::/64", "2001:cafe:43::20/128"]);
 }
@@ -464,9 +462,7 @@ async fn without_service_cidrs_traefiks_ipv6_address_is_covered() {
 #[tokio::test]
 async fn a_single_stack_default_cluster_changes_nothing() {
     let fake = Fake::start(Behaviour::default());
-    let facts = bounded(cluster_facts(&fake.cluster))
-        .await
-        .expect("facts");
+    let facts = bounded(cluster_facts(&fake.cluster)).await.expect("facts");
     assert_eq!(facts, ClusterFacts::default());
     let spec = spec("main", "fediverse.local", 2);
     assert_eq!(build_for(&spec, &facts), manifests(&spec));

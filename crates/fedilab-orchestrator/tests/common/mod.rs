@@ -62,6 +62,9 @@ pub struct Behaviour {
     pub check_pods: BTreeMap<String, (String, i32, String)>,
     /// The node's `spec.podCIDRs` (none by default, as before).
     pub pod_cidrs: Vec<String>,
+    /// kube-system's CoreDNS Deployment reports its rollout available
+    /// (independent of [`Behaviour::ready_after_rounds`]).
+    pub coredns_available: bool,
 }
 
 impl Default for Behaviour {
@@ -74,6 +77,7 @@ impl Default for Behaviour {
             allocatable_memory: "16318936Ki".to_owned(),
             check_pods: BTreeMap::new(),
             pod_cidrs: Vec::new(),
+            coredns_available: true,
         }
     }
 }
@@ -372,7 +376,11 @@ impl State {
             let n: u64 = stored.uid.trim_start_matches("uid-").parse().unwrap_or(0);
             object["spec"]["clusterIP"] = json!(format!("10.43.{}.{}", n / 250, n % 250 + 1));
         }
-        let ready = self.ready();
+        let ready = if key.1.as_deref() == Some("kube-system") && key.2 == "coredns" {
+            self.behaviour.coredns_available
+        } else {
+            self.ready()
+        };
         match key.0.as_str() {
             "deployments" if ready => {
                 object["status"] = json!({"observedGeneration": 1, "replicas": 1,
@@ -520,8 +528,7 @@ impl State {
         };
         let method = parts.method.as_str();
         if plural == "nodes" && method == "GET" {
-            let mut nodes =
-                json!({"apiVersion": "v1", "kind": "NodeList", "metadata": {}, "items": [{
+            let mut nodes = json!({"apiVersion": "v1", "kind": "NodeList", "metadata": {}, "items": [{
                 "apiVersion": "v1", "kind": "Node", "metadata": {"name": "lab-vm"},
                 "status": {
                     "allocatable": {"memory": self.behaviour.allocatable_memory, "cpu": "4"},
