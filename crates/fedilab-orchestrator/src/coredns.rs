@@ -228,7 +228,7 @@ pub fn rollout_state(deployment: &Deployment) -> Result<(), String> {
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum RolloutError {
     /// Still not available when the time was up.
-    #[error("CoreDNS did not become available within {}s ({state})", waited.as_secs())]
+    #[error("CoreDNS did not become available within {waited:?} ({state})")]
     NotAvailable {
         /// The budget.
         waited: Duration,
@@ -361,8 +361,9 @@ pub(crate) async fn restart(cluster: &Cluster) -> Result<bool, kube::Error> {
 /// Removes lab `lab`'s key `key`: apply, with the lab's field manager, an
 /// object without it; the server drops the fields only that manager owned.
 /// If something else had taken the key over, a merge patch removes it. An
-/// empty ConfigMap left behind is deleted (if nobody changed it since).
-/// Other keys, the user's or other labs', are never touched.
+/// empty ConfigMap left behind is deleted if only fedilab's managers ever
+/// wrote it (a user's own ConfigMap stays, even empty) and nobody changed
+/// it since. Other keys, the user's or other labs', are never touched.
 pub(crate) async fn remove_key(
     cluster: &Cluster,
     lab: &LabName,
@@ -394,7 +395,12 @@ pub(crate) async fn remove_key(
     }
     let is_empty = after.data.as_ref().is_none_or(|d| d.is_empty())
         && after.binary_data.as_ref().is_none_or(|d| d.is_empty());
-    if is_empty {
+    let only_fedilab = after.metadata.managed_fields.iter().flatten().all(|m| {
+        m.manager
+            .as_deref()
+            .is_some_and(|m| m.starts_with(names::FIELD_MANAGER))
+    });
+    if is_empty && only_fedilab {
         let dp = DeleteParams::default().preconditions(Preconditions {
             resource_version: after.metadata.resource_version.clone(),
             uid: None,

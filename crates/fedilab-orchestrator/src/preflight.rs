@@ -201,8 +201,9 @@ pub enum PreflightError {
     /// A key of `coredns-custom` that is not a lab's serves the domain.
     #[error(
         "the domain {domain} is already served by the key {key} of \
-         kube-system/coredns-custom (zone {zone}); a second server block for it would \
-         make CoreDNS exit and take the node's cluster DNS down.\n\
+         kube-system/coredns-custom (it serves {zone}); fedilab will not add a \
+         second definition: a duplicate zone makes CoreDNS exit and takes the node's \
+         cluster DNS down, and an overlap sends lab names elsewhere.\n\
          Pick another domain with --domain (for example fediverse.test), or change that key"
     )]
     DomainServed {

@@ -219,6 +219,31 @@ async fn a_conflicting_user_coredns_key_is_refused_with_its_name() {
     }
 }
 
+/// A `coredns-custom` ConfigMap the user created (empty, ready for keys)
+/// is theirs: the lab's key comes and goes, the ConfigMap stays (before
+/// issue 12 `down` deleted it once it was empty again).
+#[tokio::test]
+async fn a_users_empty_coredns_custom_configmap_outlives_the_lab() {
+    let fake = Fake::start(Behaviour::default());
+    fake.seed(
+        "configmaps",
+        Some("kube-system"),
+        "coredns-custom",
+        "kubectl-create",
+        json!({"apiVersion": "v1", "kind": "ConfigMap",
+               "metadata": {"name": "coredns-custom", "namespace": "kube-system"}}),
+    );
+    let spec = spec("main", "fediverse.local", 1);
+    up(&fake, &spec).await;
+    bounded(down(&fake.cluster, &spec.name, &fast_down()))
+        .await
+        .expect("down");
+    let left = fake
+        .object("configmaps", Some("kube-system"), "coredns-custom")
+        .expect("the user's ConfigMap stays");
+    assert!(left["data"]["fedilab-main.server"].is_null());
+}
+
 /// k3s's CoreDNS with the selector and pod labels of the real one, so the
 /// fake has a pod (and a log) for it.
 fn seed_coredns(fake: &Fake) {
