@@ -1,5 +1,8 @@
-//! The lab-wide objects: namespace, egress policy, CoreDNS and Traefik
-//! configuration in kube-system, the CA ConfigMap and the setup scripts.
+//! The lab-wide objects: namespace, egress policy, the lab's key in
+//! kube-system's `coredns-custom`, the CA ConfigMap and the setup scripts.
+//! Nothing else in kube-system: fedilab writes no Traefik HelmChartConfig
+//! (that object is the user's; see README "What fedilab changes on a shared
+//! node").
 
 use std::collections::BTreeMap;
 
@@ -9,7 +12,8 @@ use k8s_openapi::api::networking::v1::{
     IPBlock, NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyPeer, NetworkPolicySpec,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
-use kube_core::{ApiResource, DynamicObject, GroupVersionKind};
+
+use crate::ClusterFacts;
 
 /// The setup Job's shell script (runs in the Mastodon image).
 pub(crate) const SETUP_SH: &str = include_str!("../scripts/setup.sh");
@@ -70,10 +74,11 @@ pub(crate) fn egress_policy(spec: &LabSpec) -> NetworkPolicy {
 /// The Corefile server block for the lab domain: every name in it (apex and
 /// `*.DOMAIN`) is a CNAME to Traefik's Service, which CoreDNS resolves
 /// itself; other types get an empty answer with the SOA, so Mastodon's
-/// e-mail MX check and HTTPS-record lookups get a clean NODATA.
-pub fn corefile_server_block(spec: &LabSpec) -> String {
+/// e-mail MX check and HTTPS-record lookups get a clean NODATA. The target
+/// is in the cluster's own domain (`facts`).
+pub fn corefile_server_block_on(spec: &LabSpec, facts: &ClusterFacts) -> String {
     let domain = spec.domain.as_str();
-    let target = names::TRAEFIK_SERVICE_FQDN;
+    let target = facts.traefik_target();
     let mut block = format!(
         "# fedilab lab {lab:?}: {domain} and *.{domain} -> Traefik.\n\
          # Written by fedilab (field manager {manager}); `fedilab down` removes it.\n\
@@ -92,10 +97,15 @@ pub fn corefile_server_block(spec: &LabSpec) -> String {
     block
 }
 
+/// [`corefile_server_block_on`] a cluster with k3s's default domain.
+pub fn corefile_server_block(spec: &LabSpec) -> String {
+    corefile_server_block_on(spec, &ClusterFacts::default())
+}
+
 /// The lab's key in kube-system's `coredns-custom` ConfigMap. Several labs
 /// share the ConfigMap, each applying only its own key with its own field
 /// manager, so the object carries only the `managed-by` label.
-pub(crate) fn coredns_custom(spec: &LabSpec) -> ConfigMap {
+pub(crate) fn coredns_custom(spec: &LabSpec, facts: &ClusterFacts) -> ConfigMap {
     ConfigMap {
         metadata: ObjectMeta {
             name: Some(names::COREDNS_CUSTOM_CONFIGMAP.to_owned()),
@@ -108,36 +118,10 @@ pub(crate) fn coredns_custom(spec: &LabSpec) -> ConfigMap {
         },
         data: Some(BTreeMap::from([(
             names::coredns_key(&spec.name),
-            corefile_server_block(spec),
+            corefile_server_block_on(spec, facts),
         )])),
         ..ConfigMap::default()
     }
-}
-
-/// k3s's HelmChartConfig for its packaged Traefik: access logs on, so every
-/// request to a lab host shows in `kubectl logs -n kube-system deploy/traefik`.
-pub(crate) fn traefik_config() -> DynamicObject {
-    let gvk = GroupVersionKind::gvk(
-        names::HELM_CATTLE_GROUP,
-        "v1",
-        names::HELM_CHART_CONFIG_KIND,
-    );
-    let resource = ApiResource::from_gvk_with_plural(&gvk, names::HELM_CHART_CONFIG_PLURAL);
-    let values = serde_json::json!({
-        "logs": { "access": { "enabled": true } },
-    });
-    // valuesContent is a YAML document inside a string field; serializing a
-    // value (not formatting text) keeps it well-formed.
-    let values_content = serde_saphyr::to_string(&values)
-        .unwrap_or_else(|_| unreachable!("a JSON value serializes"));
-    let mut object = DynamicObject::new(names::TRAEFIK_HELM_CHART_CONFIG, &resource)
-        .within(names::KUBE_SYSTEM)
-        .data(serde_json::json!({ "spec": { "valuesContent": values_content } }));
-    object.metadata.labels = Some(BTreeMap::from([(
-        names::MANAGED_BY_KEY.to_owned(),
-        names::MANAGED_BY.to_owned(),
-    )]));
-    object
 }
 
 /// The lab CA certificate, for every pod's trust bundle.

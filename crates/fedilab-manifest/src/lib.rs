@@ -5,10 +5,12 @@
 //!
 //! ```text
 //! build(&LabSpec, &LabSecrets, &TlsMaterial, &Routing) -> LabManifests (apply order)
+//! build_on(.., &ClusterFacts)   the same for a cluster with another domain or IPv6
 //! ```
 #![warn(missing_docs, clippy::print_stdout, clippy::dbg_macro)]
 
 mod external;
+mod facts;
 mod lab;
 mod mastodon;
 mod objects;
@@ -20,7 +22,8 @@ use std::net::SocketAddr;
 
 use fedilab_profile::{InstanceName, InstanceSpec, InstanceSpecKind, LabSpec};
 
-pub use lab::corefile_server_block;
+pub use facts::ClusterFacts;
+pub use lab::{corefile_server_block, corefile_server_block_on};
 pub use mastodon::{
     POSTGRES_IMAGE, REDIS_IMAGE, SYSTEM_BUNDLE_PATH, TRUST_BUNDLE_PATH, WEB_PORT, check_pod,
 };
@@ -54,29 +57,48 @@ pub enum BuildError {
     },
 }
 
-/// Builds every object of the lab, in apply order: the namespace and its
-/// egress policy first (so no pod ever runs unfenced), then kube-system
-/// objects (CoreDNS, Traefik), config and secrets, stateful services,
-/// workloads and routes, and the setup Jobs last. `routing` says whether
-/// Traefik sends each instance's traffic through the inspector; external
-/// instances need it, and have no secrets in `secrets`.
+/// Builds every object of the lab for a single-stack cluster with k3s's
+/// default domain: [`build_on`] with [`ClusterFacts::default`].
 ///
 /// # Errors
-/// [`BuildError`] when `secrets` lacks a Mastodon instance of `spec` or
-/// `tls` any instance, when an external instance is routed directly, or
-/// when the inspector's address cannot be an endpoint.
+/// As [`build_on`].
 pub fn build(
     spec: &LabSpec,
     secrets: &LabSecrets,
     tls: &TlsMaterial,
     routing: &Routing,
 ) -> Result<LabManifests, BuildError> {
+    build_on(spec, secrets, tls, routing, &ClusterFacts::default())
+}
+
+/// Builds every object of the lab, in apply order: the namespace and its
+/// egress policy first (so no pod ever runs unfenced), then the lab's
+/// CoreDNS key in kube-system, config and secrets, stateful services,
+/// workloads and routes, and the setup Jobs last. `routing` says whether
+/// Traefik sends each instance's traffic through the inspector; external
+/// instances need it, and have no secrets in `secrets`. `facts` are what
+/// preflight read of the cluster: its domain (the CoreDNS key's CNAME
+/// target) and its IPv6 networks (added to the egress networks, so the
+/// policy and `ALLOWED_PRIVATE_ADDRESSES` cover them).
+///
+/// # Errors
+/// [`BuildError`] when `secrets` lacks a Mastodon instance of `spec` or
+/// `tls` any instance, when an external instance is routed directly, or
+/// when the inspector's address cannot be an endpoint.
+pub fn build_on(
+    spec: &LabSpec,
+    secrets: &LabSecrets,
+    tls: &TlsMaterial,
+    routing: &Routing,
+    facts: &ClusterFacts,
+) -> Result<LabManifests, BuildError> {
     let proxy = routing.proxy()?;
+    let widened = facts.apply_to(spec);
+    let spec = &widened;
     let mut objects = vec![
         Manifest::Namespace(lab::namespace(spec)),
         Manifest::NetworkPolicy(lab::egress_policy(spec)),
-        Manifest::ConfigMap(lab::coredns_custom(spec)),
-        Manifest::Dynamic(lab::traefik_config()),
+        Manifest::ConfigMap(lab::coredns_custom(spec, facts)),
         Manifest::ConfigMap(lab::ca_configmap(spec, &tls.ca_cert_pem)),
         Manifest::ConfigMap(lab::setup_scripts(spec)),
     ];

@@ -219,8 +219,9 @@ fn names_are_unique_and_hosts_distinct_for_1_to_50_instances() {
             })
             .collect();
         assert_eq!(hosts.len(), n);
-        // 6 lab objects, then 16 per Mastodon instance.
-        assert_eq!(objects.len(), 6 + 16 * n, "n = {n}");
+        // 5 lab objects (no Traefik HelmChartConfig since issue 12), then
+        // 16 per Mastodon instance.
+        assert_eq!(objects.len(), 5 + 16 * n, "n = {n}");
     }
 }
 
@@ -349,8 +350,19 @@ fn json_output_is_a_v1_list_of_the_same_objects() {
         v["items"].as_array().map(Vec::len),
         Some(manifests.objects.len())
     );
-    assert_eq!(v["items"][3]["apiVersion"], "helm.cattle.io/v1");
-    assert_eq!(v["items"][3]["kind"], "HelmChartConfig");
+    // Issue 12: no Traefik HelmChartConfig (that object is the user's);
+    // the only kube-system object is the lab's coredns-custom key.
+    let items = v["items"].as_array().expect("items");
+    assert!(items.iter().all(|i| i["kind"] != "HelmChartConfig"));
+    let kube_system: Vec<&serde_json::Value> = items
+        .iter()
+        .filter(|i| i["metadata"]["namespace"] == names::KUBE_SYSTEM)
+        .collect();
+    assert_eq!(kube_system.len(), 1);
+    assert_eq!(
+        kube_system[0]["metadata"]["name"],
+        names::COREDNS_CUSTOM_CONFIGMAP
+    );
 }
 
 #[test]

@@ -5,6 +5,9 @@
 //! content is a no-op on the server, so unchanged objects keep their
 //! resourceVersion. Jobs are immutable: a changed or failed setup Job is
 //! deleted and created again; a complete, unchanged one is left alone.
+//! After a changed CoreDNS key, CoreDNS is restarted and waited for; if it
+//! does not come back, the lab's key is taken out again (CoreDNS is shared
+//! by the whole node: a lab must never leave it down).
 
 use std::time::Duration;
 
@@ -90,6 +93,22 @@ pub enum ApplyError {
          `kubectl -n kube-system rollout restart deployment coredns`"
     )]
     RestartCoreDns(#[source] kube::Error),
+    /// CoreDNS did not become available with the lab's key; the key was
+    /// taken out again.
+    #[error(
+        "CoreDNS did not come back after the lab's key {key} was added to \
+         kube-system/coredns-custom: {failure}.\n{rollback}\n{log_tail}"
+    )]
+    CoreDnsUnavailable {
+        /// The lab's key.
+        key: String,
+        /// What the rollout waited for.
+        failure: String,
+        /// What the rollback did, and what to do next.
+        rollback: String,
+        /// The tail of the CoreDNS pod's log (while the key was in).
+        log_tail: String,
+    },
 }
 
 fn api_for(client: &Client, resolved: &Resolved, object: &Manifest) -> Api<DynamicObject> {
@@ -170,6 +189,12 @@ pub async fn apply(
                 report.coredns_restarted = coredns::restart(cluster)
                     .await
                     .map_err(ApplyError::RestartCoreDns)?;
+                if report.coredns_restarted
+                    && let Err(failure) =
+                        coredns::wait_available(cluster, &preflight.coredns_wait).await
+                {
+                    return Err(roll_back_coredns(cluster, spec, &key, failure, preflight).await);
+                }
             }
         } else {
             report
@@ -178,6 +203,50 @@ pub async fn apply(
         }
     }
     Ok(report)
+}
+
+/// CoreDNS did not come back with the lab's key: read its log, take the
+/// key out, restart and wait once more; the error says how that went.
+async fn roll_back_coredns(
+    cluster: &Cluster,
+    spec: &LabSpec,
+    key: &str,
+    failure: coredns::RolloutError,
+    preflight: &Preflight,
+) -> ApplyError {
+    let log_tail = coredns::log_tail(cluster).await;
+    tracing::warn!("{failure}; removing the lab's key {key} again");
+    let rollback = match coredns::remove_key(cluster, &spec.name, key).await {
+        Err(e) => format!(
+            "Removing the key failed too ({e}): remove it yourself with \
+             `kubectl -n kube-system patch configmap coredns-custom --type json \
+             -p '[{{\"op\":\"remove\",\"path\":\"/data/{key}\"}}]'` and \
+             `kubectl -n kube-system rollout restart deployment coredns`."
+        ),
+        Ok(()) => match coredns::restart(cluster).await {
+            Err(e) => format!(
+                "The key is removed, but restarting CoreDNS failed ({e}): run \
+                 `kubectl -n kube-system rollout restart deployment coredns`."
+            ),
+            Ok(_) => match coredns::wait_available(cluster, &preflight.coredns_wait).await {
+                Ok(()) => "The key is removed again and CoreDNS is available without it. \
+                           Check the lab domain against the other keys of \
+                           kube-system/coredns-custom and the log below."
+                    .to_owned(),
+                Err(e) => format!(
+                    "The key is removed again, but CoreDNS is still not available ({e}): \
+                     something else keeps it down; see \
+                     `kubectl -n kube-system describe deployment coredns`."
+                ),
+            },
+        },
+    };
+    ApplyError::CoreDnsUnavailable {
+        key: key.to_owned(),
+        failure: failure.to_string(),
+        rollback,
+        log_tail,
+    }
 }
 
 /// Applies `objects` in order with fedilab's field manager: for objects

@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! connect(&ConnectOptions)                      kubeconfig like kubectl -> Cluster
+//! cluster_facts(&Cluster)                       cluster domain, IPv6 networks -> ClusterFacts
 //! preflight(&Cluster, &LabSpec, &LabManifests)  reachable, k3s, CRDs, memory, domain
 //! apply(&Cluster, &LabSpec, &LabManifests, &Preflight)    server-side apply, in order
 //! wait_ready(&Cluster, &LabSpec, &WaitOptions, &dyn Progress)   per instance and phase
@@ -38,7 +39,10 @@ mod wait;
 
 pub use apply::{AppliedObject, ApplyError, ApplyReport, Outcome, apply};
 pub use cluster::{Cluster, ConnectError, ConnectOptions, cluster_from_config, connect};
-pub use coredns::{coredns_zones, domain_conflicts};
+pub use coredns::{
+    CoreDnsWait, ZoneConflict, cluster_domain_from_corefile, coredns_zones, domain_conflicts,
+    ipv6_networks, rollout_state,
+};
 pub use creds::{
     CredsError, InstanceCredentials, credentials_from_cluster, credentials_from_state,
     select_instance,
@@ -49,7 +53,7 @@ pub use member::{MemberError, attach, detach, instance_upstreams, upstreams_from
 pub use metrics::{CountLayer, CountService, PhaseTiming, RequestCounter, Timings};
 pub use preflight::{
     Capacity, NodeSummary, Preflight, PreflightError, PreflightOptions, PreflightWarning,
-    lab_memory_requests, node_address, parse_quantity, preflight, reachable,
+    cluster_facts, lab_memory_requests, node_address, parse_quantity, preflight, reachable,
 };
 pub use resources::{ResourceError, ResourceMap};
 pub use status::{InstanceStatus, LabObjectStatus, LabStatus, StatusError, list_labs, status};

@@ -1,19 +1,23 @@
 //! Checks before anything is applied: the API server answers, the cluster
 //! is k3s (or a warning says what will not work), k3s's helm.cattle.io CRDs
-//! are served, the node has memory for the lab, the lab's domain is not
-//! another lab's, and the lab's namespace is not being deleted. Sums and
-//! parsing are pure functions; the rest reads the cluster, never writes.
+//! are served, the node has memory for the lab, no key of `coredns-custom`
+//! (another lab's or the user's own) already serves the lab's domain, and
+//! the lab's namespace is not being deleted. Before the manifests are built,
+//! [`cluster_facts`] reads what they depend on: the cluster domain and the
+//! IPv6 networks of a dual-stack cluster. Sums and parsing are pure
+//! functions; the rest reads the cluster, never writes.
 
 use std::collections::BTreeMap;
 
-use fedilab_manifest::{LabManifests, Manifest};
+use fedilab_manifest::{ClusterFacts, LabManifests, Manifest};
 use fedilab_profile::{LabSpec, names};
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Pod, PodSpec};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Pod, PodSpec, Service};
+use k8s_openapi::api::networking::v1::ServiceCIDR;
 use kube::Api;
 use kube::api::ListParams;
 
 use crate::Cluster;
-use crate::coredns::domain_conflicts;
+use crate::coredns::{CoreDnsWait, cluster_domain_from_corefile, domain_conflicts, ipv6_networks};
 use crate::readiness::is_node_ready;
 use crate::resources::{ResourceError, ResourceMap};
 
@@ -130,6 +134,9 @@ pub struct Preflight {
     /// interrupted and may have changed it without restarting CoreDNS. The
     /// caller sets it from `fedilab_state::LabDir::apply_pending`.
     pub coredns_restart_pending: bool,
+    /// How long `apply` waits for CoreDNS after restarting it before it
+    /// takes the lab's key out again.
+    pub coredns_wait: CoreDnsWait,
     /// Warnings to show.
     pub warnings: Vec<PreflightWarning>,
 }
@@ -190,6 +197,34 @@ pub enum PreflightError {
     DoesNotFit {
         /// The numbers.
         capacity: Capacity,
+    },
+    /// A key of `coredns-custom` that is not a lab's serves the domain.
+    #[error(
+        "the domain {domain} is already served by the key {key} of \
+         kube-system/coredns-custom (it serves {zone}); fedilab will not add a \
+         second definition: a duplicate zone makes CoreDNS exit and takes the node's \
+         cluster DNS down, and an overlap sends lab names elsewhere.\n\
+         Pick another domain with --domain (for example fediverse.test), or change that key"
+    )]
+    DomainServed {
+        /// Our domain.
+        domain: String,
+        /// The key.
+        key: String,
+        /// Its overlapping zone or name.
+        zone: String,
+    },
+    /// The cluster domain in CoreDNS's Corefile is not a name fedilab can
+    /// point a CNAME into.
+    #[error(
+        "the cluster domain {value:?} in kube-system/coredns's Corefile is not a domain \
+         fedilab supports ({problem})"
+    )]
+    ClusterDomain {
+        /// What the Corefile says.
+        value: String,
+        /// Why it does not fit.
+        problem: String,
     },
     /// Another lab serves the domain.
     #[error(
@@ -337,14 +372,22 @@ pub async fn preflight(
         .await
         .map_err(api("read kube-system/coredns-custom", ""))?;
     let data: BTreeMap<String, String> = coredns.and_then(|c| c.data).unwrap_or_default();
-    if let Some((other, zone)) = domain_conflicts(&data, &own_key, &spec.domain)
+    if let Some(conflict) = domain_conflicts(&data, &own_key, &spec.domain)
         .into_iter()
         .next()
     {
-        return Err(PreflightError::DomainInUse {
-            domain: spec.domain.to_string(),
-            other,
-            zone,
+        let domain = spec.domain.to_string();
+        return Err(match conflict.lab {
+            Some(other) => PreflightError::DomainInUse {
+                domain,
+                other: other.to_string(),
+                zone: conflict.zone,
+            },
+            None => PreflightError::DomainServed {
+                domain,
+                key: conflict.key,
+                zone: conflict.zone,
+            },
         });
     }
 
@@ -364,8 +407,75 @@ pub async fn preflight(
         resources,
         coredns_key_before: data.get(&own_key).cloned(),
         coredns_restart_pending: false,
+        coredns_wait: CoreDnsWait::default(),
         warnings,
     })
+}
+
+/// What the lab's objects depend on in this cluster, read before they are
+/// built: the cluster domain (the `kubernetes` line of CoreDNS's Corefile in
+/// kube-system/coredns; k3s's default when there is none) and, on a
+/// dual-stack cluster, its IPv6 networks (the nodes' `spec.podCIDRs`, the
+/// ServiceCIDR objects, Traefik's IPv6 ClusterIPs). Reads only; a
+/// ServiceCIDR list the server does not serve (before Kubernetes 1.33)
+/// counts as empty.
+///
+/// # Errors
+/// [`PreflightError::Api`] when the nodes, the Corefile or Traefik's
+/// Service cannot be read; [`PreflightError::ClusterDomain`] when the
+/// Corefile names a domain a CNAME cannot point into.
+pub async fn cluster_facts(cluster: &Cluster) -> Result<ClusterFacts, PreflightError> {
+    let mut facts = ClusterFacts::default();
+    let corefile = Api::<ConfigMap>::namespaced(cluster.client.clone(), names::KUBE_SYSTEM)
+        .get_opt(names::COREDNS_CONFIGMAP)
+        .await
+        .map_err(api("read kube-system/coredns (the Corefile)", ""))?
+        .and_then(|c| c.data)
+        .and_then(|d| d.get(names::COREFILE_KEY).cloned());
+    if let Some(domain) = corefile.as_deref().and_then(cluster_domain_from_corefile) {
+        facts.cluster_domain = domain.parse().map_err(|e: fedilab_profile::NameError| {
+            PreflightError::ClusterDomain {
+                value: domain.clone(),
+                problem: e.to_string(),
+            }
+        })?;
+    }
+    let pod_cidrs: Vec<String> = list_nodes(cluster)
+        .await?
+        .into_iter()
+        .filter_map(|n| n.spec)
+        .flat_map(|s| {
+            s.pod_cidrs
+                .unwrap_or_default()
+                .into_iter()
+                .chain(s.pod_cidr)
+        })
+        .collect();
+    let service_cidrs: Vec<String> = match Api::<ServiceCIDR>::all(cluster.client.clone())
+        .list(&ListParams::default())
+        .await
+    {
+        Ok(list) => list
+            .items
+            .into_iter()
+            .filter_map(|c| c.spec)
+            .flat_map(|s| s.cidrs.unwrap_or_default())
+            .collect(),
+        Err(e) => {
+            tracing::debug!("no ServiceCIDRs: {e}");
+            Vec::new()
+        }
+    };
+    let traefik_ips: Vec<String> =
+        Api::<Service>::namespaced(cluster.client.clone(), names::KUBE_SYSTEM)
+            .get_opt(names::TRAEFIK_SERVICE)
+            .await
+            .map_err(api("read kube-system/traefik (the Service)", ""))?
+            .and_then(|s| s.spec)
+            .map(|s| s.cluster_ips.unwrap_or_default())
+            .unwrap_or_default();
+    facts.ipv6_cidrs = ipv6_networks(&pod_cidrs, &service_cidrs, &traefik_ips);
+    Ok(facts)
 }
 
 fn summarize_node(node: &Node) -> NodeSummary {

@@ -11,7 +11,6 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod};
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use kube::api::ListParams;
-use kube::core::DynamicObject;
 use kube::{Api, Resource};
 
 use crate::Cluster;
@@ -59,8 +58,7 @@ pub struct LabStatus {
     pub age_seconds: Option<i64>,
     /// Its instances, by name.
     pub instances: Vec<InstanceStatus>,
-    /// Namespace, egress policy, CA ConfigMap, setup scripts, CoreDNS key,
-    /// Traefik config.
+    /// Namespace, egress policy, CA ConfigMap, setup scripts, CoreDNS key.
     pub lab_objects: Vec<LabObjectStatus>,
 }
 
@@ -144,19 +142,6 @@ pub async fn status(cluster: &Cluster, lab: &LabName) -> Result<LabStatus, Statu
     let coredns_present = coredns
         .and_then(|c| c.data)
         .is_some_and(|d| d.contains_key(&key));
-    let hcc = crate::resources::helm_chart_config();
-    let traefik = match Api::<DynamicObject>::namespaced_with(
-        client.clone(),
-        names::KUBE_SYSTEM,
-        &hcc.resource,
-    )
-    .get_opt(names::TRAEFIK_HELM_CHART_CONFIG)
-    .await
-    {
-        Ok(o) => o.is_some(),
-        Err(kube::Error::Api(s)) if s.code == 404 => false,
-        Err(e) => return Err(err("HelmChartConfig")(e)),
-    };
     let mut status = LabStatus {
         lab: lab.to_string(),
         namespace: ns_name.clone(),
@@ -324,14 +309,6 @@ pub async fn status(cluster: &Cluster, lab: &LabName) -> Result<LabStatus, Statu
             names::COREDNS_CUSTOM_CONFIGMAP
         ),
         coredns_present,
-    ));
-    lab_objects.push((
-        format!(
-            "HelmChartConfig/{}/{}",
-            names::KUBE_SYSTEM,
-            names::TRAEFIK_HELM_CHART_CONFIG
-        ),
-        traefik,
     ));
     status.lab_objects = lab_objects
         .into_iter()

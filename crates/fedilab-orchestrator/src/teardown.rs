@@ -1,22 +1,32 @@
 //! `down`: removes everything labelled for a lab (its namespace first, which
-//! takes the lab's objects with it), its key in the shared `coredns-custom`
-//! ConfigMap (server-side apply with the lab's own field manager of an
-//! object without the key, so only this lab's key goes), and, when no other
-//! lab is left, fedilab's Traefik HelmChartConfig; restarts CoreDNS; waits
-//! until nothing labelled for the lab remains.
+//! takes the lab's objects with it) and its key in the shared
+//! `coredns-custom` ConfigMap (server-side apply with the lab's own field
+//! manager of an object without the key, so only this lab's key goes);
+//! restarts CoreDNS and waits until it is available; waits until nothing
+//! labelled for the lab remains. With the last lab it also deletes a Traefik
+//! HelmChartConfig that an older fedilab created, and only such a one: a
+//! HelmChartConfig anybody else wrote is never changed or deleted.
 
 use std::time::Duration;
 
 use fedilab_profile::{LabName, names};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, Preconditions};
+use kube::api::{DeleteParams, ListParams, Preconditions};
 use kube::core::DynamicObject;
 use kube::{Api, Client};
 
+use crate::coredns::CoreDnsWait;
 use crate::resources::{Resolved, builtin_kinds, helm_chart_config};
 use crate::{Cluster, coredns};
 
-/// Time budget and polling pace of [`down`].
+/// The only `valuesContent` fedilab ever wrote into kube-system/traefik
+/// (releases before issue 12 turned Traefik's access log on). A
+/// HelmChartConfig holding exactly this, written by fedilab alone, is a
+/// leftover of such a release.
+const LEGACY_TRAEFIK_VALUES: &str = "logs:\n  access:\n    enabled: true\n";
+
+/// Time budget and polling pace of [`down`] (also for CoreDNS's rollout
+/// after the lab's key is removed).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DownOptions {
     /// How long to wait for everything to go.
@@ -65,7 +75,9 @@ pub struct DownReport {
     pub coredns_key_removed: bool,
     /// The zones the removed key served (the lab's domain).
     pub domains: Vec<String>,
-    /// Whether fedilab's Traefik HelmChartConfig was removed (last lab).
+    /// Whether a Traefik HelmChartConfig left by an older fedilab (created
+    /// and written by fedilab alone, with its old access-log values) was
+    /// deleted with the last lab. Never true for anyone else's.
     pub traefik_config_removed: bool,
 }
 
@@ -82,6 +94,21 @@ pub enum DownError {
         /// kube's error.
         #[source]
         source: kube::Error,
+    },
+    /// CoreDNS did not become available after the lab's key was removed.
+    #[error(
+        "lab {lab}: removed its key from kube-system/coredns-custom, but CoreDNS did not \
+         come back ({failure}). The lab's key is gone, so something else keeps CoreDNS \
+         down: see `kubectl -n kube-system describe deployment coredns` and the log below. \
+         Run `fedilab down` again to finish.\n{log_tail}"
+    )]
+    CoreDnsUnavailable {
+        /// The lab.
+        lab: String,
+        /// What the rollout waited for.
+        failure: String,
+        /// The tail of the CoreDNS pod's log.
+        log_tail: String,
     },
     /// Objects are still there after the timeout.
     #[error(
@@ -208,11 +235,26 @@ pub async fn down(
 
     if let Some(block) = block {
         report.domains = coredns::coredns_zones(&block);
-        remove_coredns_key(cluster, lab, &key).await?;
+        coredns::remove_key(cluster, lab, &key)
+            .await
+            .map_err(api_err(
+                "remove the lab's key from kube-system/coredns-custom",
+            ))?;
         report.coredns_key_removed = true;
-        coredns::restart(cluster)
+        let restarted = coredns::restart(cluster)
             .await
             .map_err(api_err("restart CoreDNS"))?;
+        let wait = CoreDnsWait {
+            timeout: options.timeout,
+            poll_interval: options.poll_interval,
+        };
+        if restarted && let Err(failure) = coredns::wait_available(cluster, &wait).await {
+            return Err(DownError::CoreDnsUnavailable {
+                lab: lab.to_string(),
+                failure: failure.to_string(),
+                log_tail: coredns::log_tail(cluster).await,
+            });
+        }
     }
 
     report.traefik_config_removed = release_traefik_config(cluster, lab).await?;
@@ -249,63 +291,11 @@ pub async fn down(
     }
 }
 
-/// Removes the lab's key: apply, with the lab's field manager, an object
-/// without it; the server drops the fields only that manager owned. If
-/// something else had taken the key over, a merge patch removes it. An
-/// empty ConfigMap left behind is deleted (if nobody changed it since).
-async fn remove_coredns_key(cluster: &Cluster, lab: &LabName, key: &str) -> Result<(), DownError> {
-    let api: Api<ConfigMap> = Api::namespaced(cluster.client.clone(), names::KUBE_SYSTEM);
-    let err = |what: &'static str| {
-        move |source| DownError::Api {
-            lab: lab.to_string(),
-            what: what.to_owned(),
-            source,
-        }
-    };
-    let empty = serde_json::json!({
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": { "name": names::COREDNS_CUSTOM_CONFIGMAP, "namespace": names::KUBE_SYSTEM },
-    });
-    let params = PatchParams::apply(&names::lab_field_manager(lab)).force();
-    let mut after = api
-        .patch(
-            names::COREDNS_CUSTOM_CONFIGMAP,
-            &params,
-            &Patch::Apply(&empty),
-        )
-        .await
-        .map_err(err("remove the lab's key from kube-system/coredns-custom"))?;
-    if after.data.as_ref().is_some_and(|d| d.contains_key(key)) {
-        let patch = serde_json::json!({ "data": { key: null } });
-        after = api
-            .patch(
-                names::COREDNS_CUSTOM_CONFIGMAP,
-                &PatchParams::default(),
-                &Patch::Merge(&patch),
-            )
-            .await
-            .map_err(err("remove the lab's key from kube-system/coredns-custom"))?;
-    }
-    let is_empty = after.data.as_ref().is_none_or(|d| d.is_empty())
-        && after.binary_data.as_ref().is_none_or(|d| d.is_empty());
-    if is_empty {
-        let dp = DeleteParams::default().preconditions(Preconditions {
-            resource_version: after.metadata.resource_version.clone(),
-            uid: None,
-        });
-        match api.delete(names::COREDNS_CUSTOM_CONFIGMAP, &dp).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
-            Err(e) => return Err(err("delete the empty kube-system/coredns-custom")(e)),
-        }
-    }
-    Ok(())
-}
-
-/// When no other lab is left, removes fedilab's Traefik HelmChartConfig:
-/// deleted if only fedilab wrote it, otherwise fedilab's fields are given
-/// up (applied empty by its manager). Returns whether anything changed.
+/// When no other lab is left, deletes kube-system/traefik if it is a
+/// leftover of an older fedilab ([`is_legacy_traefik_config`]); any other
+/// HelmChartConfig is the user's and stays exactly as it is. The delete is
+/// conditional on the resourceVersion read, so a change made meanwhile
+/// keeps the object. Returns whether it was deleted.
 async fn release_traefik_config(cluster: &Cluster, lab: &LabName) -> Result<bool, DownError> {
     let others = crate::status::list_labs(cluster)
         .await
@@ -323,6 +313,7 @@ async fn release_traefik_config(cluster: &Cluster, lab: &LabName) -> Result<bool
     let existing = match api.get_opt(names::TRAEFIK_HELM_CHART_CONFIG).await {
         Ok(Some(o)) => o,
         Ok(None) => return Ok(false),
+        // No helm.cattle.io on this cluster: nothing fedilab could have left.
         Err(kube::Error::Api(s)) if s.code == 404 => return Ok(false),
         Err(e) => {
             return Err(DownError::Api {
@@ -332,49 +323,45 @@ async fn release_traefik_config(cluster: &Cluster, lab: &LabName) -> Result<bool
             });
         }
     };
-    let ours = existing
+    if !is_legacy_traefik_config(&existing) {
+        return Ok(false);
+    }
+    let dp = DeleteParams::background().preconditions(Preconditions {
+        resource_version: existing.metadata.resource_version.clone(),
+        uid: existing.metadata.uid.clone(),
+    });
+    match api.delete(names::TRAEFIK_HELM_CHART_CONFIG, &dp).await {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(false),
+        Err(e) => Err(DownError::Api {
+            lab: lab.to_string(),
+            what: "remove the Traefik HelmChartConfig an older fedilab left".to_owned(),
+            source: e,
+        }),
+    }
+}
+
+/// Whether `object` is a HelmChartConfig that an older fedilab created and
+/// nobody else touched: fedilab's `managed-by` label, every managed-fields
+/// entry fedilab's (a user's `kubectl apply`, `create` or `edit` adds its
+/// own), and exactly the values those releases wrote. A user's object that
+/// an older fedilab stamped fails the second test and is left alone.
+pub(crate) fn is_legacy_traefik_config(object: &DynamicObject) -> bool {
+    let labelled = object
         .metadata
         .labels
         .as_ref()
         .and_then(|l| l.get(names::MANAGED_BY_KEY))
         .is_some_and(|v| v == names::MANAGED_BY);
-    if !ours {
-        return Ok(false);
-    }
-    let only_fedilab = existing
+    let managers = object
         .metadata
         .managed_fields
-        .iter()
-        .flatten()
-        .all(|m| m.manager.as_deref() == Some(names::FIELD_MANAGER));
-    let result = if only_fedilab {
-        api.delete(
-            names::TRAEFIK_HELM_CHART_CONFIG,
-            &DeleteParams::background(),
-        )
-        .await
-        .map(|_| ())
-    } else {
-        let empty = serde_json::json!({
-            "apiVersion": hcc.resource.api_version,
-            "kind": hcc.resource.kind,
-            "metadata": { "name": names::TRAEFIK_HELM_CHART_CONFIG, "namespace": names::KUBE_SYSTEM },
-        });
-        api.patch(
-            names::TRAEFIK_HELM_CHART_CONFIG,
-            &PatchParams::apply(names::FIELD_MANAGER).force(),
-            &Patch::Apply(&empty),
-        )
-        .await
-        .map(|_| ())
-    };
-    match result {
-        Ok(()) => Ok(true),
-        Err(kube::Error::Api(s)) if s.code == 404 => Ok(false),
-        Err(e) => Err(DownError::Api {
-            lab: lab.to_string(),
-            what: "remove the Traefik HelmChartConfig".to_owned(),
-            source: e,
-        }),
-    }
+        .as_deref()
+        .unwrap_or_default();
+    let only_fedilab = !managers.is_empty()
+        && managers
+            .iter()
+            .all(|m| m.manager.as_deref() == Some(names::FIELD_MANAGER));
+    let values = object.data["spec"]["valuesContent"].as_str();
+    labelled && only_fedilab && values == Some(LEGACY_TRAEFIK_VALUES)
 }

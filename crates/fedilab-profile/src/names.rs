@@ -50,8 +50,25 @@ pub const HELM_CHART_CONFIG_PLURAL: &str = "helmchartconfigs";
 pub const RESTARTED_AT_ANNOTATION: &str = "kubectl.kubernetes.io/restartedAt";
 /// The Ingress class of k3s's Traefik.
 pub const TRAEFIK_INGRESS_CLASS: &str = "traefik";
-/// Where lab names point inside the cluster (a CNAME target, hence the dot).
+/// Where lab names point inside the cluster on a cluster with the default
+/// domain (a CNAME target, hence the dot); see [`traefik_service_fqdn`].
 pub const TRAEFIK_SERVICE_FQDN: &str = "traefik.kube-system.svc.cluster.local.";
+/// k3s's default cluster domain (`--cluster-domain`).
+pub const DEFAULT_CLUSTER_DOMAIN: &str = "cluster.local";
+/// CoreDNS's own ConfigMap in [`KUBE_SYSTEM`]; its Corefile's `kubernetes`
+/// line names the cluster domain.
+pub const COREDNS_CONFIGMAP: &str = "coredns";
+/// The key of the Corefile in [`COREDNS_CONFIGMAP`].
+pub const COREFILE_KEY: &str = "Corefile";
+
+/// Where lab names point inside a cluster whose domain is
+/// `cluster_domain`: Traefik's Service, as a CNAME target (with the dot).
+pub fn traefik_service_fqdn(cluster_domain: &str) -> String {
+    format!(
+        "{TRAEFIK_SERVICE}.{KUBE_SYSTEM}.svc.{}.",
+        cluster_domain.trim_end_matches('.')
+    )
+}
 /// k3s's default storage class.
 pub const STORAGE_CLASS: &str = "local-path";
 
@@ -63,6 +80,15 @@ pub fn namespace(lab: &LabName) -> String {
 /// The lab's key in `coredns-custom` (k3s imports keys ending in `.server`).
 pub fn coredns_key(lab: &LabName) -> String {
     format!("fedilab-{lab}.server")
+}
+
+/// The lab whose key in `coredns-custom` `key` is (the inverse of
+/// [`coredns_key`]); `None` for any other key, such as a user's own.
+pub fn lab_of_coredns_key(key: &str) -> Option<LabName> {
+    key.strip_prefix("fedilab-")?
+        .strip_suffix(".server")?
+        .parse()
+        .ok()
 }
 
 /// The NetworkPolicy that closes egress for every pod of the lab.
@@ -332,6 +358,33 @@ mod tests {
         ] {
             assert!(name.len() <= 63, "{name}");
         }
+    }
+
+    #[test]
+    fn coredns_keys_name_their_lab_and_nothing_else() {
+        let lab: LabName = "main".parse().expect("valid");
+        assert_eq!(lab_of_coredns_key(&coredns_key(&lab)), Some(lab));
+        for other in [
+            "user.server",
+            "fedilab-main.override",
+            "fedilab-.server",
+            "fedilab-Bad_Lab.server",
+            "main.server",
+        ] {
+            assert_eq!(lab_of_coredns_key(other), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn traefik_target_follows_the_cluster_domain() {
+        assert_eq!(
+            traefik_service_fqdn(DEFAULT_CLUSTER_DOMAIN),
+            TRAEFIK_SERVICE_FQDN
+        );
+        assert_eq!(
+            traefik_service_fqdn("lab.internal"),
+            "traefik.kube-system.svc.lab.internal."
+        );
     }
 
     #[test]

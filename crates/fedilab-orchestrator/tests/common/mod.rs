@@ -60,6 +60,11 @@ pub struct Behaviour {
     /// Check pods (by name) that end: their phase, exit code and log.
     /// Other created pods stay Pending.
     pub check_pods: BTreeMap<String, (String, i32, String)>,
+    /// The node's `spec.podCIDRs` (none by default, as before).
+    pub pod_cidrs: Vec<String>,
+    /// kube-system's CoreDNS Deployment reports its rollout available
+    /// (independent of [`Behaviour::ready_after_rounds`]).
+    pub coredns_available: bool,
 }
 
 impl Default for Behaviour {
@@ -71,6 +76,8 @@ impl Default for Behaviour {
             kubelet_version: "v1.33.4+k3s1".to_owned(),
             allocatable_memory: "16318936Ki".to_owned(),
             check_pods: BTreeMap::new(),
+            pod_cidrs: Vec::new(),
+            coredns_available: true,
         }
     }
 }
@@ -369,7 +376,11 @@ impl State {
             let n: u64 = stored.uid.trim_start_matches("uid-").parse().unwrap_or(0);
             object["spec"]["clusterIP"] = json!(format!("10.43.{}.{}", n / 250, n % 250 + 1));
         }
-        let ready = self.ready();
+        let ready = if key.1.as_deref() == Some("kube-system") && key.2 == "coredns" {
+            self.behaviour.coredns_available
+        } else {
+            self.ready()
+        };
         match key.0.as_str() {
             "deployments" if ready => {
                 object["status"] = json!({"observedGeneration": 1, "replicas": 1,
@@ -517,8 +528,7 @@ impl State {
         };
         let method = parts.method.as_str();
         if plural == "nodes" && method == "GET" {
-            return ok(
-                &json!({"apiVersion": "v1", "kind": "NodeList", "metadata": {}, "items": [{
+            let mut nodes = json!({"apiVersion": "v1", "kind": "NodeList", "metadata": {}, "items": [{
                 "apiVersion": "v1", "kind": "Node", "metadata": {"name": "lab-vm"},
                 "status": {
                     "allocatable": {"memory": self.behaviour.allocatable_memory, "cpu": "4"},
@@ -527,8 +537,11 @@ impl State {
                     "nodeInfo": {"kubeletVersion": self.behaviour.kubelet_version,
                         "architecture": "amd64", "bootID": "", "containerRuntimeVersion": "",
                         "kernelVersion": "", "kubeProxyVersion": "", "machineID": "",
-                        "operatingSystem": "linux", "osImage": "", "systemUUID": ""}}}]}),
-            );
+                        "operatingSystem": "linux", "osImage": "", "systemUUID": ""}}}]});
+            if !self.behaviour.pod_cidrs.is_empty() {
+                nodes["items"][0]["spec"] = json!({"podCIDRs": self.behaviour.pod_cidrs});
+            }
+            return ok(&nodes);
         }
         if plural == "pods" && ns.is_none() && method == "GET" {
             // Cluster-wide: k3s's own pod (the fake keeps no lab pods).
