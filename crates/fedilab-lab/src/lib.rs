@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! UpPlan::prepare(UpRequest)       attached servers, secrets, certificates (no cluster)
-//! up(&Cluster, &UpPlan, host, ..)  node -> build -> preflight -> apply -> upstreams
+//! up(&Cluster, &UpPlan, host, ..)  node, facts -> build -> preflight -> apply -> upstreams
 //!                                  -> lab.json -> serve -> wait -> credentials
 //! down(&Cluster, &DownRequest, ..) cluster objects -> serve stopped -> purge
 //! AttachPlan::prepare / attach     leaf, objects, attached.json + lab.json, serve

@@ -1,6 +1,7 @@
 //! `up`: the whole bring-up of a lab. [`UpPlan::prepare`] does what needs
 //! no cluster (attached servers, generated secrets, certificates, the saved
-//! state); [`up`] then reads the node address, builds the objects, runs
+//! state); [`up`] then reads the node address and the cluster's facts
+//! (domain, IPv6 networks), builds the objects, runs
 //! preflight, applies them inside the apply-pending marker, reads the
 //! inspector's upstreams, saves `lab.json`, starts or reloads the host side
 //! and waits for every instance, ending with the credentials.
@@ -9,7 +10,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
-use fedilab_manifest::{BuildError, LabManifests, LabSecrets, Routing, TlsMaterial};
+use fedilab_manifest::{BuildError, ClusterFacts, LabManifests, LabSecrets, Routing, TlsMaterial};
 use fedilab_orchestrator::{
     ApplyError, ApplyReport, Cluster, CredsError, InstanceCredentials, MemberError, Preflight,
     PreflightError, PreflightOptions, PreflightWarning, Timings, WaitError, WaitOptions,
@@ -235,16 +236,17 @@ impl UpPlan {
         )
     }
 
-    fn build(&self, serve: &ServeSettings) -> Result<LabManifests, UpError> {
+    fn build(&self, serve: &ServeSettings, facts: &ClusterFacts) -> Result<LabManifests, UpError> {
         let routing = match serve.proxy {
             Some(proxy) => Routing::Inspector { proxy },
             None => Routing::Direct,
         };
-        fedilab_manifest::build(&self.spec, &self.secrets, &self.tls, &routing).map_err(|e| match e
-        {
-            BuildError::ExternalNeedsInspector(_) => UpError::ExternalNeedsInspector(e),
-            other => UpError::Build(other),
-        })
+        fedilab_manifest::build_on(&self.spec, &self.secrets, &self.tls, &routing, facts).map_err(
+            |e| match e {
+                BuildError::ExternalNeedsInspector(_) => UpError::ExternalNeedsInspector(e),
+                other => UpError::Build(other),
+            },
+        )
     }
 }
 
@@ -279,8 +281,14 @@ pub async fn up(
         .ok_or_else(|| UpError::NoNodeAddress {
             server: cluster.server.clone(),
         })?;
+    // What the objects depend on in this cluster: its domain (the CNAME
+    // target of the lab names) and its IPv6 networks (egress, Mastodon's
+    // private-address allowance).
+    let facts = timings
+        .phase("facts", fedilab_orchestrator::cluster_facts(cluster))
+        .await?;
     let serve = plan.serve_settings(node);
-    let manifests = plan.build(&serve)?;
+    let manifests = plan.build(&serve, &facts)?;
     let checked = timings
         .phase(
             "preflight",

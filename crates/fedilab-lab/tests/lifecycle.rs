@@ -133,7 +133,10 @@ async fn up_applies_saves_the_routes_then_starts_the_host_side_and_returns_crede
     assert_eq!(events[2..4], ["serve", "waiting 2"]);
     assert!(events.contains(&"ready mastodon1".to_owned()), "{events:?}");
     let phases: Vec<String> = timings.phases().into_iter().map(|p| p.phase).collect();
-    assert_eq!(phases, ["node", "preflight", "apply", "upstreams", "wait"]);
+    assert_eq!(
+        phases,
+        ["node", "facts", "preflight", "apply", "upstreams", "wait"]
+    );
 
     // The host side was asked once, after the state with the routes was
     // saved: every instance's web Service at `/`, streaming at its prefix.

@@ -21,11 +21,13 @@ use crate::output::print_timings;
 #[command(
     after_help = "Removes everything labelled fedilab.dev/lab=NAME: the lab's namespace (and\n\
 with it every instance, database and volume), its key in kube-system/coredns-custom (other\n\
-labs' keys stay), and, with the last lab, fedilab's Traefik HelmChartConfig; restarts CoreDNS\n\
-and waits until nothing of the lab is left (attached servers' objects go with the namespace).\n\
+labs' keys stay; a ConfigMap you made yourself is never deleted); restarts CoreDNS and waits\n\
+until it is available again, then until nothing of the lab is left (attached servers' objects\n\
+go with the namespace). With the last lab, a Traefik HelmChartConfig that an older fedilab\n\
+created goes too; one you wrote is never touched.\n\
 A lab that does not exist is not an error. Stops the lab's `fedilab serve` on this host.\n\
-The lab CA, the state and the inspector's recordings on this host stay (hosts that trust it keep working for the next lab of the\n\
-same domain) unless --purge.\n\n\
+The lab CA, the state and the inspector's recordings on this host stay (hosts that trust\n\
+it keep working for the next lab of the same domain) unless --purge.\n\n\
 Examples:\n  fedilab down\n  fedilab down --lab exp --purge"
 )]
 pub struct DownArgs {
@@ -114,7 +116,7 @@ fn report_text(report: &DownReport, lab: &LabName) -> String {
         if cluster.traefik_config_removed {
             let _ = writeln!(
                 out,
-                "  HelmChartConfig/{}/{} (the last lab is gone)",
+                "  HelmChartConfig/{}/{} (left by an older fedilab; the last lab is gone)",
                 names::KUBE_SYSTEM,
                 names::TRAEFIK_HELM_CHART_CONFIG
             );
