@@ -9,6 +9,7 @@
 #![warn(missing_docs, clippy::print_stdout, clippy::dbg_macro)]
 
 mod external;
+mod federation;
 mod lab;
 mod mastodon;
 mod objects;
@@ -20,6 +21,7 @@ use std::net::SocketAddr;
 
 use fedilab_profile::{InstanceName, InstanceSpec, InstanceSpecKind, LabSpec};
 
+pub use federation::{ALLOW_DOMAINS_ENV, ALLOW_DOMAINS_RB, allow_domains_command, allowed_domains};
 pub use lab::corefile_server_block;
 pub use mastodon::{
     POSTGRES_IMAGE, REDIS_IMAGE, SYSTEM_BUNDLE_PATH, TRUST_BUNDLE_PATH, WEB_PORT, check_pod,
