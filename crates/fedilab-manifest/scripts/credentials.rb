@@ -21,9 +21,13 @@ end
 user = Account.find_local(username)&.user
 abort "fedilab: could not create the account #{username}; see the output above" if user.nil?
 
-user.password = password
-user.password_confirmation = password
-user.save!(validate: false)
+# Setting the password again would re-hash it and queue a password-change
+# mail on every run: only when it differs.
+unless user.valid_password?(password)
+  user.password = password
+  user.password_confirmation = password
+  user.save!(validate: false)
+end
 
 app = Doorkeeper::Application.find_or_create_by!(name: app_name) do |a|
   a.redirect_uri = 'urn:ietf:wg:oauth:2.0:oob'

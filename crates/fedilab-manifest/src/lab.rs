@@ -19,6 +19,8 @@ use crate::ClusterFacts;
 pub(crate) const SETUP_SH: &str = include_str!("../scripts/setup.sh");
 /// The Ruby the setup Job runs with `rails runner`.
 pub(crate) const CREDENTIALS_RB: &str = include_str!("../scripts/credentials.rb");
+/// File name of [`crate::ALLOW_DOMAINS_RB`] in the setup ConfigMap.
+pub(crate) const ALLOW_DOMAINS_FILE: &str = "allow_domains.rb";
 
 /// Metadata of an object in the lab's namespace.
 pub(crate) fn lab_meta(spec: &LabSpec, name: &str, labels: BTreeMap<String, String>) -> ObjectMeta {
@@ -148,6 +150,10 @@ pub(crate) fn setup_scripts(spec: &LabSpec) -> ConfigMap {
         data: Some(BTreeMap::from([
             ("setup.sh".to_owned(), SETUP_SH.to_owned()),
             ("credentials.rb".to_owned(), CREDENTIALS_RB.to_owned()),
+            (
+                ALLOW_DOMAINS_FILE.to_owned(),
+                crate::ALLOW_DOMAINS_RB.to_owned(),
+            ),
         ])),
         ..ConfigMap::default()
     }

@@ -11,6 +11,7 @@
 
 mod external;
 mod facts;
+mod federation;
 mod lab;
 mod mastodon;
 mod objects;
@@ -23,6 +24,7 @@ use std::net::SocketAddr;
 use fedilab_profile::{InstanceName, InstanceSpec, InstanceSpecKind, LabSpec};
 
 pub use facts::ClusterFacts;
+pub use federation::{ALLOW_DOMAINS_ENV, ALLOW_DOMAINS_RB, allow_domains_command, allowed_domains};
 pub use lab::{corefile_server_block, corefile_server_block_on};
 pub use mastodon::{
     POSTGRES_IMAGE, REDIS_IMAGE, SYSTEM_BUNDLE_PATH, TRUST_BUNDLE_PATH, WEB_PORT, check_pod,

@@ -358,8 +358,10 @@ impl Builder<'_> {
             ("WEB_CONCURRENCY", "0"),
             ("MAX_THREADS", "5"),
             ("SIDEKIQ_CONCURRENCY", "5"),
-            ("STREAMING_CLUSTER_NUM", "1"),
             ("MALLOC_ARENA_MAX", "2"),
+            // Egress is closed: the update check (every 30 minutes) could
+            // only fail. Empty turns it off (SoftwareUpdate.check_enabled?).
+            ("UPDATE_CHECK_URL", ""),
             // No mail server in the lab: mails are written to tmp/mails.
             ("SMTP_DELIVERY_METHOD", "file"),
             (
@@ -801,6 +803,14 @@ impl Builder<'_> {
             resources: Some(resources(&self.m.resources.web)),
             ..Container::default()
         };
+        let mut container = container;
+        let allowed = crate::federation::allowed_domains(self.spec, self.instance);
+        if !allowed.is_empty() {
+            container
+                .env
+                .get_or_insert_with(Vec::new)
+                .push(env(crate::ALLOW_DOMAINS_ENV, &allowed.join(",")));
+        }
         let mut pod = self.mastodon_pod(&self.m.image, container, false);
         pod.restart_policy = Some(s("Never"));
         pod.volumes.get_or_insert_with(Vec::new).push(Volume {

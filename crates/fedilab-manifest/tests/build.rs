@@ -579,3 +579,110 @@ fn an_attached_server_gets_exactly_what_a_profile_external_instance_gets() {
         Err(BuildError::ExternalNeedsInspector(_))
     ));
 }
+
+/// Issue 12: nothing reads `STREAMING_CLUSTER_NUM` since the streaming
+/// server lost its cluster mode (mastodon#24655, before 4.2), and the
+/// update check can only fail behind the closed egress.
+#[test]
+fn issue_12_env_has_no_dead_keys_and_no_update_check() {
+    let spec = spec_from("mastodon-pair.yaml", &Overrides::default());
+    let objects = render(&spec).objects;
+    for o in objects.iter().filter(|o| o.name().ends_with("-env")) {
+        let data: BTreeMap<String, String> =
+            serde_json::from_value(json(o)["data"].clone()).expect("string map");
+        assert!(!data.contains_key("STREAMING_CLUSTER_NUM"), "{}", o.name());
+        assert_eq!(
+            data.get("UPDATE_CHECK_URL").map(String::as_str),
+            Some(""),
+            "{}",
+            o.name()
+        );
+    }
+}
+
+fn setup_env(objects: &[Manifest], instance: &str) -> BTreeMap<String, serde_json::Value> {
+    let job = objects
+        .iter()
+        .find(|o| o.kind() == "Job" && o.name() == format!("{instance}-setup"))
+        .expect("setup job");
+    json(job)["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|v| Some((v["name"].as_str()?.to_owned(), v)))
+        .collect()
+}
+
+/// Issue 12: an instance in limited federation mode allows every other
+/// lab host (external ones too), or it federates with nobody.
+#[test]
+fn issue_12_limited_federation_allows_the_other_lab_hosts() {
+    let spec = spec_yaml(
+        "instances:\n  - name: closed\n    mastodon: {limited_federation: true}\n  \
+         - name: open\n  - name: mine\n    kind: external\n    url: http://127.0.0.1:3000\n",
+    );
+    let objects = render_routed(&spec, &INSPECTOR).expect("builds").objects;
+    let closed = setup_env(&objects, "closed");
+    assert_eq!(
+        closed[fedilab_manifest::ALLOW_DOMAINS_ENV]["value"],
+        "mine.fediverse.local,open.fediverse.local"
+    );
+    let open = setup_env(&objects, "open");
+    assert!(!open.contains_key(fedilab_manifest::ALLOW_DOMAINS_ENV));
+
+    let closed_spec = &spec.instances[0];
+    assert_eq!(
+        fedilab_manifest::allowed_domains(&spec, closed_spec),
+        ["mine.fediverse.local", "open.fediverse.local"]
+    );
+    assert!(fedilab_manifest::allowed_domains(&spec, &spec.instances[1]).is_empty());
+    let command = fedilab_manifest::allow_domains_command(&["a.fediverse.local".to_owned()]);
+    assert_eq!(
+        command[..6],
+        [
+            "env",
+            "FEDILAB_ALLOW_DOMAINS=a.fediverse.local",
+            "bundle",
+            "exec",
+            "rails",
+            "runner"
+        ]
+    );
+    assert_eq!(command[6], fedilab_manifest::ALLOW_DOMAINS_RB);
+
+    // The setup ConfigMap carries the script, and setup.sh runs it.
+    let scripts = objects
+        .iter()
+        .find(|o| o.name() == names::SETUP_SCRIPTS_CONFIGMAP)
+        .expect("setup scripts");
+    let data = json(scripts)["data"].clone();
+    assert_eq!(data["allow_domains.rb"], fedilab_manifest::ALLOW_DOMAINS_RB);
+    assert!(
+        data["setup.sh"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("rails runner /etc/fedilab/setup/allow_domains.rb")
+    );
+}
+
+/// Issue 12: the setup Job sets the admin password only when it differs
+/// (no new hash, no password-change mail on every `up`).
+#[test]
+fn issue_12_credentials_script_keeps_a_matching_password() {
+    let spec = spec_from("mastodon-pair.yaml", &Overrides::default());
+    let objects = render(&spec).objects;
+    let scripts = objects
+        .iter()
+        .find(|o| o.name() == names::SETUP_SCRIPTS_CONFIGMAP)
+        .expect("setup scripts");
+    let rb = json(scripts)["data"]["credentials.rb"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let guard = rb
+        .find("unless user.valid_password?(password)")
+        .expect("guarded");
+    let save = rb.find("user.save!").expect("saves");
+    assert!(guard < save, "the save is inside the guard");
+}

@@ -115,6 +115,79 @@ pub fn is_pod_ready(pod: Option<&Pod>) -> bool {
         .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
+/// The waiting reasons of a container whose image cannot be pulled.
+pub const IMAGE_PULL_REASONS: [&str; 4] = [
+    "ErrImagePull",
+    "ImagePullBackOff",
+    "InvalidImageName",
+    "ErrImageNeverPull",
+];
+
+/// A container of a pod that waits for an image the node cannot pull.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ImagePullFailure {
+    /// The pod's name.
+    pub pod: String,
+    /// The container (init containers included).
+    pub container: String,
+    /// The image reference, as in the pod spec (`repository:tag`).
+    pub image: String,
+    /// `ErrImagePull`, `ImagePullBackOff`, ...
+    pub reason: String,
+    /// The kubelet's message (the registry's answer), may be empty.
+    pub message: String,
+}
+
+/// The first container of `pod` (init containers first) that waits
+/// because its image cannot be pulled. The image comes from the pod spec
+/// (the status may only hold a resolved digest), else from the status.
+pub fn image_pull_failure(pod: Option<&Pod>) -> Option<ImagePullFailure> {
+    let pod = pod?;
+    let status = pod.status.as_ref()?;
+    let spec = pod.spec.as_ref();
+    let spec_image = |name: &str| {
+        spec.into_iter()
+            .flat_map(|s| s.init_containers.iter().flatten().chain(&s.containers))
+            .find(|c| c.name == name)
+            .and_then(|c| c.image.clone())
+    };
+    status
+        .init_container_statuses
+        .iter()
+        .flatten()
+        .chain(status.container_statuses.iter().flatten())
+        .find_map(|c| {
+            let waiting = c.state.as_ref()?.waiting.as_ref()?;
+            let reason = waiting.reason.as_deref()?;
+            IMAGE_PULL_REASONS
+                .contains(&reason)
+                .then(|| ImagePullFailure {
+                    pod: pod.metadata.name.clone().unwrap_or_default(),
+                    container: c.name.clone(),
+                    image: spec_image(&c.name).unwrap_or_else(|| c.image.clone()),
+                    reason: reason.to_owned(),
+                    message: waiting.message.clone().unwrap_or_default(),
+                })
+        })
+}
+
+/// The first pod of `instance` (by its `fedilab.dev/instance` label) in
+/// `pods` whose image cannot be pulled. Pure.
+pub fn instance_pull_failure(
+    pods: &[Pod],
+    instance: &fedilab_profile::InstanceName,
+) -> Option<ImagePullFailure> {
+    pods.iter()
+        .filter(|p| {
+            p.metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(fedilab_profile::names::INSTANCE_KEY))
+                .is_some_and(|v| v == instance.as_str())
+        })
+        .find_map(|p| image_pull_failure(Some(p)))
+}
+
 /// A node that reports Ready.
 pub fn is_node_ready(node: Option<&Node>) -> bool {
     node.and_then(|n| n.status.as_ref())

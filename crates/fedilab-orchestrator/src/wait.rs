@@ -1,9 +1,10 @@
 //! Waits until every instance of a lab works, phase by phase (database,
 //! setup Job, services), with a time budget per phase. Polls the lab's
-//! StatefulSets, Deployments and Jobs (three list requests per round,
+//! StatefulSets, Deployments, Jobs and Pods (four list requests per round,
 //! whatever the number of instances) and judges them with the pure
-//! predicates of [`crate::readiness`]. Reports progress through
-//! [`Progress`]; never prints.
+//! predicates of [`crate::readiness`]; a pod whose image cannot be pulled
+//! ends the wait at once. Reports progress through [`Progress`]; never
+//! prints.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -12,13 +13,17 @@ use fedilab_profile::names::{self, Component};
 use fedilab_profile::{InstanceName, InstanceSpecKind, LabSpec};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use kube::api::ListParams;
 use tokio::time::Instant;
 
 use crate::Cluster;
 use crate::diagnose::{Diagnosis, diagnose};
-use crate::readiness::{InstanceObjects, InstanceProgress, Phase, instance_progress};
+use crate::readiness::{
+    ImagePullFailure, InstanceObjects, InstanceProgress, Phase, instance_progress,
+    instance_pull_failure,
+};
 
 /// Time budgets and the polling pace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,6 +123,27 @@ pub enum WaitError {
         /// Pods, events, logs.
         diagnosis: Diagnosis,
     },
+    /// A pod's image cannot be pulled: waiting longer does not help.
+    #[error(
+        "{instance}: the node cannot pull {image} for {pod} ({reason}{detail}).\n\
+         If the tag is wrong, choose a Mastodon release that exists with `version:` in the \
+         profile (`mastodon.version` for every instance, `instances[].version` for one; \
+         releases: https://github.com/mastodon/mastodon/releases), then run `fedilab up` \
+         again. If the node cannot reach the registry, fix that and run `fedilab up` again. \
+         `kubectl -n {namespace} describe pod {pod}` shows the kubelet's attempts",
+        image = failure.image,
+        pod = failure.pod,
+        reason = failure.reason,
+        detail = if failure.message.is_empty() { String::new() } else { format!(": {}", failure.message) }
+    )]
+    ImagePull {
+        /// The instance.
+        instance: InstanceName,
+        /// The lab's namespace.
+        namespace: String,
+        /// The pod, container, image and the kubelet's message.
+        failure: ImagePullFailure,
+    },
     /// Polling failed.
     #[error("cannot read the lab's workloads: {0}; run `fedilab up` again to keep waiting")]
     Api(#[source] kube::Error),
@@ -127,6 +153,7 @@ struct Snapshot {
     statefulsets: BTreeMap<String, StatefulSet>,
     deployments: BTreeMap<String, Deployment>,
     jobs: BTreeMap<String, Job>,
+    pods: Vec<Pod>,
 }
 
 fn by_name<K: kube::Resource>(items: Vec<K>) -> BTreeMap<String, K> {
@@ -150,11 +177,20 @@ impl Snapshot {
         let jobs = Api::<Job>::namespaced(client.clone(), &ns)
             .list(&lp)
             .await?;
+        let pods = Api::<Pod>::namespaced(client.clone(), &ns)
+            .list(&lp)
+            .await?;
         Ok(Snapshot {
             statefulsets: by_name(statefulsets.items),
             deployments: by_name(deployments.items),
             jobs: by_name(jobs.items),
+            pods: pods.items,
         })
+    }
+
+    /// The first pod of `instance` whose image cannot be pulled.
+    fn image_pull_failure(&self, instance: &InstanceName) -> Option<ImagePullFailure> {
+        instance_pull_failure(&self.pods, instance)
     }
 
     fn instance(&self, instance: &InstanceName) -> InstanceObjects<'_> {
@@ -180,6 +216,8 @@ struct Tracker {
 /// Waits until every instance of `spec` is ready.
 ///
 /// # Errors
+/// [`WaitError::ImagePull`] as soon as a pod of the lab waits for an image
+/// the node cannot pull (`ErrImagePull`, `ImagePullBackOff`),
 /// [`WaitError::SetupFailed`] as soon as a setup Job gives up,
 /// [`WaitError::Timeout`] when an instance stays in a phase longer than its
 /// budget, both with the failing pods' events and log tails.
@@ -226,6 +264,13 @@ pub async fn wait_ready(
                 tracker.progress = current.clone();
                 tracker.since = now;
                 progress.update(&instance.name, &current);
+            }
+            if let Some(failure) = snapshot.image_pull_failure(&instance.name) {
+                return Err(WaitError::ImagePull {
+                    instance: instance.name.clone(),
+                    namespace,
+                    failure,
+                });
             }
             match &current {
                 InstanceProgress::Ready => {}

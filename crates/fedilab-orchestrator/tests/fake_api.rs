@@ -364,7 +364,7 @@ async fn applied(fake: &Fake, instances: usize) -> fedilab_profile::LabSpec {
 }
 
 #[tokio::test]
-async fn wait_polls_three_lists_per_round_until_every_instance_is_ready() {
+async fn wait_polls_four_lists_per_round_until_every_instance_is_ready() {
     let fake = Fake::start(Behaviour {
         ready_after_rounds: None,
         ..Behaviour::default()
@@ -381,11 +381,13 @@ async fn wait_polls_three_lists_per_round_until_every_instance_is_ready() {
         "GET /apis/apps/v1/namespaces/fedilab-main/statefulsets?&labelSelector=app.kubernetes.io/managed-by=fedilab,fedilab.dev/lab=main",
         "GET /apis/apps/v1/namespaces/fedilab-main/deployments?&labelSelector=app.kubernetes.io/managed-by=fedilab,fedilab.dev/lab=main",
         "GET /apis/batch/v1/namespaces/fedilab-main/jobs?&labelSelector=app.kubernetes.io/managed-by=fedilab,fedilab.dev/lab=main",
+        // Pods: one waiting for an image that cannot be pulled ends the wait.
+        "GET /api/v1/namespaces/fedilab-main/pods?&labelSelector=app.kubernetes.io/managed-by=fedilab,fedilab.dev/lab=main",
     ];
     let expected: Vec<String> = round
         .iter()
         .cycle()
-        .take(9)
+        .take(12)
         .map(|s| (*s).to_owned())
         .collect();
     assert_eq!(lines, expected);

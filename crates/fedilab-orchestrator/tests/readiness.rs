@@ -1,12 +1,16 @@
 //! The readiness predicates on YAML fixtures of objects as the API server
 //! returns them.
 
+use fedilab_orchestrator::WaitError;
 use fedilab_orchestrator::readiness::{
-    InstanceObjects, InstanceProgress, JobState, Phase, instance_progress, is_deployment_available,
-    is_job_complete, is_job_failed, is_statefulset_ready, job_state,
+    ImagePullFailure, InstanceObjects, InstanceProgress, JobState, Phase, image_pull_failure,
+    instance_progress, instance_pull_failure, is_deployment_available, is_job_complete,
+    is_job_failed, is_statefulset_ready, job_state,
 };
+use fedilab_profile::InstanceName;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
 
 fn fixture<T: serde::de::DeserializeOwned>(name: &str) -> T {
     let path = format!("{}/tests/fixtures/{name}.yaml", env!("CARGO_MANIFEST_DIR"));
@@ -124,4 +128,63 @@ fn instance_phases_follow_the_first_unready_object() {
             ..
         }
     ));
+}
+
+/// Issue 12: a tag that does not exist must fail `up` at once, naming the
+/// image, not after the phase's budget.
+#[test]
+fn issue_12_image_pull_failures_name_the_image() {
+    let backoff: Pod = fixture("pod-imagepullbackoff");
+    let err: Pod = fixture("pod-errimagepull");
+    let running: Pod = fixture("pod-running");
+
+    let failure = image_pull_failure(Some(&backoff)).expect("a pull failure");
+    assert_eq!(
+        failure,
+        ImagePullFailure {
+            pod: "mastodon1-streaming-7d9f8-x2k4q".to_owned(),
+            container: "trust-bundle".to_owned(),
+            image: "ghcr.io/mastodon/mastodon-streaming:v4.5.99".to_owned(),
+            reason: "ImagePullBackOff".to_owned(),
+            message: "Back-off pulling image \"ghcr.io/mastodon/mastodon-streaming:v4.5.99\""
+                .to_owned(),
+        }
+    );
+    let failure = image_pull_failure(Some(&err)).expect("a pull failure");
+    assert_eq!(failure.reason, "ErrImagePull");
+    assert!(
+        failure.message.ends_with("not found"),
+        "{}",
+        failure.message
+    );
+    assert_eq!(image_pull_failure(Some(&running)), None);
+    assert_eq!(image_pull_failure(None), None);
+
+    // Only the instance's own pods count.
+    let pods = vec![running.clone(), err.clone()];
+    let mastodon1: InstanceName = "mastodon1".parse().expect("valid");
+    let mastodon2: InstanceName = "mastodon2".parse().expect("valid");
+    assert_eq!(
+        instance_pull_failure(&pods, &mastodon1).map(|f| f.pod),
+        Some("mastodon1-setup-abcde".to_owned())
+    );
+    assert_eq!(instance_pull_failure(&pods, &mastodon2), None);
+
+    // The message says which image and how to choose another release.
+    let text = WaitError::ImagePull {
+        instance: mastodon1,
+        namespace: "fedilab-main".to_owned(),
+        failure: image_pull_failure(Some(&err)).expect("a pull failure"),
+    }
+    .to_string();
+    for wanted in [
+        "ghcr.io/mastodon/mastodon:v4.5.99",
+        "ErrImagePull",
+        "not found",
+        "`version:`",
+        "mastodon.version",
+        "kubectl -n fedilab-main describe pod mastodon1-setup-abcde",
+    ] {
+        assert!(text.contains(wanted), "{wanted:?} missing from:\n{text}");
+    }
 }

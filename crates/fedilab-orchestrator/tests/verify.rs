@@ -206,7 +206,7 @@ async fn creates_the_pods_reads_their_logs_and_deletes_them() {
         assert_eq!(pod["initContainers"][0]["name"], "trust-bundle");
         let c = &pod["containers"][0];
         assert_eq!(c["name"], "check");
-        assert_eq!(c["image"], "ghcr.io/mastodon/mastodon:v4.5.20");
+        assert_eq!(c["image"], "ghcr.io/mastodon/mastodon:v4.5.18");
         assert_eq!(c["command"][0], "ruby");
         assert_eq!(c["securityContext"]["allowPrivilegeEscalation"], false);
         assert_eq!(c["securityContext"]["capabilities"]["drop"][0], "ALL");

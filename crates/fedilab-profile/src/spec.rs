@@ -21,8 +21,11 @@ pub const DEFAULT_LAB_NAME: &str = "main";
 pub const DEFAULT_DOMAIN: &str = "fediverse.local";
 /// k3s's default pod (10.42.0.0/16) and service (10.43.0.0/16) networks.
 pub const DEFAULT_EGRESS_CIDR: &str = "10.42.0.0/15";
-/// The Mastodon release fedilab's manifests were checked against.
-pub const DEFAULT_MASTODON_VERSION: &str = "v4.5.20";
+/// The Mastodon release fedilab's manifests were checked against: the
+/// newest 4.5 patch release with public evidence (mastodon/mastodon#40519,
+/// "Bump version to v4.5.18", merged). The streaming image is
+/// `ghcr.io/mastodon/mastodon-streaming` with the same tag (split off in 4.3).
+pub const DEFAULT_MASTODON_VERSION: &str = "v4.5.18";
 /// The Mastodon image repository (the streaming image appends `-streaming`).
 pub const DEFAULT_MASTODON_IMAGE: &str = "ghcr.io/mastodon/mastodon";
 /// The most instances one lab may have. Each Mastodon needs about 1 GiB, so

@@ -53,10 +53,10 @@ fn default_profile_is_two_mastodons_on_fediverse_local() {
     let InstanceSpecKind::Mastodon(m) = &spec.instances[0].kind else {
         panic!("a Mastodon instance")
     };
-    assert_eq!(m.image, "ghcr.io/mastodon/mastodon:v4.5.20");
+    assert_eq!(m.image, "ghcr.io/mastodon/mastodon:v4.5.18");
     assert_eq!(
         m.streaming_image,
-        "ghcr.io/mastodon/mastodon-streaming:v4.5.20"
+        "ghcr.io/mastodon/mastodon-streaming:v4.5.18"
     );
     assert!(!m.authorized_fetch);
 }

@@ -78,7 +78,7 @@ fn two_instances_get_one_pod_per_check_and_a_trust_pod_each() {
         ]
     );
     for (_, _, pod) in plan.pods() {
-        assert_eq!(pod.image, "ghcr.io/mastodon/mastodon:v4.5.20");
+        assert_eq!(pod.image, "ghcr.io/mastodon/mastodon:v4.5.18");
         assert_eq!(pod.command()[..2], ["ruby", "-e"]);
     }
     // Egress probes the other instance's web Service.
