@@ -44,7 +44,10 @@ pub use creds::{
     CredsError, InstanceCredentials, credentials_from_cluster, credentials_from_state,
     select_instance,
 };
-pub use diagnose::{Diagnosis, PodDiagnosis};
+pub use diagnose::{
+    ComponentObjects, ContainerLog, Diagnosis, LogRequest, PodDiagnosis, PodObjects, logs_to_read,
+    pods_to_diagnose, summarize_component,
+};
 pub use kubeconfig::{K3S_KUBECONFIG, KubeconfigSource, choose_kubeconfig};
 pub use member::{
     MemberError, attach, detach, instance_upstreams, upstreams_from_services, with_attached,
@@ -59,7 +62,10 @@ pub use state::{
     AttachedServer, LabDir, LabState, ServeSettings, StateError, StoredInstance, StoredKind,
     StoredUpstream, purge_ca,
 };
-pub use status::{InstanceStatus, LabObjectStatus, LabStatus, StatusError, list_labs, status};
+pub use status::{
+    InstancePhase, InstanceStatus, LabObjectStatus, LabObjects, LabStatus, StatusError,
+    fetch_lab_objects, list_labs, status, summarize,
+};
 pub use teardown::{DownError, DownOptions, DownReport, RemovedObject, down};
 pub use verify::{CHECK_CONTAINER, VerifyError, VerifyOptions, VerifyRun, verify};
 pub use wait::{Progress, WaitError, WaitOptions, WaitReport, wait_ready};
