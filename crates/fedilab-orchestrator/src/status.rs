@@ -329,20 +329,7 @@ fn instances(objects: &LabObjects, now: jiff::Timestamp) -> Vec<InstanceStatus> 
     let statefulsets = by_name(&objects.statefulsets);
     let deployments = by_name(&objects.deployments);
     let jobs = by_name(&objects.jobs);
-    let external_app = fedilab_profile::InstanceKind::External.as_str();
-    let external: BTreeSet<&str> = objects
-        .ingresses
-        .iter()
-        .filter(|i| {
-            i.metadata
-                .labels
-                .as_ref()
-                .and_then(|l| l.get(names::APP_NAME_KEY))
-                .map(String::as_str)
-                == Some(external_app)
-        })
-        .filter_map(|i| instance_of(i.metadata.labels.as_ref()))
-        .collect();
+    let external = external_instances(&objects.ingresses);
     let mut names: BTreeSet<&str> = BTreeSet::new();
     names.extend(
         statefulsets
@@ -383,6 +370,23 @@ fn instances(objects: &LabObjects, now: jiff::Timestamp) -> Vec<InstanceStatus> 
         out.push(instance_status(objects, name, phase, &own, now));
     }
     out
+}
+
+/// External servers: they run nothing here; their Ingress shows them.
+fn external_instances(ingresses: &[Ingress]) -> BTreeSet<&str> {
+    let external_app = fedilab_profile::InstanceKind::External.as_str();
+    ingresses
+        .iter()
+        .filter(|i| {
+            i.metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(names::APP_NAME_KEY))
+                .map(String::as_str)
+                == Some(external_app)
+        })
+        .filter_map(|i| instance_of(i.metadata.labels.as_ref()))
+        .collect()
 }
 
 /// One instance's pods, URL and age.
