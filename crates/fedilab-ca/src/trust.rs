@@ -5,7 +5,7 @@
 //! root, which NSS databases the user has); [`trust_steps`] and
 //! [`untrust_steps`] are pure functions of a [`Probe`], so every platform's
 //! plan is tested here without touching the real store. Nothing here runs a
-//! command.
+//! command: `fedilab_steps::run` does.
 //!
 //! - Debian/Ubuntu: copy to `/usr/local/share/ca-certificates/*.crt`, then
 //!   `update-ca-certificates` (`--fresh` when removing).
@@ -14,7 +14,6 @@
 //! - NSS (Chromium, Firefox): `certutil -A` into each database found, when
 //!   `certutil` exists.
 
-use std::fmt;
 use std::path::{Path, PathBuf};
 
 use fedilab_profile::Domain;
@@ -48,41 +47,9 @@ pub struct Probe {
     pub nss_dbs: Vec<PathBuf>,
 }
 
-/// One command of a plan.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Step {
-    /// What it is for, such as `system store (Debian/Ubuntu)`.
-    pub purpose: String,
-    /// The program.
-    pub program: String,
-    /// Its arguments.
-    pub args: Vec<String>,
-    /// When true, a failure is reported and the plan goes on (removing a
-    /// certificate that is not there, for instance).
-    pub may_fail: bool,
-}
-
-impl fmt::Display for Step {
-    /// The command as a shell would take it.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&shell_quote(&self.program))?;
-        for arg in &self.args {
-            write!(f, " {}", shell_quote(arg))?;
-        }
-        Ok(())
-    }
-}
-
-fn shell_quote(s: &str) -> String {
-    let plain = !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"_./:=,@%+-".contains(&b));
-    if plain {
-        s.to_owned()
-    } else {
-        format!("'{}'", s.replace('\'', r"'\''"))
-    }
-}
+/// One command of a plan (shared with the resolver plan; run by
+/// `fedilab_steps::run`).
+pub use fedilab_steps::Step;
 
 /// Why no plan can be made.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -140,21 +107,10 @@ fn privileged(
     program: &str,
     args: Vec<String>,
 ) -> Result<Step, TrustError> {
-    let (program, args) = if probe.root {
-        (program.to_owned(), args)
-    } else if probe.sudo {
-        let mut all = vec![program.to_owned()];
-        all.extend(args);
-        ("sudo".to_owned(), all)
-    } else {
+    if !probe.root && !probe.sudo {
         return Err(TrustError::NeedsRoot);
-    };
-    Ok(Step {
-        purpose: purpose.to_owned(),
-        program,
-        args,
-        may_fail: false,
-    })
+    }
+    Ok(Step::new(purpose, program, args).as_root(probe.root))
 }
 
 /// The commands that make this host trust `ca_pem`, the root of `domain`.
@@ -183,10 +139,10 @@ pub fn trust_steps(probe: &Probe, domain: &Domain, ca_pem: &Path) -> Result<Vec<
     }
     if probe.certutil {
         for db in &probe.nss_dbs {
-            steps.push(Step {
-                purpose: format!("NSS database {}", db.display()),
-                program: "certutil".into(),
-                args: vec![
+            steps.push(Step::new(
+                &format!("NSS database {}", db.display()),
+                "certutil",
+                vec![
                     "-A".into(),
                     "-d".into(),
                     format!("sql:{}", db.display()),
@@ -197,8 +153,7 @@ pub fn trust_steps(probe: &Probe, domain: &Domain, ca_pem: &Path) -> Result<Vec<
                     "-i".into(),
                     ca_pem.display().to_string(),
                 ],
-                may_fail: false,
-            });
+            ));
         }
     }
     if steps.is_empty() {
@@ -234,18 +189,20 @@ pub fn untrust_steps(
     }
     if probe.certutil {
         for db in &probe.nss_dbs {
-            steps.push(Step {
-                purpose: format!("NSS database {}", db.display()),
-                program: "certutil".into(),
-                args: vec![
-                    "-D".into(),
-                    "-d".into(),
-                    format!("sql:{}", db.display()),
-                    "-n".into(),
-                    nss_nickname(domain),
-                ],
-                may_fail: true,
-            });
+            steps.push(
+                Step::new(
+                    &format!("NSS database {}", db.display()),
+                    "certutil",
+                    vec![
+                        "-D".into(),
+                        "-d".into(),
+                        format!("sql:{}", db.display()),
+                        "-n".into(),
+                        nss_nickname(domain),
+                    ],
+                )
+                .allowed_to_fail(),
+            );
         }
     }
     if steps.is_empty() {

@@ -47,7 +47,10 @@ pub use creds::{
     CredsError, InstanceCredentials, credentials_from_cluster, credentials_from_state,
     select_instance,
 };
-pub use diagnose::{Diagnosis, PodDiagnosis};
+pub use diagnose::{
+    ComponentObjects, ContainerLog, Diagnosis, LogRequest, PodDiagnosis, PodObjects, logs_to_read,
+    pods_to_diagnose, summarize_component,
+};
 pub use kubeconfig::{K3S_KUBECONFIG, KubeconfigSource, choose_kubeconfig};
 pub use member::{MemberError, attach, detach, instance_upstreams, upstreams_from_services};
 pub use metrics::{CountLayer, CountService, PhaseTiming, RequestCounter, Timings};
@@ -56,7 +59,10 @@ pub use preflight::{
     cluster_facts, lab_memory_requests, node_address, parse_quantity, preflight, reachable,
 };
 pub use resources::{ResourceError, ResourceMap};
-pub use status::{InstanceStatus, LabObjectStatus, LabStatus, StatusError, list_labs, status};
+pub use status::{
+    InstancePhase, InstanceStatus, LabObjectStatus, LabObjects, LabStatus, StatusError,
+    fetch_lab_objects, list_labs, status, summarize,
+};
 pub use teardown::{DownError, DownOptions, DownReport, RemovedObject, down};
 pub use verify::{CHECK_CONTAINER, VerifyError, VerifyOptions, VerifyRun, verify};
 pub use wait::{Progress, WaitError, WaitOptions, WaitReport, wait_ready};

@@ -501,43 +501,9 @@ fn summarize_node(node: &Node) -> NodeSummary {
     }
 }
 
-/// A Kubernetes quantity (`512Mi`, `3940812Ki`, `1G`, `500m`, `1e3`, `0`)
-/// in base units. `None` when it is not one.
-pub fn parse_quantity(text: &str) -> Option<f64> {
-    const SUFFIXES: &[(&str, f64)] = &[
-        ("Ki", 1024.0),
-        ("Mi", 1_048_576.0),
-        ("Gi", 1_073_741_824.0),
-        ("Ti", 1_099_511_627_776.0),
-        ("Pi", 1_125_899_906_842_624.0),
-        ("Ei", 1_152_921_504_606_846_976.0),
-        ("n", 1e-9),
-        ("u", 1e-6),
-        ("m", 1e-3),
-        ("k", 1e3),
-        ("M", 1e6),
-        ("G", 1e9),
-        ("T", 1e12),
-        ("P", 1e15),
-        ("E", 1e18),
-    ];
-    let text = text.trim();
-    let (number, factor) = SUFFIXES
-        .iter()
-        .find_map(|(s, f)| text.strip_suffix(s).map(|n| (n, *f)))
-        .unwrap_or((text, 1.0));
-    let number = number.strip_prefix('+').unwrap_or(number);
-    if number.is_empty()
-        || !number
-            .bytes()
-            .next()
-            .is_some_and(|b| b.is_ascii_digit() || b == b'.')
-    {
-        return None;
-    }
-    let value: f64 = number.parse().ok()?;
-    value.is_finite().then_some(value * factor)
-}
+/// The one quantity parser, the profile's: node capacity and pod requests
+/// are read with the same rules as the profile's resources.
+pub use fedilab_profile::parse_quantity;
 
 fn container_memory(c: &k8s_openapi::api::core::v1::Container) -> f64 {
     c.resources

@@ -12,6 +12,7 @@
 
 pub mod names;
 mod profile;
+mod quantity;
 mod spec;
 mod types;
 
@@ -19,6 +20,7 @@ pub use profile::{
     ComponentResourcesProfile, InstanceKind, InstanceProfile, LabProfile, MastodonProfile,
     NetworkProfile, ParseError, ResourcesProfile,
 };
+pub use quantity::parse_quantity;
 pub use spec::{
     ComponentResources, DEFAULT_DOMAIN, DEFAULT_EGRESS_CIDR, DEFAULT_LAB_NAME,
     DEFAULT_MASTODON_IMAGE, DEFAULT_MASTODON_VERSION, ExternalSpec, InstanceSpec, InstanceSpecKind,

@@ -361,7 +361,8 @@ impl fmt::Display for Cidr {
 }
 
 /// A Kubernetes resource quantity (`500m`, `1Gi`, `0.5`), kept as written
-/// and parsed to a number for sums and comparisons.
+/// and parsed to a number for sums and comparisons by
+/// [`parse_quantity`](crate::parse_quantity); it must be greater than zero.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Quantity {
     text: String,
@@ -383,36 +384,14 @@ impl Quantity {
 impl FromStr for Quantity {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        const SUFFIXES: &[(&str, f64)] = &[
-            ("Ki", 1024.0),
-            ("Mi", 1024.0 * 1024.0),
-            ("Gi", 1024.0 * 1024.0 * 1024.0),
-            ("Ti", 1024.0 * 1024.0 * 1024.0 * 1024.0),
-            ("m", 1e-3),
-            ("k", 1e3),
-            ("M", 1e6),
-            ("G", 1e9),
-            ("T", 1e12),
-        ];
-        let bad = || format!("{s:?} is not a quantity such as 500m, 256Mi or 1Gi");
-        let (number, factor) = SUFFIXES
-            .iter()
-            .find_map(|(suffix, factor)| s.strip_suffix(suffix).map(|n| (n, *factor)))
-            .unwrap_or((s, 1.0));
-        let well_formed = !number.is_empty()
-            && number.bytes().all(|b| b.is_ascii_digit() || b == b'.')
-            && number.bytes().filter(|b| *b == b'.').count() <= 1
-            && number.bytes().any(|b| b.is_ascii_digit());
-        if !well_formed {
-            return Err(bad());
-        }
-        let value: f64 = number.parse().map_err(|_| bad())?;
+        let value = crate::parse_quantity(s)
+            .ok_or_else(|| format!("{s:?} is not a quantity such as 500m, 256Mi or 1Gi"))?;
         if value <= 0.0 {
             return Err(format!("{s:?} must be greater than zero"));
         }
         Ok(Quantity {
             text: s.to_owned(),
-            value: value * factor,
+            value,
         })
     }
 }

@@ -10,6 +10,9 @@
 //!   (pid, bound addresses, start time), reloads on SIGHUP without
 //!   dropping recordings, stops on SIGTERM/SIGINT. [`Serving`] is the same
 //!   without signals.
+//! - [`dns`]: the DNS half, shared with `fedilab dns serve`: UDP and TCP
+//!   bound on one address, the server with a swappable zone, and the
+//!   signals (SIGHUP reloads, SIGTERM/SIGINT stop).
 //! - [`daemon`]: start it in the background (systemd user unit or detached
 //!   process), and status, stop and reload it, never signalling a pid that
 //!   is not a `serve` of the lab.
@@ -18,6 +21,7 @@
 #![warn(missing_docs, clippy::print_stdout, clippy::dbg_macro)]
 
 pub mod daemon;
+pub mod dns;
 mod plan;
 mod run;
 pub mod runtime;

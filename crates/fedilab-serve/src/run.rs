@@ -8,21 +8,15 @@
 use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-use fedilab_dns::{ServeError, Server, SharedZone, Stats, ZoneError};
+use fedilab_dns::{ServeError, ServerOptions, ZoneError};
 use fedilab_inspector::{Inspector, InspectorConfig, StartError};
 use fedilab_state::{LabDir, StateError};
-use tokio::net::{TcpListener, UdpSocket};
-use tokio::signal::unix::{SignalKind, signal};
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
+use tokio::net::TcpListener;
 
+use crate::dns::{DnsBindError, DnsServing, SHUTDOWN_LIMIT, Signals, Wake, bind_dns, task_result};
 use crate::plan::{PlanError, ServePlan};
 use crate::runtime::{self, EXCHANGES_FILE, RuntimeInfo, ServeAddresses, UNIT_ENV};
-
-/// How long stopping may take before we stop waiting.
-const SHUTDOWN_LIMIT: Duration = Duration::from_secs(5);
 
 /// Why `fedilab serve` could not start, reload or keep running.
 #[derive(Debug, thiserror::Error)]
@@ -104,9 +98,7 @@ pub struct Serving {
     lab_dir: LabDir,
     plan: ServePlan,
     info: RuntimeInfo,
-    zone: SharedZone,
-    dns_stop: CancellationToken,
-    dns_task: JoinHandle<Result<Stats, ServeError>>,
+    dns: DnsServing,
     inspector: Option<Inspector>,
 }
 
@@ -147,13 +139,7 @@ impl Serving {
         let plan = load_plan(lab_dir)?;
         let zone = plan.zone().map_err(RunError::Zone)?;
         let serial = zone.serial();
-        let (udp, tcp) = bind_dns(plan.dns).await?;
-        let dns = udp.local_addr().map_err(|source| RunError::Bind {
-            what: "DNS (UDP)",
-            addr: plan.dns,
-            hint: "",
-            source,
-        })?;
+        let (udp, tcp) = bind_dns(plan.dns).await.map_err(dns_bind_error)?;
         let inspector = match plan.proxy {
             None => None,
             Some(proxy_addr) => {
@@ -170,13 +156,18 @@ impl Serving {
                 Some(Inspector::start(config, proxy, ui).map_err(RunError::Inspector)?)
             }
         };
-        let zone = SharedZone::new(zone);
-        let server = Server::new(zone.clone());
-        let dns_stop = server.shutdown_token();
-        let dns_task = tokio::spawn(server.serve(vec![udp], vec![tcp]));
+        let dns =
+            DnsServing::start(udp, tcp, zone, ServerOptions::default()).map_err(|source| {
+                RunError::Bind {
+                    what: "DNS (UDP)",
+                    addr: plan.dns,
+                    hint: "",
+                    source,
+                }
+            })?;
 
         let addresses = ServeAddresses {
-            dns,
+            dns: dns.addr(),
             proxy: inspector.as_ref().map(Inspector::proxy_addr),
             ui: inspector.as_ref().and_then(Inspector::ui_addr),
         };
@@ -194,9 +185,7 @@ impl Serving {
             lab_dir: lab_dir.clone(),
             plan,
             info,
-            zone,
-            dns_stop,
-            dns_task,
+            dns,
             inspector,
         };
         serving.write_info()?;
@@ -205,6 +194,7 @@ impl Serving {
             "serving {domain} ({hosts} names, serial {serial}): DNS on {dns} (UDP and TCP), {inspector}",
             domain = serving.plan.domain,
             hosts = serving.plan.hosts.len(),
+            dns = addresses.dns,
             inspector = match (addresses.proxy, addresses.ui) {
                 (Some(p), Some(u)) => format!(
                     "proxy on {p} ({} routes), UI on http://{u}/",
@@ -273,7 +263,7 @@ impl Serving {
                 .set_routes(&plan.routes)
                 .map_err(|e| RunError::Inspector(StartError::Config(e)))?;
         }
-        let old = self.zone.replace(zone);
+        let old = self.dns.replace(zone);
         let restart_needed =
             plan.dns != self.plan.dns || plan.proxy != self.plan.proxy || plan.ui != self.plan.ui;
         let report = ReloadReport {
@@ -303,8 +293,7 @@ impl Serving {
     /// # Caveats
     /// Waits at most 5 s for each of them.
     pub async fn stop(self) -> Result<(), RunError> {
-        self.dns_stop.cancel();
-        let dns = tokio::time::timeout(SHUTDOWN_LIMIT, self.dns_task).await;
+        let dns = self.dns.stop().await;
         if let Some(inspector) = self.inspector
             && let Err(e) = inspector.shutdown().await
         {
@@ -314,18 +303,11 @@ impl Serving {
         if runtime::read_runtime(dir).is_some_and(|i| i.pid == self.info.pid) {
             let _ = runtime::remove_if_present(&dir.join(runtime::RUNTIME_FILE));
         }
-        match dns {
-            Ok(Ok(Ok(stats))) => {
-                tracing::info!(lab = %self.plan.lab, "stopped: {stats}");
-                Ok(())
-            }
-            Ok(Ok(Err(e))) => Err(RunError::Dns(e)),
-            Ok(Err(e)) => Err(RunError::DnsTask(e.to_string())),
-            Err(_) => {
-                tracing::warn!("the DNS server did not stop within {SHUTDOWN_LIMIT:?}");
-                Ok(())
-            }
+        match dns? {
+            Some(stats) => tracing::info!(lab = %self.plan.lab, "stopped: {stats}"),
+            None => tracing::warn!("the DNS server did not stop within {SHUTDOWN_LIMIT:?}"),
         }
+        Ok(())
     }
 }
 
@@ -338,15 +320,7 @@ impl Serving {
 /// no state, an address in use, ...), or the DNS server fails.
 pub async fn run(lab_dir: &LabDir) -> Result<(), RunError> {
     // Handlers first: a signal sent once serve.json exists must find them.
-    let sig = |kind, name| {
-        signal(kind).map_err(|source| RunError::Signal {
-            signal: name,
-            source,
-        })
-    };
-    let mut hangup = sig(SignalKind::hangup(), "SIGHUP")?;
-    let mut terminate = sig(SignalKind::terminate(), "SIGTERM")?;
-    let mut interrupt = sig(SignalKind::interrupt(), "SIGINT")?;
+    let mut signals = Signals::install()?;
 
     let dir = lab_dir.path();
     let lab = runtime::lab_of(dir);
@@ -362,20 +336,18 @@ pub async fn run(lab_dir: &LabDir) -> Result<(), RunError> {
 
     let mut serving = Serving::start(lab_dir).await?;
     let why = loop {
-        tokio::select! {
-            _ = hangup.recv() => {
-                // Logged and recorded in serve.json; keep serving.
+        match signals.next(serving.dns.task()).await {
+            // Logged and recorded in serve.json; keep serving.
+            Wake::Reload => {
                 let _ = serving.reload();
             }
-            _ = terminate.recv() => break "SIGTERM",
-            _ = interrupt.recv() => break "SIGINT",
-            ended = &mut serving.dns_task => {
+            Wake::Stop(signal) => break signal,
+            Wake::Ended(ended) => {
                 let dir = serving.lab_dir.path();
                 let _ = runtime::remove_if_present(&dir.join(runtime::RUNTIME_FILE));
-                return Err(match ended {
-                    Ok(Err(e)) => RunError::Dns(e),
-                    Ok(Ok(stats)) => RunError::DnsTask(format!("returned early after {stats}")),
-                    Err(e) => RunError::DnsTask(e.to_string()),
+                return Err(match task_result(ended) {
+                    Err(e) => e,
+                    Ok(stats) => RunError::DnsTask(format!("returned early after {stats}")),
                 });
             }
         }
@@ -384,30 +356,14 @@ pub async fn run(lab_dir: &LabDir) -> Result<(), RunError> {
     serving.stop().await
 }
 
-/// UDP and TCP on the same address; with port 0, TCP takes the port the
-/// kernel chose for UDP.
-async fn bind_dns(listen: SocketAddr) -> Result<(UdpSocket, TcpListener), RunError> {
-    let attempts = if listen.port() == 0 { 10 } else { 1 };
-    let mut last = None;
-    for _ in 0..attempts {
-        let udp = UdpSocket::bind(listen)
-            .await
-            .map_err(|source| bind_error("DNS (UDP)", listen, source))?;
-        let addr = udp
-            .local_addr()
-            .map_err(|source| bind_error("DNS (UDP)", listen, source))?;
-        match TcpListener::bind(addr).await {
-            Ok(tcp) => return Ok((udp, tcp)),
-            Err(source) => last = Some(bind_error("DNS (TCP)", addr, source)),
-        }
-    }
-    Err(last.unwrap_or_else(|| {
-        bind_error(
-            "DNS (TCP)",
-            listen,
-            io::Error::from(io::ErrorKind::AddrInUse),
-        )
-    }))
+/// A DNS socket that could not be bound, with what to do about it.
+fn dns_bind_error(e: DnsBindError) -> RunError {
+    let what = if e.proto == "UDP" {
+        "DNS (UDP)"
+    } else {
+        "DNS (TCP)"
+    };
+    bind_error(what, e.addr, e.source)
 }
 
 async fn bind_tcp(addr: SocketAddr, what: &'static str) -> Result<TcpListener, RunError> {

@@ -1,13 +1,11 @@
 //! Issue 3: `fedilab ca` end to end, the built binary with FEDILAB_DATA_DIR
 //! in a temp dir. Needs the `openssl` command (Debian package `openssl`).
 
-mod common;
-
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{TestDir, stderr, stdout};
+use crate::common::{TestDir, stderr, stdout};
 
 fn ca_dir(t: &TestDir, domain: &str) -> PathBuf {
     t.dir.path().join("data/ca").join(domain)

@@ -5,15 +5,13 @@
 //! No sleeps: the tests wait for the lines the server prints, each wait
 //! bounded.
 
-mod common;
-
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 
-use common::{TestDir, stderr, stdout};
+use crate::common::{TestDir, stderr, stdout};
 
 const LIMIT: Duration = Duration::from_secs(20);
 

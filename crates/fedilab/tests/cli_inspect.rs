@@ -2,14 +2,12 @@
 //! and API, and rejects bad flags with exit code 2. Blocking I/O with
 //! socket timeouts (no async runtime needed here).
 
-mod common;
-
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
-use common::{TestDir, stderr};
+use crate::common::{TestDir, stderr};
 
 const TIMEOUT: Duration = Duration::from_secs(20);
 

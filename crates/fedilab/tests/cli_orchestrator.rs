@@ -3,9 +3,7 @@
 //! cluster is not there. (The flows against an API server are the
 //! orchestrator crate's tests.)
 
-mod common;
-
-use common::{TestDir, stderr, stdout};
+use crate::common::{TestDir, stderr, stdout};
 
 /// A kubeconfig pointing at a loopback port nobody listens on.
 fn dead_kubeconfig(t: &TestDir) -> String {

@@ -1,8 +1,6 @@
 //! `fedilab render` end to end: the binary, real profiles, the real lab CA.
 
-mod common;
-
-use common::{TestDir, repo_root, stderr, stdout};
+use crate::common::{TestDir, repo_root, stderr, stdout};
 
 fn docs(yaml: &str) -> Vec<serde_json::Value> {
     serde_saphyr::from_multiple(yaml).expect("render output is YAML")

@@ -8,15 +8,13 @@
 //!
 //! Every wait is bounded (the daemon functions poll files with a limit).
 
-mod common;
-
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{TestDir, stderr};
+use crate::common::{TestDir, stderr};
 use fedilab_serve::daemon::{self, How, Launch, ServeCommand, ServeStatus, StopOutcome};
 use fedilab_state::{LabDir, LabState, ServeSettings, StoredInstance, StoredKind, StoredUpstream};
 
@@ -346,7 +344,7 @@ fn serve_help_teaches_where_it_listens_and_its_log() {
     let t = TestDir::new();
     let out = t.run(&["serve", "--help"]);
     assert!(out.status.success());
-    let help = common::stdout(&out);
+    let help = crate::common::stdout(&out);
     for needle in [
         "fedilab up",
         "serve.log",

@@ -1,9 +1,7 @@
 //! `fedilab verify` as a user runs it, without a cluster: the plan as text
 //! and JSON, and the exit codes (issue 8).
 
-mod common;
-
-use common::{TestDir, stderr, stdout};
+use crate::common::{TestDir, stderr, stdout};
 
 #[test]
 fn issue_8_plan_text_lists_pods_commands_and_expectations() {

@@ -5,12 +5,12 @@
 //! never prints a private key.
 
 use std::path::PathBuf;
-use std::process::{Command, ExitCode};
+use std::process::ExitCode;
 use std::time::SystemTime;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use fedilab_ca::trust::{self, Probe, Step};
+use fedilab_ca::trust::{self, Probe};
 use fedilab_ca::{
     Ca, CaStore, CertInfo, HostName, Init, LeafAction, LoadError, format_time, local_host_name,
 };
@@ -369,29 +369,11 @@ fn apply_trust(store: &CaStore, args: &TrustArgs, add: bool) -> anyhow::Result<E
         }
         return Ok(ExitCode::SUCCESS);
     }
-    for step in &steps {
-        run_step(step)?;
-    }
+    fedilab_steps::run(&steps, &mut std::io::stderr())?;
     if add {
         println!("this host now trusts the lab CA for {domain}; restart browsers to pick it up");
     } else {
         println!("this host no longer trusts the lab CA for {domain}");
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn run_step(step: &Step) -> anyhow::Result<()> {
-    eprintln!("+ {step}");
-    let status = Command::new(&step.program).args(&step.args).status();
-    let failure = match status {
-        Ok(status) if status.success() => return Ok(()),
-        Ok(status) => format!("`{step}` failed ({status})"),
-        Err(e) => format!("cannot run `{step}`: {e}"),
-    };
-    if step.may_fail {
-        eprintln!("warning: {failure}; going on");
-        Ok(())
-    } else {
-        anyhow::bail!("{failure} ({})", step.purpose)
-    }
 }

@@ -1,24 +1,23 @@
 //! `fedilab dns`: serve the lab's zone on this host, print it, and hook it
 //! into systemd-resolved.
 //!
-//! The zone and the server are `fedilab-dns`'s; this module binds the
-//! sockets, handles signals (SIGHUP reloads, SIGINT/SIGTERM stop), prints
-//! status on stderr and writes the resolved drop-in. It holds no DNS logic.
+//! The zone and the server are `fedilab-dns`'s; binding, serving and the
+//! signals (SIGHUP reloads, SIGINT/SIGTERM stop) are `fedilab serve`'s DNS
+//! half (`fedilab_serve::dns`); the resolver plan is
+//! `fedilab_dns::resolver`'s, run by `fedilab_steps::run`. This module reads
+//! the profile, prints status on stderr and holds no DNS logic.
 
-use std::fmt;
-use std::io::Write as _;
 use std::net::{IpAddr, SocketAddr};
-use std::process::{Command, ExitCode, Stdio};
-use std::time::Duration;
+use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use fedilab_ca::trust;
-use fedilab_dns::{Server, SharedZone, Zone, ZoneError, resolver};
-use fedilab_profile::LabSpec;
+use fedilab_dns::{ServerOptions, Zone, ZoneError, resolver};
+use fedilab_profile::{Domain, LabSpec};
+use fedilab_serve::dns::{DnsBindError, DnsServing, SHUTDOWN_LIMIT, Signals, Wake, bind_dns};
 use fedilab_state::{LabDir, LabState};
-use tokio::net::{TcpListener, UdpSocket};
-use tokio::signal::unix::{SignalKind, signal};
+use fedilab_steps::Step;
 
 use crate::UsageError;
 use crate::cli::LabArgs;
@@ -26,9 +25,6 @@ use crate::cli::LabArgs;
 /// Where `fedilab dns serve` listens unless told otherwise, and where the
 /// resolver drop-in sends the lab domain.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:5300";
-
-/// How long shutdown may take before we stop waiting.
-const SHUTDOWN_LIMIT: Duration = Duration::from_secs(5);
 
 /// Arguments of `fedilab dns`.
 #[derive(Debug, Args)]
@@ -236,6 +232,8 @@ fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     runtime.block_on(serve_until_signalled(args, &answer, &spec, zone))
 }
 
+/// `fedilab serve`'s DNS half alone: the same bind, server and signals,
+/// with the zone from the profile, reported on stderr.
 async fn serve_until_signalled(
     args: &ServeArgs,
     answer: &[IpAddr],
@@ -244,26 +242,36 @@ async fn serve_until_signalled(
 ) -> anyhow::Result<ExitCode> {
     // Signals first: a SIGTERM that arrives once we said "serving" must
     // find its handler installed.
-    let mut hangup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
-    let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
-    let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
-
-    let (udp, tcp) = bind(args.listen).await?;
-    let addr = udp
-        .local_addr()
-        .context("cannot read the UDP socket's address")?;
+    let mut signals = Signals::install()?;
+    let (udp, tcp) = bind_dns(args.listen).await.map_err(bind_error)?;
     let mut serial = zone.serial();
-    let shared = SharedZone::new(zone);
-    let mut server = Server::new(shared.clone());
+    let mut options = ServerOptions::default();
     if let Some(workers) = args.udp_workers {
-        server = server.with_options(fedilab_dns::ServerOptions {
-            udp_workers: workers,
-            ..fedilab_dns::ServerOptions::default()
-        });
+        options.udp_workers = workers;
     }
-    let stop = server.shutdown_token();
-    let mut running = tokio::spawn(server.serve(vec![udp], vec![tcp]));
+    let mut dns = DnsServing::start(udp, tcp, zone, options)
+        .context("cannot read the UDP socket's address")?;
+    print_serving(spec, answer, serial, dns.addr());
+    let signal_name = loop {
+        match signals.next(dns.task()).await {
+            Wake::Reload => serial = reload(args, &dns, serial),
+            Wake::Stop(signal_name) => break signal_name,
+            Wake::Ended(ended) => {
+                // The server only returns on its own when it failed.
+                let stats = ended.context("the DNS server task failed")??;
+                anyhow::bail!("the DNS server stopped unexpectedly after {stats}");
+            }
+        }
+    };
+    let stats = dns
+        .stop()
+        .await?
+        .with_context(|| format!("the DNS server did not stop within {SHUTDOWN_LIMIT:?}"))?;
+    eprintln!("stopped on {signal_name}: {stats}");
+    Ok(ExitCode::SUCCESS)
+}
 
+fn print_serving(spec: &LabSpec, answer: &[IpAddr], serial: u32, addr: SocketAddr) {
     let answer_list = answer
         .iter()
         .map(ToString::to_string)
@@ -283,62 +291,36 @@ async fn serve_until_signalled(
             .first()
             .map_or_else(|| spec.domain.to_string(), |i| i.host.to_string()),
     );
-
-    let signal_name = loop {
-        tokio::select! {
-            _ = hangup.recv() => match build_zone(&args.lab, &args.answer) {
-                Ok((spec, zone, _)) => {
-                    let new_serial = zone.serial();
-                    shared.replace(zone);
-                    eprintln!(
-                        "reloaded: {} ({} instances), serial {serial} -> {new_serial}",
-                        spec.domain,
-                        spec.instances.len()
-                    );
-                    serial = new_serial;
-                }
-                Err(e) => eprintln!("reload failed, still serving the previous zone: {e:#}"),
-            },
-            _ = terminate.recv() => break "SIGTERM",
-            _ = interrupt.recv() => break "SIGINT",
-            ended = &mut running => {
-                // The server only returns on its own when it failed.
-                let stats = ended.context("the DNS server task failed")??;
-                anyhow::bail!("the DNS server stopped unexpectedly after {stats}");
-            }
-        }
-    };
-    stop.cancel();
-    let stats = tokio::time::timeout(SHUTDOWN_LIMIT, running)
-        .await
-        .with_context(|| format!("the DNS server did not stop within {SHUTDOWN_LIMIT:?}"))?
-        .context("the DNS server task failed")??;
-    eprintln!("stopped on {signal_name}: {stats}");
-    Ok(ExitCode::SUCCESS)
 }
 
-/// UDP and TCP on the same address; with port 0, TCP takes the port the
-/// kernel chose for UDP.
-async fn bind(listen: SocketAddr) -> anyhow::Result<(UdpSocket, TcpListener)> {
-    let attempts = if listen.port() == 0 { 10 } else { 1 };
-    let mut last_error = None;
-    for _ in 0..attempts {
-        let udp = UdpSocket::bind(listen)
-            .await
-            .map_err(|e| bind_error(listen, "UDP", e))?;
-        let addr = udp
-            .local_addr()
-            .context("cannot read the UDP socket's address")?;
-        match TcpListener::bind(addr).await {
-            Ok(tcp) => return Ok((udp, tcp)),
-            Err(e) => last_error = Some(bind_error(addr, "TCP", e)),
+/// Re-reads the profile and swaps the zone; a profile that fails keeps the
+/// previous zone. Returns the serial now served.
+fn reload(args: &ServeArgs, dns: &DnsServing, serial: u32) -> u32 {
+    match build_zone(&args.lab, &args.answer) {
+        Ok((spec, zone, _)) => {
+            let new_serial = zone.serial();
+            dns.replace(zone);
+            eprintln!(
+                "reloaded: {} ({} instances), serial {serial} -> {new_serial}",
+                spec.domain,
+                spec.instances.len()
+            );
+            new_serial
+        }
+        Err(e) => {
+            eprintln!("reload failed, still serving the previous zone: {e:#}");
+            serial
         }
     }
-    Err(last_error.unwrap_or_else(|| anyhow::anyhow!("cannot bind {listen}")))
 }
 
-fn bind_error(addr: SocketAddr, proto: &str, e: std::io::Error) -> anyhow::Error {
-    let hint = match e.kind() {
+fn bind_error(e: DnsBindError) -> anyhow::Error {
+    let DnsBindError {
+        proto,
+        addr,
+        source,
+    } = e;
+    let hint = match source.kind() {
         std::io::ErrorKind::AddrInUse if addr.port() == 5353 => {
             "; 5353 is also the mDNS port, and avahi-daemon or systemd-resolved may hold it: \
              try --listen 127.0.0.1:5300 (and the same --listen for install-resolver)"
@@ -349,73 +331,11 @@ fn bind_error(addr: SocketAddr, proto: &str, e: std::io::Error) -> anyhow::Error
         }
         _ => "",
     };
-    anyhow::anyhow!("cannot listen on {addr} ({proto}): {e}{hint}")
+    anyhow::anyhow!("cannot listen on {addr} ({proto}): {source}{hint}")
 }
 
 // ---------------------------------------------------------------------------
 // systemd-resolved.
-
-/// One step of a resolver change.
-struct Step {
-    argv: Vec<String>,
-    /// Text fed to the command's standard input.
-    stdin: Option<String>,
-}
-
-impl Step {
-    fn new(root: bool, argv: &[&str]) -> Self {
-        let sudo = if root { None } else { Some("sudo") };
-        Self {
-            argv: sudo
-                .into_iter()
-                .chain(argv.iter().copied())
-                .map(str::to_owned)
-                .collect(),
-            stdin: None,
-        }
-    }
-
-    fn with_stdin(mut self, text: String) -> Self {
-        self.stdin = Some(text);
-        self
-    }
-
-    fn run(&self) -> anyhow::Result<()> {
-        eprintln!("+ {}", self.argv.join(" "));
-        let (program, args) = self.argv.split_first().context("an empty command")?;
-        let mut command = Command::new(program);
-        command.args(args);
-        if self.stdin.is_some() {
-            command.stdin(Stdio::piped()).stdout(Stdio::null());
-        }
-        let mut child = command
-            .spawn()
-            .with_context(|| format!("cannot run `{}`", self.argv.join(" ")))?;
-        if let (Some(text), Some(mut stdin)) = (&self.stdin, child.stdin.take()) {
-            stdin
-                .write_all(text.as_bytes())
-                .with_context(|| format!("cannot write to `{}`", self.argv.join(" ")))?;
-        }
-        let status = child.wait()?;
-        anyhow::ensure!(
-            status.success(),
-            "`{}` failed ({status})",
-            self.argv.join(" ")
-        );
-        Ok(())
-    }
-}
-
-impl fmt::Display for Step {
-    /// As a shell command, with a here-document for its input.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.argv.join(" "))?;
-        if let Some(text) = &self.stdin {
-            write!(f, " >/dev/null <<'EOF'\n{text}EOF")?;
-        }
-        Ok(())
-    }
-}
 
 fn resolver(args: &ResolverArgs, install: bool) -> anyhow::Result<ExitCode> {
     let spec = args.lab.load()?;
@@ -427,41 +347,20 @@ fn resolver(args: &ResolverArgs, install: bool) -> anyhow::Result<ExitCode> {
             .context("the default DNS address")?,
     };
     let domain = &spec.domain;
-    let path = resolver::drop_in_path(domain);
     let root = trust::running_as_root();
-    let path_str = path.display().to_string();
-    let mut steps = Vec::new();
-    if install {
-        steps.push(Step::new(root, &["mkdir", "-p", resolver::DROP_IN_DIR]));
-        steps.push(
-            Step::new(root, &["tee", &path_str]).with_stdin(resolver::drop_in_text(domain, listen)),
-        );
+    let steps = if install {
+        resolver::install_steps(domain, listen, root)
     } else {
+        let path = resolver::drop_in_path(domain);
         if !args.dry_run && !path.exists() {
             println!("{} does not exist: nothing to remove", path.display());
             return Ok(ExitCode::SUCCESS);
         }
-        steps.push(Step::new(root, &["rm", "-f", &path_str]));
-    }
-    steps.push(Step::new(
-        root,
-        &["systemctl", "restart", "systemd-resolved"],
-    ));
-
-    let resolved_running = std::path::Path::new("/run/systemd/resolve").is_dir();
-    let verb = if install {
-        "install-resolver"
-    } else {
-        "uninstall-resolver"
+        resolver::uninstall_steps(domain, root)
     };
+    let resolved_running = std::path::Path::new("/run/systemd/resolve").is_dir();
     if args.dry_run {
-        println!("# fedilab dns {verb} --domain {domain} would run (dry run: nothing changed):");
-        if !resolved_running {
-            println!("# note: systemd-resolved does not seem to run on this host");
-        }
-        for step in &steps {
-            println!("{step}");
-        }
+        print_dry_run(install, domain, resolved_running, &steps);
         return Ok(ExitCode::SUCCESS);
     }
     if !resolved_running {
@@ -477,9 +376,7 @@ fn resolver(args: &ResolverArgs, install: bool) -> anyhow::Result<ExitCode> {
     if !root && trust::find_program("sudo").is_none() {
         anyhow::bail!("changing systemd-resolved needs root and sudo is missing: run this as root");
     }
-    for step in &steps {
-        step.run()?;
-    }
+    fedilab_steps::run(&steps, &mut std::io::stderr())?;
     if install {
         println!(
             "{domain} now resolves through {listen}: `fedilab up` starts the lab's DNS there \
@@ -496,13 +393,17 @@ fn resolver(args: &ResolverArgs, install: bool) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_step_prints_as_a_shell_command_with_its_input() {
-        let step = Step::new(false, &["tee", "/x"]).with_stdin("a\n".to_owned());
-        assert_eq!(step.to_string(), "sudo tee /x >/dev/null <<'EOF'\na\nEOF");
+fn print_dry_run(install: bool, domain: &Domain, resolved_running: bool, steps: &[Step]) {
+    let verb = if install {
+        "install-resolver"
+    } else {
+        "uninstall-resolver"
+    };
+    println!("# fedilab dns {verb} --domain {domain} would run (dry run: nothing changed):");
+    if !resolved_running {
+        println!("# note: systemd-resolved does not seem to run on this host");
+    }
+    for step in steps {
+        println!("{step}");
     }
 }

@@ -63,12 +63,22 @@ fn age(seconds: Option<i64>) -> String {
     }
 }
 
+/// Whether this host's `fedilab serve` runs for a lab.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+enum ServeState {
+    Running,
+    Starting,
+    Stopped,
+    Stale,
+}
+
 /// What this host runs for a lab: its `fedilab serve` and the servers
 /// attached from here.
 #[derive(Debug, serde::Serialize)]
 struct HostSide {
     /// `running`, `starting`, `stopped` or `stale`.
-    serve: &'static str,
+    serve: ServeState,
     /// Its pid, when it runs.
     pid: Option<u32>,
     /// How it was started, when it runs.
@@ -98,7 +108,7 @@ fn host_side(data_dir: &Path, lab: &LabName) -> anyhow::Result<HostSide> {
     let status = daemon::status(&dir);
     let summary = crate::output::serve_line(&status, lab);
     let mut host = HostSide {
-        serve: "stopped",
+        serve: ServeState::Stopped,
         pid: None,
         how: None,
         dns: None,
@@ -114,7 +124,7 @@ fn host_side(data_dir: &Path, lab: &LabName) -> anyhow::Result<HostSide> {
             how,
             ..
         } => {
-            host.serve = "running";
+            host.serve = ServeState::Running;
             host.pid = Some(pid);
             host.how = Some(how.to_string());
             host.dns = Some(addresses.dns);
@@ -122,10 +132,10 @@ fn host_side(data_dir: &Path, lab: &LabName) -> anyhow::Result<HostSide> {
             host.ui = addresses.ui.map(|a| format!("http://{a}/"));
         }
         ServeStatus::Starting { pid } => {
-            host.serve = "starting";
+            host.serve = ServeState::Starting;
             host.pid = Some(pid);
         }
-        ServeStatus::Stale { .. } => host.serve = "stale",
+        ServeStatus::Stale { .. } => host.serve = ServeState::Stale,
         ServeStatus::Stopped => {}
     }
     Ok(host)

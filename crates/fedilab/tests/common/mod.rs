@@ -1,6 +1,5 @@
 //! Shared by the CLI integration tests: each test gets a temporary data
 //! directory and a `fedilab` command that uses it (ripgrep's `rgtest!` idea).
-#![allow(dead_code)] // Each test binary uses a different part.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
