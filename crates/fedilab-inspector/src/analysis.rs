@@ -1,14 +1,16 @@
 //! The ActivityPub view of a recorded exchange, computed off the hot path
-//! (on read, cached in the store entry): classification, activity and
+//! (on read, cached in an opaque [`Cache`] the store keeps with each
+//! record): classification, activity and
 //! object types (`Create(Note)`, `Undo(Like)`), actor and object ids, the
 //! sending instance, whether it is server-to-server traffic, and the HTTP
 //! signature check with its verdict.
 //!
-//! [`analyze`] is pure; [`Analyzer::verification`] fetches keys.
+//! [`analyze`] is pure; [`Analyzer::verification`] fetches keys. Knows
+//! nothing of the store: callers hand in a record and its cache.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::config::SignatureConfig;
@@ -16,10 +18,9 @@ use crate::decode::{MAX_DECODED_BYTES, decode};
 use crate::exchange::{Body, Exchange, Headers, header};
 use crate::keys::KeyFetcher;
 use crate::signature::{self, Problem, ProblemCode, Severity, SignatureInfo};
-use crate::store::Entry;
 
 /// What kind of federation request an exchange is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Kind {
     /// A POST of an activity to an inbox.
@@ -36,8 +37,22 @@ pub enum Kind {
     Other,
 }
 
+impl Kind {
+    /// The name the API uses (`inbox_post`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::InboxPost => "inbox_post",
+            Kind::ActorFetch => "actor_fetch",
+            Kind::ObjectFetch => "object_fetch",
+            Kind::Webfinger => "webfinger",
+            Kind::Nodeinfo => "nodeinfo",
+            Kind::Other => "other",
+        }
+    }
+}
+
 /// The signature verdict.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Verdict {
     /// No signature.
@@ -50,8 +65,20 @@ pub enum Verdict {
     Unverifiable,
 }
 
+impl Verdict {
+    /// The name the API uses (`valid`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Unsigned => "unsigned",
+            Verdict::Valid => "valid",
+            Verdict::Invalid => "invalid",
+            Verdict::Unverifiable => "unverifiable",
+        }
+    }
+}
+
 /// The pure part of the analysis.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Analysis {
     /// The classification.
     pub kind: Kind,
@@ -77,7 +104,7 @@ pub struct Analysis {
 }
 
 /// The result of checking the signature with the actor's key.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Verification {
     /// The verdict.
     pub verdict: Verdict,
@@ -265,8 +292,16 @@ fn transient(p: &Problem) -> bool {
     p.code == ProblemCode::KeyFetchFailed
 }
 
-/// Runs analyses and signature verification for store entries, caching
-/// results in the entries.
+/// The cached analysis of one record: empty until an [`Analyzer`] fills
+/// it. Opaque; the store keeps one per entry.
+#[derive(Debug, Default)]
+pub struct Cache {
+    analysis: OnceLock<Arc<Analysis>>,
+    verification: tokio::sync::OnceCell<Arc<Verification>>,
+}
+
+/// Runs analyses and signature verification for recorded exchanges,
+/// caching results in each record's [`Cache`].
 #[derive(Debug)]
 pub struct Analyzer {
     cfg: SignatureConfig,
@@ -278,27 +313,27 @@ impl Analyzer {
         Self { cfg, keys }
     }
 
-    /// The pure analysis of an entry (computed once).
-    pub fn analysis(&self, entry: &Entry) -> Arc<Analysis> {
+    /// The pure analysis of a record (computed once per cache).
+    pub fn analysis(&self, exchange: &Exchange, cache: &Cache) -> Arc<Analysis> {
         Arc::clone(
-            entry
+            cache
                 .analysis
-                .get_or_init(|| Arc::new(analyze(&entry.exchange, &self.cfg))),
+                .get_or_init(|| Arc::new(analyze(exchange, &self.cfg))),
         )
     }
 
-    /// The signature verdict of an entry, fetching the actor's key through
-    /// the upstream if needed. Cached in the entry unless the key fetch
-    /// failed (that is retried on the next read).
+    /// The signature verdict of a record, fetching the actor's key through
+    /// the upstream if needed. Cached unless the key fetch failed (that is
+    /// retried on the next read).
     ///
     /// # Caveats
     /// Bounded by the key-fetch timeout.
-    pub async fn verification(&self, entry: &Entry) -> Arc<Verification> {
-        if let Some(v) = entry.verification.get() {
+    pub async fn verification(&self, exchange: &Exchange, cache: &Cache) -> Arc<Verification> {
+        if let Some(v) = cache.verification.get() {
             return Arc::clone(v);
         }
-        let analysis = self.analysis(entry);
-        let result = entry
+        let analysis = self.analysis(exchange, cache);
+        let result = cache
             .verification
             .get_or_try_init(|| async {
                 let v = self.verify(&analysis).await;

@@ -2,7 +2,8 @@
 //! in `API.md` (`/api/exchanges`, `/api/exchanges/{id}`, `/api/har`,
 //! `/api/events`, `/api/stats`, `/api/servers`).
 //!
-//! Reads the store and the analyzer; never touches the proxy.
+//! Reads the store and the analyzer; never touches the proxy. The
+//! documents are the types of `api_types`.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -16,11 +17,13 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use futures_util::Stream;
 use futures_util::future::join_all;
-use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::{broadcast, watch};
 
 use crate::analysis::Analyzer;
+use crate::api_types::{
+    ApiError, ExchangeList, ExchangeSummary, ServerList, ServerView, StatsView, UpstreamView,
+};
 use crate::filter::Filter;
 use crate::routes::SharedRoutes;
 use crate::store::{Entry, Store, StoreEvent};
@@ -83,7 +86,7 @@ fn select(api: &ApiState, filter: &Filter) -> Vec<Arc<Entry>> {
     let matching = snapshot
         .into_iter()
         .filter(|e| e.exchange.id > after)
-        .filter(|e| filter.matches(&e.exchange, &api.analyzer.analysis(e)));
+        .filter(|e| filter.matches(&e.exchange, &api.analyzer.analysis(&e.exchange, e.cache())));
     if filter.after.is_some() {
         matching.take(limit).collect()
     } else {
@@ -94,10 +97,10 @@ fn select(api: &ApiState, filter: &Filter) -> Vec<Arc<Entry>> {
     }
 }
 
-async fn summaries(api: &ApiState, entries: &[Arc<Entry>]) -> Vec<Value> {
+async fn summaries(api: &ApiState, entries: &[Arc<Entry>]) -> Vec<ExchangeSummary> {
     join_all(entries.iter().map(|e| async move {
-        let a = api.analyzer.analysis(e);
-        let v = api.analyzer.verification(e).await;
+        let a = api.analyzer.analysis(&e.exchange, e.cache());
+        let v = api.analyzer.verification(&e.exchange, e.cache()).await;
         view::summary(&e.exchange, &a, &v)
     }))
     .await
@@ -106,11 +109,11 @@ async fn summaries(api: &ApiState, entries: &[Arc<Entry>]) -> Vec<Value> {
 async fn list(State(st): State<AppState>, Query(filter): Query<Filter>) -> Response {
     let entries = select(&st.api, &filter);
     let items = summaries(&st.api, &entries).await;
-    axum::Json(json!({
-        "exchanges": items,
-        "last_id": entries.last().map(|e| e.exchange.id),
-        "stats": st.api.store.stats(),
-    }))
+    axum::Json(ExchangeList {
+        exchanges: items,
+        last_id: entries.last().map(|e| e.exchange.id),
+        stats: st.api.store.stats(),
+    })
     .into_response()
 }
 
@@ -118,12 +121,14 @@ async fn one(State(st): State<AppState>, Path(id): Path<u64>) -> Response {
     let Some(e) = st.api.store.get(id) else {
         return (
             StatusCode::NOT_FOUND,
-            axum::Json(json!({ "error": format!("no exchange {id} (never recorded, evicted or deleted)") })),
+            axum::Json(ApiError {
+                error: format!("no exchange {id} (never recorded, evicted or deleted)"),
+            }),
         )
             .into_response();
     };
-    let a = st.api.analyzer.analysis(&e);
-    let v = st.api.analyzer.verification(&e).await;
+    let a = st.api.analyzer.analysis(&e.exchange, e.cache());
+    let v = st.api.analyzer.verification(&e.exchange, e.cache()).await;
     axum::Json(view::detail(&e.exchange, &a, &v)).into_response()
 }
 
@@ -133,37 +138,41 @@ async fn clear(State(st): State<AppState>) -> Response {
 }
 
 async fn stats(State(st): State<AppState>) -> Response {
-    axum::Json(json!({
-        "stats": st.api.store.stats(),
-        "hosts": st.api.routes.load().hosts(),
-        "proxy": st.api.proxy_addr.to_string(),
-    }))
+    axum::Json(StatsView {
+        stats: st.api.store.stats(),
+        hosts: st.api.routes.load().hosts(),
+        proxy: st.api.proxy_addr.to_string(),
+    })
     .into_response()
 }
 
 async fn servers(State(st): State<AppState>) -> Response {
     let table = st.api.routes.load();
-    let servers: Vec<Value> = table
+    let servers = table
         .servers()
         .into_iter()
-        .map(|(host, routes)| {
-            let upstreams: Vec<Value> = routes
+        .map(|(host, routes)| ServerView {
+            host: host.to_owned(),
+            kind: routes.kind,
+            upstreams: routes
                 .prefixes
                 .iter()
-                .map(|(prefix, target)| json!({ "path_prefix": prefix, "url": target.origin }))
-                .collect();
-            json!({ "host": host, "kind": routes.kind, "upstreams": upstreams })
+                .map(|(prefix, target)| UpstreamView {
+                    path_prefix: prefix.clone(),
+                    url: target.origin.clone(),
+                })
+                .collect(),
         })
         .collect();
-    axum::Json(json!({ "servers": servers })).into_response()
+    axum::Json(ServerList { servers }).into_response()
 }
 
 async fn har_export(State(st): State<AppState>, Query(filter): Query<Filter>) -> Response {
     let entries = select(&st.api, &filter);
     let api = &st.api;
     let items = join_all(entries.iter().map(|e| async move {
-        let a = api.analyzer.analysis(e);
-        let v = api.analyzer.verification(e).await;
+        let a = api.analyzer.analysis(&e.exchange, e.cache());
+        let v = api.analyzer.verification(&e.exchange, e.cache()).await;
         har::entry(&e.exchange, Some(&a), Some(&v))
     }))
     .await;
@@ -215,12 +224,13 @@ async fn events(
                     let Some(e) = s.st.api.store.get(id) else {
                         continue;
                     };
-                    let a = s.st.api.analyzer.analysis(&e);
+                    let a = s.st.api.analyzer.analysis(&e.exchange, e.cache());
                     if !s.filter.matches(&e.exchange, &a) {
                         continue;
                     }
-                    let v = s.st.api.analyzer.verification(&e).await;
-                    let data = view::summary(&e.exchange, &a, &v).to_string();
+                    let v = s.st.api.analyzer.verification(&e.exchange, e.cache()).await;
+                    let data = serde_json::to_string(&view::summary(&e.exchange, &a, &v))
+                        .unwrap_or_default();
                     return Some((
                         Ok(Event::default()
                             .event("exchange")

@@ -8,8 +8,6 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
-use crate::store::StoreLimits;
-
 /// One route: requests whose Host is `host` and whose path starts with
 /// `path_prefix` go to `upstream`. Of a host's routes, the longest matching
 /// prefix wins.
@@ -29,7 +27,9 @@ pub struct Route {
 }
 
 /// What runs behind a routed host; display only, routing ignores it.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum ServerKind {
     /// A lab instance in the cluster.
@@ -271,6 +271,25 @@ pub fn check_routes(routes: &[Route]) -> Result<(), ConfigError> {
         }
     }
     Ok(())
+}
+
+/// How much the store keeps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StoreLimits {
+    /// At most this many exchanges.
+    pub max_exchanges: usize,
+    /// At most about this many bytes of records (headers, captured bodies,
+    /// bookkeeping).
+    pub max_bytes: usize,
+}
+
+impl Default for StoreLimits {
+    fn default() -> Self {
+        Self {
+            max_exchanges: 10_000,
+            max_bytes: 256 * 1024 * 1024,
+        }
+    }
 }
 
 /// Everything the inspector needs besides its sockets.

@@ -82,11 +82,7 @@ impl Filter {
         if let Some(act) = nonempty(&self.activity) {
             let act = act.to_ascii_lowercase();
             let label = a.activity.as_deref().unwrap_or("").to_ascii_lowercase();
-            let kind = serde_json::to_value(a.kind)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_owned))
-                .unwrap_or_default();
-            if !label.contains(&act) && kind != act {
+            if !label.contains(&act) && a.kind.as_str() != act {
                 return false;
             }
         }

@@ -21,7 +21,9 @@
 
 pub mod analysis;
 mod api;
+pub mod api_types;
 mod capture;
+pub mod client;
 pub mod config;
 pub mod decode;
 pub mod exchange;
@@ -46,12 +48,12 @@ use crate::routes::{RouteTable, SharedRoutes};
 
 pub use analysis::{Analysis, Analyzer, Kind, Verdict, Verification};
 pub use config::{
-    ConfigError, InspectorConfig, Route, ServerKind, SignatureConfig, Upstream, check_routes,
-    parse_size,
+    ConfigError, InspectorConfig, Route, ServerKind, SignatureConfig, StoreLimits, Upstream,
+    check_routes, parse_size,
 };
 pub use exchange::Exchange;
 pub use filter::Filter;
-pub use store::{PersistError, Store, StoreLimits, StoreStats};
+pub use store::{PersistError, Store, StoreStats};
 
 /// Why the inspector did not start.
 #[derive(Debug, thiserror::Error)]

@@ -18,7 +18,8 @@ use std::time::Duration;
 
 use tokio::sync::broadcast;
 
-use crate::analysis::{Analysis, Verification};
+use crate::analysis::Cache;
+use crate::config::StoreLimits;
 use crate::exchange::Exchange;
 
 /// Memory charged per entry beyond the record itself: the cached analysis.
@@ -27,39 +28,25 @@ const ENTRY_OVERHEAD: usize = 1024;
 /// from the file (never from memory) and counted.
 const PERSIST_QUEUE: usize = 8192;
 
-/// How much the store keeps.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct StoreLimits {
-    /// At most this many exchanges.
-    pub max_exchanges: usize,
-    /// At most about this many bytes of records (headers, captured bodies,
-    /// bookkeeping).
-    pub max_bytes: usize,
-}
-
-impl Default for StoreLimits {
-    fn default() -> Self {
-        Self {
-            max_exchanges: 10_000,
-            max_bytes: 256 * 1024 * 1024,
-        }
-    }
-}
-
-/// One stored exchange and its cached analysis.
+/// One stored exchange and a place for its analysis (filled on read by
+/// [`crate::Analyzer`]; the store never looks inside).
 #[derive(Debug)]
 pub struct Entry {
     /// The record.
     pub exchange: Exchange,
     size: usize,
-    pub(crate) analysis: OnceLock<Arc<Analysis>>,
-    pub(crate) verification: tokio::sync::OnceCell<Arc<Verification>>,
+    cache: Cache,
 }
 
 impl Entry {
     /// The bytes charged to the store for this entry.
     pub fn size(&self) -> usize {
         self.size
+    }
+
+    /// The entry's analysis cache, for [`crate::Analyzer`].
+    pub fn cache(&self) -> &Cache {
+        &self.cache
     }
 }
 
@@ -73,7 +60,7 @@ pub enum StoreEvent {
 }
 
 /// Counters for `GET /api/stats` and tests.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct StoreStats {
     /// Exchanges held now.
     pub count: usize,
@@ -278,8 +265,7 @@ impl Store {
         let entry = Arc::new(Entry {
             exchange,
             size,
-            analysis: OnceLock::new(),
-            verification: tokio::sync::OnceCell::new(),
+            cache: Cache::default(),
         });
         inner.entries.push_back(Arc::clone(&entry));
         inner.bytes += size;

@@ -1,13 +1,17 @@
 //! JSON views of exchanges for the API and the UI: the list summary, the
 //! detail (decoded bodies, pretty JSON, signature report) and copy-as-curl.
 //!
-//! Pure functions of a record and its analysis.
+//! Pure functions of a record and its analysis, returning the documents
+//! of `api_types`.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::analysis::{Analysis, Verification};
+use crate::api_types::{
+    BodyView, ExchangeDetail, ExchangeSummary, RequestView, ResponseView, SignatureSummary, Timings,
+};
 use crate::decode::{MAX_DECODED_BYTES, decode};
 use crate::exchange::{Body, Exchange, Headers, header};
 
@@ -28,50 +32,65 @@ pub(crate) fn rfc3339(ex: &Exchange) -> String {
     format!("{:.3}", ts)
 }
 
-pub(crate) fn summary(ex: &Exchange, a: &Analysis, v: &Verification) -> Value {
+/// The summary of a record, with `upgrade` as `upgrade(record)` makes it.
+fn summary_with<U>(
+    ex: &Exchange,
+    a: &Analysis,
+    v: &Verification,
+    upgrade: impl FnOnce(&Exchange) -> U,
+) -> ExchangeSummary<U> {
     let resp = ex.response.as_ref();
-    json!({
-        "id": ex.id,
-        "started": rfc3339(ex),
-        "host": ex.host,
-        "from": a.from,
-        "client": ex.client,
-        "method": ex.request.method,
-        "uri": ex.request.uri,
-        "status": resp.map(|r| r.status),
-        "kind": a.kind,
-        "federation": a.federation,
-        "activity": a.activity,
-        "actor": a.actor,
-        "object": a.object,
-        "signature": a.signature.as_ref().map(|s| json!({
-            "scheme": s.scheme,
-            "key_id": s.key_id,
-            "algorithm": s.algorithm,
-        })),
-        "verdict": v.verdict,
-        "problems": v.problems,
-        "request_size": ex.request.body.size,
-        "response_size": resp.map(|r| r.body.size),
-        "content_type": resp.and_then(|r| header(&r.headers, "content-type")),
-        "duration_ms": ex.total_us as f64 / 1000.0,
-        "upgrade": ex.upgrade.is_some(),
-        "error": ex.error,
-    })
+    ExchangeSummary {
+        id: ex.id,
+        started: rfc3339(ex),
+        host: ex.host.clone(),
+        from: a.from.clone(),
+        client: ex.client.clone(),
+        method: ex.request.method.clone(),
+        uri: ex.request.uri.clone(),
+        status: resp.map(|r| r.status),
+        kind: a.kind,
+        federation: a.federation,
+        activity: a.activity.clone(),
+        actor: a.actor.clone(),
+        object: a.object.clone(),
+        signature: a.signature.as_ref().map(|s| SignatureSummary {
+            scheme: s.scheme,
+            key_id: s.key_id.clone(),
+            algorithm: s.algorithm.clone(),
+        }),
+        verdict: v.verdict,
+        problems: v.problems.clone(),
+        request_size: ex.request.body.size,
+        response_size: resp.map(|r| r.body.size),
+        content_type: resp
+            .and_then(|r| header(&r.headers, "content-type"))
+            .map(str::to_owned),
+        duration_ms: ex.total_us as f64 / 1000.0,
+        upgrade: upgrade(ex),
+        error: ex.error.clone(),
+    }
 }
 
-pub(crate) fn body_view(body: &Body, headers: &Headers) -> Value {
+pub(crate) fn summary(ex: &Exchange, a: &Analysis, v: &Verification) -> ExchangeSummary {
+    summary_with(ex, a, v, |ex| ex.upgrade.is_some())
+}
+
+pub(crate) fn body_view(body: &Body, headers: &Headers) -> BodyView {
     let encoding = header(headers, "content-encoding");
     let d = decode(&body.captured, encoding, MAX_DECODED_BYTES);
-    let mut v = json!({
-        "size": body.size,
-        "captured": body.captured.len(),
-        "truncated": body.truncated,
-        "complete": body.complete,
-        "content_encoding": encoding,
-        "decoded_size": d.bytes.len(),
-        "decode_error": d.error,
-    });
+    let mut v = BodyView {
+        size: body.size,
+        captured: body.captured.len(),
+        truncated: body.truncated,
+        complete: body.complete,
+        content_encoding: encoding.map(str::to_owned),
+        decoded_size: d.bytes.len(),
+        decode_error: d.error.clone(),
+        text: None,
+        json: None,
+        base64: None,
+    };
     if let Ok(text) = std::str::from_utf8(&d.bytes) {
         let ct = header(headers, "content-type")
             .unwrap_or("")
@@ -80,45 +99,41 @@ pub(crate) fn body_view(body: &Body, headers: &Headers) -> Value {
             || text.trim_start().starts_with('{')
             || text.trim_start().starts_with('[');
         if looks_json && let Ok(j) = serde_json::from_str::<Value>(text) {
-            v["json"] = j;
+            v.json = Some(j);
         }
-        v["text"] = Value::String(text.to_owned());
+        v.text = Some(text.to_owned());
     } else {
-        v["base64"] = Value::String(STANDARD.encode(&*d.bytes));
+        v.base64 = Some(STANDARD.encode(&*d.bytes));
     }
     v
 }
 
-fn headers_json(h: &Headers) -> Value {
-    Value::Array(h.iter().map(|(n, v)| json!([n, v])).collect())
-}
-
-pub(crate) fn detail(ex: &Exchange, a: &Analysis, v: &Verification) -> Value {
-    let mut d = summary(ex, a, v);
-    d["url"] = Value::String(url_of(ex));
-    d["upstream"] = json!(ex.upstream);
-    d["request"] = json!({
-        "method": ex.request.method,
-        "uri": ex.request.uri,
-        "version": ex.request.version,
-        "headers": headers_json(&ex.request.headers),
-        "body": body_view(&ex.request.body, &ex.request.headers),
-    });
-    d["response"] = match &ex.response {
-        Some(r) => json!({
-            "status": r.status,
-            "version": r.version,
-            "headers": headers_json(&r.headers),
-            "body": body_view(&r.body, &r.headers),
+pub(crate) fn detail(ex: &Exchange, a: &Analysis, v: &Verification) -> ExchangeDetail {
+    ExchangeDetail {
+        summary: summary_with(ex, a, v, |ex| ex.upgrade.clone()),
+        url: url_of(ex),
+        upstream: ex.upstream.clone(),
+        request: RequestView {
+            method: ex.request.method.clone(),
+            uri: ex.request.uri.clone(),
+            version: ex.request.version.clone(),
+            headers: ex.request.headers.clone(),
+            body: body_view(&ex.request.body, &ex.request.headers),
+        },
+        response: ex.response.as_ref().map(|r| ResponseView {
+            status: r.status,
+            version: r.version.clone(),
+            headers: r.headers.clone(),
+            body: body_view(&r.body, &r.headers),
         }),
-        None => Value::Null,
-    };
-    d["analysis"] = serde_json::to_value(a).unwrap_or(Value::Null);
-    d["verification"] = serde_json::to_value(v).unwrap_or(Value::Null);
-    d["timings"] = json!({ "headers_us": ex.headers_us, "total_us": ex.total_us });
-    d["upgrade"] = json!(ex.upgrade);
-    d["curl"] = Value::String(curl(ex));
-    d
+        analysis: a.clone(),
+        verification: v.clone(),
+        timings: Timings {
+            headers_us: ex.headers_us,
+            total_us: ex.total_us,
+        },
+        curl: curl(ex),
+    }
 }
 
 fn shell_quote(s: &str) -> String {

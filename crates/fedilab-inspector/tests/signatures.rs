@@ -17,8 +17,13 @@ async fn deliver(
     assert_eq!(reply.status, 202);
     let entry = lab.next_record().await;
     let analyzer = lab.inspector.analyzer();
-    let a = (*analyzer.analysis(&entry)).clone();
-    let v = (*within("verification", analyzer.verification(&entry)).await).clone();
+    let a = (*analyzer.analysis(&entry.exchange, entry.cache())).clone();
+    let v = (*within(
+        "verification",
+        analyzer.verification(&entry.exchange, entry.cache()),
+    )
+    .await)
+        .clone();
     (a, v)
 }
 

@@ -3,28 +3,28 @@
 //! [`fedilab_manifest::check_pod`], so they run like the instance's own
 //! pods), runs the checks in parallel, waits for each pod with a time
 //! budget, reads its log, runs the host steps (a DNS query to the embedded
-//! DNS, queries to the inspector's API) and judges every check with
-//! [`fedilab_verify::evaluate`]. Whatever happens (a failing check, a
+//! DNS, queries to the inspector's API with [`fedilab_inspector::client`])
+//! and judges every check with [`fedilab_verify::evaluate`]. Whatever happens (a failing check, a
 //! timeout, an API error, cancellation), it deletes every check pod before
 //! it returns. Never prints.
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::time::Duration;
 
+use fedilab_inspector::api_types::ExchangeSummary;
+use fedilab_inspector::client;
 use fedilab_profile::{InstanceSpecKind, LabSpec, names};
 use fedilab_verify::{
-    Check, EnvSource, HostDnsStep, InspectorStep, PodStep, StepOutput, StepRun, StepStatus,
-    VerifyPlan, VerifyReport, evaluate,
+    Check, EnvSource, Evidence, HostDnsStep, HostLookup, InspectorRecords, InspectorStep, PodStep,
+    RecordedExchange, RecordedProblem, StepOutput, StepRun, StepStatus, VerifyPlan, VerifyReport,
+    evaluate,
 };
 use futures_util::future::join_all;
-use http_body_util::{BodyExt, Empty};
 use k8s_openapi::api::core::v1::{
     Container, EnvVar, EnvVarSource, Pod, SecretKeySelector, Service,
 };
 use kube::Api;
 use kube::api::{DeleteParams, ListParams, LogParams, PostParams};
-use serde_json::{Value, json};
 
 use crate::Cluster;
 
@@ -246,30 +246,18 @@ impl Runner<'_> {
         });
         let mut outputs: Vec<StepOutput> = join_all(pod_steps.map(|(step, pod)| async move {
             let (status, log) = self.run_pod(check, pod).await;
-            StepOutput {
-                step: step.id.clone(),
-                status,
-                log,
-            }
+            StepOutput::from_log(step.id.clone(), status, log)
         }))
         .await;
         for step in &check.steps {
-            let output = match &step.run {
+            let found = match &step.run {
                 StepRun::Pod(_) => continue,
                 StepRun::HostDns(dns) => self.host_dns(dns).await,
                 StepRun::Inspector(inspector) => self.inspector(inspector, baseline).await,
             };
-            outputs.push(match output {
-                Ok(log) => StepOutput {
-                    step: step.id.clone(),
-                    status: StepStatus::Completed { exit_code: 0 },
-                    log,
-                },
-                Err(reason) => StepOutput {
-                    step: step.id.clone(),
-                    status: StepStatus::NotRun { reason },
-                    log: String::new(),
-                },
+            outputs.push(match found {
+                Ok(evidence) => StepOutput::found(step.id.clone(), evidence),
+                Err(reason) => StepOutput::not_run(step.id.clone(), reason),
             });
         }
         outputs
@@ -381,32 +369,38 @@ impl Runner<'_> {
         (status, log)
     }
 
-    async fn host_dns(&self, step: &HostDnsStep) -> Result<String, String> {
+    async fn host_dns(&self, step: &HostDnsStep) -> Result<Vec<Evidence>, String> {
         let server = step.server.ok_or_else(|| {
             format!(
                 "no host side recorded for lab {}: `fedilab serve` has not run",
                 self.spec.name
             )
         })?;
-        let mut lines = Vec::new();
+        let mut evidence = Vec::new();
         for host in &step.hosts {
             let name = format!("{host}.");
-            let line =
+            let (addresses, detail) =
                 match fedilab_dns::query::query_a(server, &name, self.options.host_timeout).await {
                     Ok(addresses) => {
                         let addresses: Vec<String> =
                             addresses.iter().map(ToString::to_string).collect();
-                        json!({"probe": "host_dns", "host": host, "server": server.to_string(),
-                           "detail": if addresses.is_empty() { "no address".to_owned() }
-                                     else { addresses.join(", ") },
-                           "addresses": addresses})
+                        let detail = if addresses.is_empty() {
+                            "no address".to_owned()
+                        } else {
+                            addresses.join(", ")
+                        };
+                        (addresses, detail)
                     }
-                    Err(e) => json!({"probe": "host_dns", "host": host,
-                    "server": server.to_string(), "addresses": [], "detail": e.to_string()}),
+                    Err(e) => (Vec::new(), e.to_string()),
                 };
-            lines.push(line.to_string());
+            evidence.push(Evidence::HostDns(HostLookup {
+                host: host.clone(),
+                server: server.to_string(),
+                addresses,
+                detail,
+            }));
         }
-        Ok(lines.join("\n"))
+        Ok(evidence)
     }
 
     /// The inspector's newest exchange id before the checks run, so only
@@ -421,52 +415,79 @@ impl Runner<'_> {
                 _ => None,
             });
         let Some(api) = api else { return 0 };
-        match get_json(
-            api,
-            "/api/exchanges?limit=1&all=1",
-            self.options.host_timeout,
-        )
-        .await
-        {
-            Ok(v) => v["last_id"].as_u64().unwrap_or(0),
+        match client::exchanges(api, "limit=1&all=1", self.options.host_timeout).await {
+            Ok(list) => list.last_id.unwrap_or(0),
             Err(_) => 0,
         }
     }
 
-    async fn inspector(&self, step: &InspectorStep, baseline: u64) -> Result<String, String> {
+    async fn inspector(
+        &self,
+        step: &InspectorStep,
+        baseline: u64,
+    ) -> Result<Vec<Evidence>, String> {
         let api = step.api.ok_or_else(|| {
             format!(
                 "no host side recorded for lab {}: `fedilab serve` has not run",
                 self.spec.name
             )
         })?;
-        let mut lines = Vec::new();
+        let mut evidence = Vec::new();
         for query in &step.queries {
-            let line = match get_json(api, &query.path(baseline), self.options.host_timeout).await {
-                Ok(v) => {
-                    let exchanges: Vec<Value> = v["exchanges"]
-                        .as_array()
-                        .map(|xs| {
-                            xs.iter()
-                                .map(|x| {
-                                    json!({"id": x["id"], "host": x["host"], "from": x["from"],
-                                           "kind": x["kind"], "activity": x["activity"],
-                                           "status": x["status"], "verdict": x["verdict"],
-                                           "problems": x["problems"]})
-                                })
-                                .collect()
-                        })
-                        .unwrap_or_default();
-                    json!({"probe": "inspector", "activity": query.activity,
-                           "exchanges": exchanges})
-                }
-                Err(e) => json!({"probe": "inspector", "activity": query.activity,
-                    "error": format!("cannot query the inspector at {api}: {e}")}),
-            };
-            lines.push(line.to_string());
+            let records =
+                match client::exchanges(api, &query.query(baseline), self.options.host_timeout)
+                    .await
+                {
+                    Ok(list) => InspectorRecords {
+                        activity: query.activity.clone(),
+                        exchanges: list.exchanges.iter().map(recorded).collect(),
+                        error: None,
+                    },
+                    Err(e) => InspectorRecords {
+                        activity: query.activity.clone(),
+                        exchanges: Vec::new(),
+                        error: Some(format!(
+                            "cannot query the inspector at {api}: {}",
+                            error_chain(&e)
+                        )),
+                    },
+                };
+            evidence.push(Evidence::Inspector(records));
         }
-        Ok(lines.join("\n"))
+        Ok(evidence)
     }
+}
+
+/// What verify's judgment reads of an inspector summary.
+fn recorded(x: &ExchangeSummary) -> RecordedExchange {
+    RecordedExchange {
+        id: x.id,
+        host: x.host.clone(),
+        from: x.from.clone(),
+        kind: x.kind.as_str().to_owned(),
+        activity: x.activity.clone(),
+        status: x.status,
+        verdict: x.verdict.as_str().to_owned(),
+        problems: x
+            .problems
+            .iter()
+            .map(|p| RecordedProblem {
+                code: p.code.as_str().to_owned(),
+            })
+            .collect(),
+    }
+}
+
+/// An error and its causes, `: `-separated.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
 }
 
 /// The check container's exit code once the pod has ended.
@@ -485,41 +506,4 @@ fn finished(pod: &Pod) -> Option<i32> {
         .and_then(|s| s.terminated.as_ref())
         .map(|t| t.exit_code);
     Some(code.unwrap_or(if phase == "Succeeded" { 0 } else { 1 }))
-}
-
-/// `GET http://addr/path` as JSON, within `timeout`.
-async fn get_json(addr: SocketAddr, path: &str, timeout: Duration) -> Result<Value, String> {
-    let fetch = async {
-        let stream = tokio::net::TcpStream::connect(addr)
-            .await
-            .map_err(|e| e.to_string())?;
-        let (mut sender, connection) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-                .await
-                .map_err(|e| e.to_string())?;
-        let driver = tokio::spawn(connection);
-        let request = http::Request::get(path)
-            .header(http::header::HOST, addr.to_string())
-            .body(Empty::<bytes::Bytes>::new())
-            .map_err(|e| e.to_string())?;
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|e| e.to_string())?;
-        let status = response.status();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| e.to_string())?
-            .to_bytes();
-        driver.abort();
-        if !status.is_success() {
-            return Err(format!("HTTP {status}"));
-        }
-        serde_json::from_slice(&body).map_err(|e| format!("not JSON: {e}"))
-    };
-    tokio::time::timeout(timeout, fetch)
-        .await
-        .map_err(|_| format!("no answer within {}s", timeout.as_secs()))?
 }

@@ -1,22 +1,65 @@
-//! Judging a check from what its steps printed: each step's log holds JSON
-//! lines of evidence (the Ruby scripts', or the runner's for host steps);
-//! other lines (warnings) are ignored. A check fails when anything it
-//! expects is missing, and names the likely cause from its plan.
+//! Judging a check from what its steps reported: each step's
+//! [`Evidence`] (parsed from a pod's log, or built by the runner for host
+//! steps). A check fails when anything it expects is missing, and names
+//! the likely cause from its plan.
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
+use crate::evidence::{
+    Bundle, Evidence, HostLookup, HttpsProbe, InClusterLookup, InspectorRecords, Reach,
+    RoundTripStep,
+};
 use crate::plan::{Check, CheckId, HostDnsStep, InspectorStep, PodStep, Step, StepRun};
 
 /// What one step produced.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StepOutput {
     /// The step's id ([`Step::id`]).
     pub step: String,
     /// How it ended.
     pub status: StepStatus,
-    /// Its output: JSON lines of evidence.
+    /// What a pod printed (JSON lines of evidence, and whatever else Ruby
+    /// said); empty for host steps.
     pub log: String,
+    /// What the step found: the log's evidence for a pod step, built
+    /// directly by a host step.
+    #[serde(default)]
+    pub evidence: Vec<Evidence>,
+}
+
+impl StepOutput {
+    /// A pod step's output: its evidence is parsed from `log`.
+    pub fn from_log(step: impl Into<String>, status: StepStatus, log: impl Into<String>) -> Self {
+        let log = log.into();
+        StepOutput {
+            step: step.into(),
+            status,
+            evidence: Evidence::from_log(&log),
+            log,
+        }
+    }
+
+    /// A host step that ran: what it found.
+    pub fn found(step: impl Into<String>, evidence: Vec<Evidence>) -> Self {
+        StepOutput {
+            step: step.into(),
+            status: StepStatus::Completed { exit_code: 0 },
+            log: String::new(),
+            evidence,
+        }
+    }
+
+    /// A step that could not run, and why.
+    pub fn not_run(step: impl Into<String>, reason: impl Into<String>) -> Self {
+        StepOutput {
+            step: step.into(),
+            status: StepStatus::NotRun {
+                reason: reason.into(),
+            },
+            log: String::new(),
+            evidence: Vec::new(),
+        }
+    }
 }
 
 /// How a step ended.
@@ -109,16 +152,12 @@ impl Judgment<'_> {
     }
 }
 
-/// The JSON lines of a log.
-fn json_lines(log: &str) -> Vec<Value> {
-    log.lines()
-        .filter(|l| l.trim_start().starts_with('{'))
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
-}
-
-fn text<'a>(v: &'a Value, key: &str) -> &'a str {
-    v[key].as_str().unwrap_or("")
+/// The evidence of one kind: `pick` returns it for the variants wanted.
+fn all<'a, T: 'a>(
+    evidence: &'a [Evidence],
+    pick: impl Fn(&'a Evidence) -> Option<&'a T>,
+) -> impl Iterator<Item = &'a T> {
+    evidence.iter().filter_map(pick)
 }
 
 fn last_lines(log: &str, n: usize) -> String {
@@ -185,7 +224,8 @@ fn judge_pod(j: &mut Judgment<'_>, step: &Step, pod: &PodStep, output: &StepOutp
         }
         StepStatus::TimedOut { seconds } => {
             j.see(format!("{}: no result after {seconds}s", step.id));
-            for line in json_lines(&output.log) {
+            for e in &output.evidence {
+                let line = serde_json::to_string(e).unwrap_or_default();
                 j.see(format!("{}: partial: {line}", step.id));
             }
             j.fail("pod_timed_out", Some(where_));
@@ -193,13 +233,13 @@ fn judge_pod(j: &mut Judgment<'_>, step: &Step, pod: &PodStep, output: &StepOutp
         }
         StepStatus::Completed { .. } => {}
     }
-    let lines = json_lines(&output.log);
+    let evidence = &output.evidence;
     let before = j.causes.len();
     match pod.script {
-        crate::Script::Egress => judge_egress(j, pod, &lines),
-        crate::Script::Names => judge_names(j, pod, &lines),
-        crate::Script::Trust => judge_trust(j, pod, &lines),
-        crate::Script::Federation => judge_federation(j, &lines),
+        crate::Script::Egress => judge_egress(j, pod, evidence),
+        crate::Script::Names => judge_names(j, pod, evidence),
+        crate::Script::Trust => judge_trust(j, pod, evidence),
+        crate::Script::Federation => judge_federation(j, evidence),
     }
     let exit_code = match output.status {
         StepStatus::Completed { exit_code } => exit_code,
@@ -218,7 +258,7 @@ fn judge_pod(j: &mut Judgment<'_>, step: &Step, pod: &PodStep, output: &StepOutp
     j.causes.len() == before && exit_code == 0
 }
 
-fn judge_egress(j: &mut Judgment<'_>, pod: &PodStep, lines: &[Value]) {
+fn judge_egress(j: &mut Judgment<'_>, pod: &PodStep, evidence: &[Evidence]) {
     let targets = |var: &str| -> Vec<String> {
         pod.env_value(var)
             .unwrap_or("")
@@ -227,31 +267,36 @@ fn judge_egress(j: &mut Judgment<'_>, pod: &PodStep, lines: &[Value]) {
             .map(str::to_owned)
             .collect()
     };
-    for (var, probe, must_connect) in [
-        ("FEDILAB_BLOCKED_TCP", "blocked_tcp", false),
-        ("FEDILAB_BLOCKED_DNS", "blocked_dns", false),
-        ("FEDILAB_ALLOWED_TCP", "allowed_tcp", true),
+    // The probe that reports on each variable's targets.
+    fn reach<'a>(var: &str, e: &'a Evidence) -> Option<&'a Reach> {
+        match (var, e) {
+            ("FEDILAB_BLOCKED_TCP", Evidence::BlockedTcp(r))
+            | ("FEDILAB_BLOCKED_DNS", Evidence::BlockedDns(r))
+            | ("FEDILAB_ALLOWED_TCP", Evidence::AllowedTcp(r)) => Some(r),
+            _ => None,
+        }
+    }
+    for (var, must_connect, kind) in [
+        ("FEDILAB_BLOCKED_TCP", false, "TCP to"),
+        ("FEDILAB_BLOCKED_DNS", false, "DNS query to"),
+        ("FEDILAB_ALLOWED_TCP", true, "TCP to"),
     ] {
         for target in targets(var) {
-            let what = if probe == "blocked_dns" {
-                format!("DNS query to {target}")
-            } else {
-                format!("TCP to {target}")
-            };
-            let Some(line) = lines
+            let what = format!("{kind} {target}");
+            let Some(reach) = evidence
                 .iter()
-                .find(|l| text(l, "probe") == probe && text(l, "target") == target)
+                .filter_map(|e| reach(var, e))
+                .find(|r| r.target == target)
             else {
                 j.see(format!("{what}: no result"));
                 j.fail("script_failed", Some(format!("no result for {what}")));
                 continue;
             };
-            let connected = line["connected"].as_bool().unwrap_or(false);
-            let ok = connected == must_connect;
+            let ok = reach.connected == must_connect;
             j.see(format!(
                 "{} {what}: {}",
                 if ok { "ok" } else { "FAILED" },
-                text(line, "detail")
+                reach.detail
             ));
             if !ok && must_connect {
                 j.fail("lab_unreachable", Some(format!("{what} failed")));
@@ -265,13 +310,15 @@ fn judge_egress(j: &mut Judgment<'_>, pod: &PodStep, lines: &[Value]) {
     }
 }
 
-fn judge_names(j: &mut Judgment<'_>, pod: &PodStep, lines: &[Value]) {
+fn judge_names(j: &mut Judgment<'_>, pod: &PodStep, evidence: &[Evidence]) {
     let hosts = pod.env_value("FEDILAB_HOSTS").unwrap_or("");
     for host in hosts.split(',').filter(|h| !h.is_empty()) {
-        let Some(line) = lines
-            .iter()
-            .find(|l| text(l, "probe") == "resolve" && text(l, "host") == host)
-        else {
+        let found = all(evidence, |e| match e {
+            Evidence::Resolve(l) => Some(l),
+            _ => None,
+        })
+        .find(|l: &&InClusterLookup| l.host == host);
+        let Some(lookup) = found else {
             j.see(format!("{host} (in the cluster): no result"));
             j.fail(
                 "script_failed",
@@ -279,16 +326,13 @@ fn judge_names(j: &mut Judgment<'_>, pod: &PodStep, lines: &[Value]) {
             );
             continue;
         };
-        let expected = text(line, "expected");
-        let addresses: Vec<&str> = line["addresses"]
-            .as_array()
-            .map(|a| a.iter().filter_map(Value::as_str).collect())
-            .unwrap_or_default();
-        let ok = !expected.is_empty() && addresses.contains(&expected);
+        let expected = lookup.expected.as_str();
+        let addresses = &lookup.addresses;
+        let ok = !expected.is_empty() && addresses.iter().any(|a| a == expected);
         j.see(format!(
             "{} {host} in the cluster: {} (Traefik: {})",
             if ok { "ok" } else { "FAILED" },
-            text(line, "detail"),
+            lookup.detail,
             if expected.is_empty() { "?" } else { expected }
         ));
         if expected.is_empty() {
@@ -310,41 +354,42 @@ fn judge_names(j: &mut Judgment<'_>, pod: &PodStep, lines: &[Value]) {
     }
 }
 
-fn judge_trust(j: &mut Judgment<'_>, pod: &PodStep, lines: &[Value]) {
+fn judge_trust(j: &mut Judgment<'_>, pod: &PodStep, evidence: &[Evidence]) {
     let hosts = pod.env_value("FEDILAB_HOSTS").unwrap_or("");
     for host in hosts.split(',').filter(|h| !h.is_empty()) {
-        for bundle in ["lab", "system"] {
-            let Some(line) = lines.iter().find(|l| {
-                text(l, "probe") == "https"
-                    && text(l, "host") == host
-                    && text(l, "bundle") == bundle
-            }) else {
-                j.see(format!("{host} ({bundle} bundle): no result"));
+        for bundle in [Bundle::Lab, Bundle::System] {
+            let name = bundle.as_str();
+            let found = all(evidence, |e| match e {
+                Evidence::Https(p) => Some(p),
+                _ => None,
+            })
+            .find(|p: &&HttpsProbe| p.host == host && p.bundle == bundle);
+            let Some(probe) = found else {
+                j.see(format!("{host} ({name} bundle): no result"));
                 j.fail("script_failed", Some(format!("no HTTPS result for {host}")));
                 continue;
             };
-            let answered = line["status"].is_u64();
-            let verify_error = line["verify_error"].as_bool().unwrap_or(false);
-            let ok = if bundle == "lab" {
-                answered
-            } else {
-                verify_error
+            let answered = probe.status.is_some();
+            let verify_error = probe.verify_error;
+            let ok = match bundle {
+                Bundle::Lab => answered,
+                Bundle::System => verify_error,
             };
             j.see(format!(
-                "{} {} -> {host} with the {bundle} bundle: {}",
+                "{} {} -> {host} with the {name} bundle: {}",
                 if ok { "ok" } else { "FAILED" },
                 pod.instance,
-                text(line, "detail")
+                probe.detail
             ));
             match (bundle, ok, verify_error) {
                 (_, true, _) => {}
-                ("lab", false, true) => j.fail(
+                (Bundle::Lab, false, true) => j.fail(
                     "ca_not_in_bundle",
                     Some(format!(
                         "{host}'s certificate does not verify with the lab bundle"
                     )),
                 ),
-                ("system", false, false) if answered => j.fail(
+                (Bundle::System, false, false) if answered => j.fail(
                     "trusted_without_lab_ca",
                     Some(format!(
                         "{host}'s certificate verifies with the system bundle"
@@ -352,18 +397,23 @@ fn judge_trust(j: &mut Judgment<'_>, pod: &PodStep, lines: &[Value]) {
                 ),
                 _ => j.fail(
                     "instance_unreachable",
-                    Some(format!("{host}: {}", text(line, "detail"))),
+                    Some(format!("{host}: {}", probe.detail)),
                 ),
             }
         }
     }
 }
 
-fn judge_federation(j: &mut Judgment<'_>, lines: &[Value]) {
-    let allowed = lines
-        .iter()
-        .find(|l| text(l, "step") == "env")
-        .map(|l| text(l, "allowed_private_addresses").to_owned());
+fn judge_federation(j: &mut Judgment<'_>, evidence: &[Evidence]) {
+    let steps = || {
+        all(evidence, |e| match e {
+            Evidence::RoundTrip(s) => Some(s),
+            _ => None,
+        })
+    };
+    let allowed = steps()
+        .find(|s: &&RoundTripStep| s.step == "env")
+        .map(|s| s.allowed_private_addresses.clone().unwrap_or_default());
     if let Some(allowed) = &allowed {
         j.see(format!(
             "ALLOWED_PRIVATE_ADDRESSES={}",
@@ -375,7 +425,7 @@ fn judge_federation(j: &mut Judgment<'_>, lines: &[Value]) {
         ));
     }
     for step in ["resolve", "follow", "accepted", "post", "delivered"] {
-        let Some(line) = lines.iter().find(|l| text(l, "step") == step) else {
+        let Some(line) = steps().find(|s: &&RoundTripStep| s.step == step) else {
             j.see(format!("{step}: not reached"));
             if j.causes.is_empty() {
                 j.fail(
@@ -385,21 +435,21 @@ fn judge_federation(j: &mut Judgment<'_>, lines: &[Value]) {
             }
             return;
         };
-        let ok = line["ok"].as_bool().unwrap_or(false);
+        let ok = line.ok;
         let mut seen = format!(
             "{} {step}: {}",
             if ok { "ok" } else { "FAILED" },
-            text(line, "detail")
+            line.detail
         );
-        if let Some(s) = line["seconds"].as_f64() {
+        if let Some(s) = line.seconds {
             seen.push_str(&format!(" ({s}s)"));
         }
         j.see(seen);
         if ok {
             continue;
         }
-        let status = line["status"].as_u64().unwrap_or(0);
-        let detail = text(line, "detail");
+        let status = line.status.unwrap_or(0);
+        let detail = line.detail.as_str();
         if status == 401 || status == 403 {
             j.fail("token_rejected", Some(format!("{step}: HTTP {status}")));
         } else if allowed.as_deref().is_some_and(str::is_empty)
@@ -417,7 +467,7 @@ fn judge_federation(j: &mut Judgment<'_>, lines: &[Value]) {
                 Some(format!(
                     "A could not fetch {} ({detail}); if names and trust pass, Mastodon \
                      refused the address",
-                    text(line, "account")
+                    line.account.as_deref().unwrap_or("")
                 )),
             );
         } else if step == "accepted" || step == "delivered" {
@@ -435,12 +485,13 @@ fn judge_inspector(j: &mut Judgment<'_>, step: &InspectorStep, output: &StepOutp
         j.fail("serve_not_running", Some(reason.clone()));
         return;
     }
-    let lines = json_lines(&output.log);
     for query in &step.queries {
-        let Some(line) = lines
-            .iter()
-            .find(|l| text(l, "probe") == "inspector" && text(l, "activity") == query.activity)
-        else {
+        let found = all(&output.evidence, |e| match e {
+            Evidence::Inspector(r) => Some(r),
+            _ => None,
+        })
+        .find(|r: &&InspectorRecords| r.activity == query.activity);
+        let Some(records) = found else {
             j.see(format!("inspector {}: no result", query.activity));
             j.fail(
                 "script_failed",
@@ -448,27 +499,24 @@ fn judge_inspector(j: &mut Judgment<'_>, step: &InspectorStep, output: &StepOutp
             );
             continue;
         };
-        if let Some(error) = line["error"].as_str() {
+        if let Some(error) = &records.error {
             j.see(format!("FAILED inspector {}: {error}", query.activity));
-            j.fail("serve_not_running", Some(error.to_owned()));
+            j.fail("serve_not_running", Some(error.clone()));
             continue;
         }
-        let matching: Vec<&Value> = line["exchanges"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter(|x| {
-                        text(x, "kind") == "inbox_post"
-                            && text(x, "host") == query.to
-                            && text(x, "activity").starts_with(&query.activity)
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        let valid = matching
+        let matching: Vec<_> = records
+            .exchanges
             .iter()
-            .filter(|x| text(x, "verdict") == "valid")
-            .count();
+            .filter(|x| {
+                x.kind == "inbox_post"
+                    && x.host == query.to
+                    && x.activity
+                        .as_deref()
+                        .unwrap_or("")
+                        .starts_with(&query.activity)
+            })
+            .collect();
+        let valid = matching.iter().filter(|x| x.verdict == "valid").count();
         let what = format!("{} {} -> {}", query.activity, query.from, query.to);
         if valid > 0 {
             j.see(format!(
@@ -481,15 +529,8 @@ fn judge_inspector(j: &mut Judgment<'_>, step: &InspectorStep, output: &StepOutp
             let verdicts: Vec<String> = matching
                 .iter()
                 .map(|x| {
-                    let problems: Vec<&str> = x["problems"]
-                        .as_array()
-                        .map(|p| {
-                            p.iter()
-                                .map(|p| p["code"].as_str().unwrap_or("?"))
-                                .collect()
-                        })
-                        .unwrap_or_default();
-                    format!("#{} {} {}", x["id"], text(x, "verdict"), problems.join(","))
+                    let problems: Vec<&str> = x.problems.iter().map(|p| p.code.as_str()).collect();
+                    format!("#{} {} {}", x.id, x.verdict, problems.join(","))
                 })
                 .collect();
             j.see(format!("FAILED inspector: {what}: {}", verdicts.join("; ")));
@@ -507,13 +548,14 @@ fn judge_host_dns(j: &mut Judgment<'_>, step: &HostDnsStep, output: &StepOutput)
         j.fail("serve_not_running", Some(reason.clone()));
         return;
     }
-    let lines = json_lines(&output.log);
     let expected = step.expected.map(|a| a.to_string());
     for host in &step.hosts {
-        let Some(line) = lines
-            .iter()
-            .find(|l| text(l, "probe") == "host_dns" && text(l, "host") == host)
-        else {
+        let found = all(&output.evidence, |e| match e {
+            Evidence::HostDns(l) => Some(l),
+            _ => None,
+        })
+        .find(|l: &&HostLookup| &l.host == host);
+        let Some(lookup) = found else {
             j.see(format!("{host} on the host: no result"));
             j.fail(
                 "script_failed",
@@ -521,24 +563,21 @@ fn judge_host_dns(j: &mut Judgment<'_>, step: &HostDnsStep, output: &StepOutput)
             );
             continue;
         };
-        let addresses: Vec<&str> = line["addresses"]
-            .as_array()
-            .map(|a| a.iter().filter_map(Value::as_str).collect())
-            .unwrap_or_default();
+        let addresses = &lookup.addresses;
         let ok = match &expected {
-            Some(e) => addresses.contains(&e.as_str()),
+            Some(e) => addresses.contains(e),
             None => !addresses.is_empty(),
         };
         j.see(format!(
             "{} {host} on the host: {} (node: {})",
             if ok { "ok" } else { "FAILED" },
-            text(line, "detail"),
+            lookup.detail,
             expected.as_deref().unwrap_or("unknown")
         ));
         if addresses.is_empty() {
             j.fail(
                 "serve_not_running",
-                Some(format!("{host}: {}", text(line, "detail"))),
+                Some(format!("{host}: {}", lookup.detail)),
             );
         } else if !ok {
             j.fail(

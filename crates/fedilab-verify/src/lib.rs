@@ -14,17 +14,23 @@
 //! between two instances, and the inspector saw them signed).
 //!
 //! Pod steps run a small Ruby script from `scripts/` in the instance's own
-//! Mastodon image (stdlib only); each prints one JSON line per probe, which
-//! [`evaluate`] reads. Host steps (a DNS query to the embedded DNS, queries
-//! to the inspector's API) are run by the caller, which reports their
-//! results as JSON lines of the same kind. `fedilab-orchestrator` runs a
+//! Mastodon image (stdlib only); each prints one JSON line per probe,
+//! parsed into [`Evidence`] ([`StepOutput::from_log`]), which [`evaluate`]
+//! reads. Host steps (a DNS query to the embedded DNS, queries to the
+//! inspector's API) are run by the caller, which reports their results as
+//! [`Evidence`] directly ([`StepOutput::found`]). `fedilab-orchestrator` runs a
 //! plan; the CLI prints it (`--plan`) and the results.
 #![warn(missing_docs, clippy::print_stdout, clippy::dbg_macro)]
 
 mod evaluate;
+mod evidence;
 mod plan;
 
 pub use evaluate::{CheckResult, Outcome, StepOutput, StepStatus, VerifyReport, evaluate};
+pub use evidence::{
+    Bundle, Evidence, HostLookup, HttpsProbe, InClusterLookup, InspectorRecords, Reach,
+    RecordedExchange, RecordedProblem, RoundTripStep,
+};
 pub use plan::{
     Cause, Check, CheckId, EnvSource, EnvVar, FEDERATION_ACTIVITIES, HostDnsStep, HostSide,
     InspectorQuery, InspectorStep, PlanInputs, PodStep, Script, Step, StepRun, VerifyPlan, plan,

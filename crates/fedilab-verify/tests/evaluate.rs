@@ -30,11 +30,11 @@ fn check(plan: &VerifyPlan, id: CheckId) -> &Check {
 }
 
 fn done(step: &str, lines: &[&str]) -> StepOutput {
-    StepOutput {
-        step: step.to_owned(),
-        status: StepStatus::Completed { exit_code: 0 },
-        log: lines.join("\n"),
-    }
+    StepOutput::from_log(
+        step.to_owned(),
+        StepStatus::Completed { exit_code: 0 },
+        lines.join("\n"),
+    )
 }
 
 const M1: &str = "mastodon1.fediverse.local";
@@ -52,11 +52,11 @@ fn egress_log(public_connects: bool, lab_connects: bool) -> StepOutput {
         line("blocked_dns", "8.8.8.8:53", false),
         line("allowed_tcp", WEB2, lab_connects),
     ];
-    StepOutput {
-        step: "egress@mastodon1".to_owned(),
-        status: StepStatus::Completed { exit_code: 0 },
-        log: lines.join("\n"),
-    }
+    StepOutput::from_log(
+        "egress@mastodon1".to_owned(),
+        StepStatus::Completed { exit_code: 0 },
+        lines.join("\n"),
+    )
 }
 
 fn explanation(c: &fedilab_verify::CheckResult) -> String {
@@ -87,11 +87,11 @@ fn pod_failures_name_the_pod() {
     let egress = check(&plan, CheckId::Egress);
     let timed_out = evaluate(
         egress,
-        &[StepOutput {
-            step: "egress@mastodon1".into(),
-            status: StepStatus::TimedOut { seconds: 120 },
-            log: String::new(),
-        }],
+        &[StepOutput::from_log(
+            "egress@mastodon1",
+            StepStatus::TimedOut { seconds: 120 },
+            String::new(),
+        )],
     );
     let text = explanation(&timed_out);
     assert!(
@@ -102,23 +102,17 @@ fn pod_failures_name_the_pod() {
 
     let not_run = evaluate(
         egress,
-        &[StepOutput {
-            step: "egress@mastodon1".into(),
-            status: StepStatus::NotRun {
-                reason: "pods is forbidden".into(),
-            },
-            log: String::new(),
-        }],
+        &[StepOutput::not_run("egress@mastodon1", "pods is forbidden")],
     );
     assert!(explanation(&not_run).contains("pods is forbidden"));
 
     let crashed = evaluate(
         egress,
-        &[StepOutput {
-            step: "egress@mastodon1".into(),
-            status: StepStatus::Completed { exit_code: 1 },
-            log: "egress.rb:3: undefined method".into(),
-        }],
+        &[StepOutput::from_log(
+            "egress@mastodon1",
+            StepStatus::Completed { exit_code: 1 },
+            "egress.rb:3: undefined method",
+        )],
     );
     let text = explanation(&crashed);
     assert!(text.contains("script failed"), "{text}");
@@ -216,13 +210,7 @@ fn names_pass_and_each_failure() {
         names,
         &[
             done("names@mastodon1", &[&good[0], &good[1]]),
-            StepOutput {
-                step: "names@host".into(),
-                status: StepStatus::NotRun {
-                    reason: "no host side recorded for lab main".into(),
-                },
-                log: String::new(),
-            },
+            StepOutput::not_run("names@host", "no host side recorded for lab main"),
         ],
     );
     assert!(explanation(&not_run).contains("fedilab serve"));
@@ -309,11 +297,11 @@ fn round_trip(allowed: &str, fail_at: Option<(&str, u16)>) -> StepOutput {
             _ => lines.push(format!(r#"{{"step":"{step}","ok":true,"detail":"fine"}}"#)),
         }
     }
-    StepOutput {
-        step: "federation@mastodon1".into(),
-        status: StepStatus::Completed { exit_code },
-        log: lines.join("\n"),
-    }
+    StepOutput::from_log(
+        "federation@mastodon1",
+        StepStatus::Completed { exit_code },
+        lines.join("\n"),
+    )
 }
 
 fn exchange(id: u64, host: &str, activity: &str, verdict: &str) -> String {

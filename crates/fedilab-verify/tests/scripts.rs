@@ -100,17 +100,17 @@ fn run(check: &Check) -> Vec<StepOutput> {
                 }
             }
             let out = cmd.output().expect("ruby runs");
-            StepOutput {
-                step: id,
-                status: StepStatus::Completed {
+            StepOutput::from_log(
+                id,
+                StepStatus::Completed {
                     exit_code: out.status.code().unwrap_or(-1),
                 },
-                log: format!(
+                format!(
                     "{}{}",
                     String::from_utf8_lossy(&out.stdout),
                     String::from_utf8_lossy(&out.stderr)
                 ),
-            }
+            )
         })
         .collect()
 }

@@ -1,0 +1,458 @@
+//! HTTP signatures as the fediverse uses them, checked from a recorded
+//! request: draft-cavage `Signature` (and `Authorization: Signature`) with
+//! `rsa-sha256`, `rsa-sha512` or `hs2019`, and RFC 9421
+//! `Signature-Input` / `Signature` with `rsa-v1_5-sha256` or
+//! `rsa-pss-sha512`.
+//!
+//! [`inspect`] is pure: it parses the headers, rebuilds the signing string
+//! (cavage) or signature base (RFC 9421), checks `Digest` /
+//! `Content-Digest` against the captured body and the `Date` / `created`
+//! skew against when the request arrived. [`verify_rsa`] checks the
+//! signature bytes against a public key. Fetching that key is `keys`' job.
+//!
+//! By role: `cavage` and `rfc9421` parse their headers and rebuild
+//! what was signed, `digest` checks the body against `Digest` /
+//! `Content-Digest`; this module holds the shared types, the date and
+//! target checks, and [`verify_rsa`].
+
+mod cavage;
+mod digest;
+mod rfc9421;
+
+use rsa::RsaPublicKey;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256, Sha512};
+
+use crate::config::SignatureConfig;
+use crate::exchange::{Exchange, header, header_joined};
+
+/// Which signature standard a request used.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scheme {
+    /// draft-cavage-http-signatures (Mastodon's default).
+    DraftCavage,
+    /// RFC 9421 HTTP Message Signatures.
+    Rfc9421,
+}
+
+/// What is wrong (or noteworthy) about a signature, as a stable code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProblemCode {
+    /// The signature headers do not parse.
+    Malformed,
+    /// An algorithm the inspector cannot check.
+    UnsupportedAlgorithm,
+    /// A component (derived or header) the inspector cannot rebuild.
+    UnsupportedComponent,
+    /// A signed header is absent from the request.
+    MissingComponent,
+    /// The body's hash differs from `Digest` / `Content-Digest`.
+    DigestMismatch,
+    /// A request with a body has no `Digest` / `Content-Digest`.
+    DigestMissing,
+    /// The digest header exists but is not among the signed components.
+    DigestNotSigned,
+    /// Neither `Date` nor a creation time is signed.
+    DateNotSigned,
+    /// `Date` / `created` is older than the allowed window.
+    DateStale,
+    /// `Date` / `created` is too far in the future.
+    DateInFuture,
+    /// `expires` has passed.
+    Expired,
+    /// The request target is not signed (a replay to another path would
+    /// verify).
+    TargetNotSigned,
+    /// The body was not fully captured, so its digest was not checked.
+    BodyNotCaptured,
+    /// The keyId's host is not one the inspector routes to.
+    KeyHostUnknown,
+    /// The key could not be fetched.
+    KeyFetchFailed,
+    /// The fetched document holds no usable RSA public key.
+    KeyInvalid,
+    /// The signature does not verify with the fetched key.
+    BadSignature,
+    /// The key's owner is not the activity's actor.
+    ActorMismatch,
+}
+
+/// How much a problem matters for the verdict.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    /// Receivers such as Mastodon reject the request.
+    Error,
+    /// The inspector could not decide.
+    Unverifiable,
+    /// Worth knowing; does not change the verdict.
+    Warning,
+}
+
+impl ProblemCode {
+    /// The code the API uses (`bad_signature`).
+    pub fn as_str(self) -> &'static str {
+        use ProblemCode as P;
+        match self {
+            P::Malformed => "malformed",
+            P::UnsupportedAlgorithm => "unsupported_algorithm",
+            P::UnsupportedComponent => "unsupported_component",
+            P::MissingComponent => "missing_component",
+            P::DigestMismatch => "digest_mismatch",
+            P::DigestMissing => "digest_missing",
+            P::DigestNotSigned => "digest_not_signed",
+            P::DateNotSigned => "date_not_signed",
+            P::DateStale => "date_stale",
+            P::DateInFuture => "date_in_future",
+            P::Expired => "expired",
+            P::TargetNotSigned => "target_not_signed",
+            P::BodyNotCaptured => "body_not_captured",
+            P::KeyHostUnknown => "key_host_unknown",
+            P::KeyFetchFailed => "key_fetch_failed",
+            P::KeyInvalid => "key_invalid",
+            P::BadSignature => "bad_signature",
+            P::ActorMismatch => "actor_mismatch",
+        }
+    }
+
+    /// The severity of this kind of problem.
+    pub fn severity(self) -> Severity {
+        use ProblemCode as P;
+        match self {
+            P::Malformed
+            | P::MissingComponent
+            | P::DigestMismatch
+            | P::DigestMissing
+            | P::DigestNotSigned
+            | P::DateNotSigned
+            | P::DateStale
+            | P::DateInFuture
+            | P::Expired
+            | P::BadSignature => Severity::Error,
+            P::UnsupportedAlgorithm
+            | P::UnsupportedComponent
+            | P::KeyHostUnknown
+            | P::KeyFetchFailed
+            | P::KeyInvalid => Severity::Unverifiable,
+            P::TargetNotSigned | P::BodyNotCaptured | P::ActorMismatch => Severity::Warning,
+        }
+    }
+}
+
+/// One problem with a human-readable reason.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Problem {
+    /// Stable code.
+    pub code: ProblemCode,
+    /// Severity of the code.
+    pub severity: Severity,
+    /// Why, in words.
+    pub message: String,
+}
+
+impl Problem {
+    /// A problem with the code's severity.
+    pub fn new(code: ProblemCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            severity: code.severity(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Outcome of the digest check.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DigestStatus {
+    /// The body hashes to the header's value.
+    Match,
+    /// It does not.
+    Mismatch,
+    /// The body was not fully captured.
+    NotChecked,
+    /// No algorithm the inspector knows (SHA-256, SHA-512).
+    Unsupported,
+}
+
+/// The `Digest` or `Content-Digest` check.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DigestCheck {
+    /// `digest` or `content-digest`.
+    pub header: String,
+    /// `SHA-256` and the like, as written.
+    pub algorithm: String,
+    /// The outcome.
+    pub status: DigestStatus,
+    /// Whether the header is among the signed components.
+    pub signed: bool,
+}
+
+/// The RSA algorithm to check with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RsaAlg {
+    /// RSASSA-PKCS1-v1_5 with SHA-256 (`rsa-sha256`, `rsa-v1_5-sha256`).
+    Pkcs1Sha256,
+    /// RSASSA-PKCS1-v1_5 with SHA-512 (`rsa-sha512`).
+    Pkcs1Sha512,
+    /// RSASSA-PSS with SHA-512 (`rsa-pss-sha512`).
+    PssSha512,
+    /// Decided by the key (`hs2019`, or no `alg` in RFC 9421): PKCS1-v1_5
+    /// SHA-256 first, then PSS SHA-512.
+    ByKey,
+}
+
+/// What remains to check once the key is known.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Pending {
+    /// The signing string / signature base.
+    pub base: Vec<u8>,
+    /// The signature bytes.
+    pub signature: Vec<u8>,
+    /// How to check.
+    pub alg: RsaAlg,
+}
+
+/// Everything learnt from a request's signature headers without the key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignatureInfo {
+    /// Which standard.
+    pub scheme: Scheme,
+    /// RFC 9421 label (`sig1`).
+    pub label: Option<String>,
+    /// `keyId` / `keyid`.
+    pub key_id: Option<String>,
+    /// The algorithm as written (`rsa-sha256`, `hs2019`, ...).
+    pub algorithm: Option<String>,
+    /// The signed components, in order.
+    pub components: Vec<String>,
+    /// `created`, Unix seconds.
+    pub created: Option<i64>,
+    /// `expires`, Unix seconds.
+    pub expires: Option<i64>,
+    /// The `Date` header.
+    pub date: Option<String>,
+    /// Seconds between the signed time (`created` or `Date`) and arrival;
+    /// positive when the signature is older than its arrival.
+    pub skew_secs: Option<i64>,
+    /// The digest check.
+    pub digest: Option<DigestCheck>,
+    /// The signing string / signature base the inspector rebuilt.
+    pub base: Option<String>,
+    /// Problems found without the key.
+    pub problems: Vec<Problem>,
+    /// What remains for [`verify_rsa`].
+    #[serde(skip)]
+    pub pending: Option<Pending>,
+}
+
+impl SignatureInfo {
+    fn new(scheme: Scheme) -> Self {
+        Self {
+            scheme,
+            label: None,
+            key_id: None,
+            algorithm: None,
+            components: Vec::new(),
+            created: None,
+            expires: None,
+            date: None,
+            skew_secs: None,
+            digest: None,
+            base: None,
+            problems: Vec::new(),
+            pending: None,
+        }
+    }
+
+    fn problem(&mut self, code: ProblemCode, message: impl Into<String>) {
+        self.problems.push(Problem::new(code, message));
+    }
+}
+
+/// Parses and checks the signature of a recorded request, if it has one.
+/// RFC 9421 wins when a request carries both kinds.
+pub fn inspect(ex: &Exchange, cfg: &SignatureConfig) -> Option<SignatureInfo> {
+    let headers = &ex.request.headers;
+    let mut info = if let Some(input) = header_joined(headers, "signature-input") {
+        rfc9421::parse(ex, &input)
+    } else if let Some(sig) = header_joined(headers, "signature") {
+        cavage::parse(ex, &sig)
+    } else {
+        let auth = header(headers, "authorization")?;
+        let params = auth.strip_prefix("Signature ")?;
+        cavage::parse(ex, params)
+    };
+    check_common(ex, cfg, &mut info);
+    Some(info)
+}
+
+/// Checks shared by both schemes: digest, date window, expected components.
+fn check_common(ex: &Exchange, cfg: &SignatureConfig, info: &mut SignatureInfo) {
+    let headers = &ex.request.headers;
+    let components = info.components.clone();
+    let signed = |name: &str| components.iter().any(|c| c == name);
+
+    digest::check(ex, info);
+
+    // Date / created.
+    info.date = header(headers, "date").map(str::to_owned);
+    let created_signed = match info.scheme {
+        Scheme::DraftCavage => signed("(created)"),
+        Scheme::Rfc9421 => info.created.is_some(),
+    };
+    let signed_time = if created_signed {
+        info.created
+    } else if signed("date") {
+        match info.date.as_deref().map(parse_http_date) {
+            Some(Some(t)) => Some(t),
+            Some(None) => {
+                info.problem(
+                    ProblemCode::Malformed,
+                    "the Date header is not an HTTP date",
+                );
+                None
+            }
+            None => None,
+        }
+    } else {
+        info.problem(
+            ProblemCode::DateNotSigned,
+            "neither Date nor a creation time is signed, so the signature can be replayed forever",
+        );
+        None
+    };
+    let arrived = ex.started_us.div_euclid(1_000_000);
+    if let Some(t) = signed_time {
+        let skew = arrived - t;
+        info.skew_secs = Some(skew);
+        let max_age = i64::try_from(cfg.max_age.as_secs()).unwrap_or(i64::MAX);
+        let max_future = i64::try_from(cfg.max_future.as_secs()).unwrap_or(i64::MAX);
+        if skew > max_age {
+            info.problem(
+                ProblemCode::DateStale,
+                format!(
+                    "signed {} before it arrived; the limit is {}",
+                    human_secs(skew),
+                    human_secs(max_age)
+                ),
+            );
+        } else if -skew > max_future {
+            info.problem(
+                ProblemCode::DateInFuture,
+                format!(
+                    "signed {} in the future; the limit is {}",
+                    human_secs(-skew),
+                    human_secs(max_future)
+                ),
+            );
+        }
+    }
+    if let Some(exp) = info.expires
+        && exp < arrived
+    {
+        info.problem(
+            ProblemCode::Expired,
+            format!("expired {} before it arrived", human_secs(arrived - exp)),
+        );
+    }
+    let target_signed = match info.scheme {
+        Scheme::DraftCavage => signed("(request-target)"),
+        Scheme::Rfc9421 => signed("@target-uri") || signed("@request-target") || signed("@path"),
+    };
+    if !target_signed {
+        info.problem(
+            ProblemCode::TargetNotSigned,
+            "the request target is not signed",
+        );
+    }
+}
+
+fn human_secs(s: i64) -> String {
+    let s = s.unsigned_abs();
+    if s >= 3600 {
+        format!("{}h{:02}m", s / 3600, (s % 3600) / 60)
+    } else if s >= 60 {
+        format!("{}m{:02}s", s / 60, s % 60)
+    } else {
+        format!("{s}s")
+    }
+}
+
+/// Parses an HTTP date (IMF-fixdate, as RFC 9110 requires) into Unix
+/// seconds.
+pub fn parse_http_date(s: &str) -> Option<i64> {
+    let ts = jiff::fmt::rfc2822::DateTimeParser::new()
+        .parse_timestamp(s.trim())
+        .ok()?;
+    Some(ts.as_second())
+}
+
+/// Checks signature bytes over `base` with `key`. Returns the algorithm
+/// that verified.
+///
+/// # Errors
+/// A [`ProblemCode::BadSignature`] problem when no allowed algorithm
+/// verifies.
+pub fn verify_rsa(key: &RsaPublicKey, pending: &Pending) -> Result<&'static str, Problem> {
+    let pkcs256 = || {
+        key.verify(
+            rsa::Pkcs1v15Sign::new::<Sha256>(),
+            &Sha256::digest(&pending.base),
+            &pending.signature,
+        )
+        .is_ok()
+    };
+    let pkcs512 = || {
+        key.verify(
+            rsa::Pkcs1v15Sign::new::<Sha512>(),
+            &Sha512::digest(&pending.base),
+            &pending.signature,
+        )
+        .is_ok()
+    };
+    let pss512 = || {
+        key.verify(
+            rsa::Pss::new::<Sha512>(),
+            &Sha512::digest(&pending.base),
+            &pending.signature,
+        )
+        .is_ok()
+    };
+    let ok = match pending.alg {
+        RsaAlg::Pkcs1Sha256 => pkcs256().then_some("rsa-sha256 (RSASSA-PKCS1-v1_5, SHA-256)"),
+        RsaAlg::Pkcs1Sha512 => pkcs512().then_some("rsa-sha512 (RSASSA-PKCS1-v1_5, SHA-512)"),
+        RsaAlg::PssSha512 => pss512().then_some("rsa-pss-sha512 (RSASSA-PSS, SHA-512)"),
+        RsaAlg::ByKey => {
+            if pkcs256() {
+                Some("RSASSA-PKCS1-v1_5, SHA-256")
+            } else if pss512() {
+                Some("RSASSA-PSS, SHA-512")
+            } else {
+                None
+            }
+        }
+    };
+    ok.ok_or_else(|| {
+        Problem::new(
+            ProblemCode::BadSignature,
+            "the signature does not verify with the actor's public key: wrong key, or the signed components differ from what arrived",
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http_dates_parse() {
+        assert_eq!(
+            parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT"),
+            Some(784_111_777)
+        );
+        assert_eq!(parse_http_date("yesterday"), None);
+    }
+}
