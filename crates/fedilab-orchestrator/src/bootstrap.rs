@@ -153,6 +153,9 @@ pub enum Step {
         /// The shell command.
         command: String,
     },
+    /// Give the invoking user a 0600 copy of the kubeconfig
+    /// ([`hand_over_kubeconfig`]); k3s's own file stays root's.
+    HandOver,
     /// Wait for the node to report Ready.
     WaitNodeReady {
         /// The kubeconfig to use.
@@ -176,6 +179,10 @@ impl std::fmt::Display for Step {
                 kubeconfig.display()
             ),
             Step::Install { command } => write!(f, "install k3s: {command}"),
+            Step::HandOver => write!(
+                f,
+                "give you a copy of {K3S_KUBECONFIG} (mode 0600, yours; k3s's stays root's)"
+            ),
             Step::WaitNodeReady {
                 kubeconfig,
                 timeout,
@@ -203,6 +210,7 @@ pub fn plan(k3s_installed: bool, node_timeout: Duration) -> Vec<Step> {
             command: K3S_INSTALL_COMMAND.to_owned(),
         });
     }
+    steps.push(Step::HandOver);
     steps.push(Step::WaitNodeReady {
         kubeconfig,
         timeout: node_timeout,
@@ -247,12 +255,11 @@ pub enum BootstrapError {
     },
 }
 
-/// Runs the install script through `sh -c`, inheriting stdio, then hands
-/// the kubeconfig over to the invoking user ([`hand_over_kubeconfig`]).
+/// Runs the install script through `sh -c`, inheriting stdio ([`plan`]'s
+/// next step hands the kubeconfig over, [`hand_over_kubeconfig`]).
 ///
 /// # Errors
-/// [`BootstrapError::Install`] when it cannot start or exits non-zero,
-/// [`BootstrapError::Handover`] when the copy fails.
+/// [`BootstrapError::Install`] when it cannot start or exits non-zero.
 pub fn install_k3s() -> Result<(), BootstrapError> {
     let status = std::process::Command::new("sh")
         .arg("-c")
@@ -266,7 +273,7 @@ pub fn install_k3s() -> Result<(), BootstrapError> {
             what: format!("failed ({status})"),
         });
     }
-    hand_over_kubeconfig().map(|_| ())
+    Ok(())
 }
 
 fn command_output(program: &str, args: &[&str]) -> Option<String> {
@@ -394,13 +401,14 @@ mod tests {
     #[test]
     fn fresh_vm_plan_installs_with_network_policy_on() {
         let steps = plan(false, Duration::from_secs(180));
-        assert_eq!(steps.len(), 3);
+        assert_eq!(steps.len(), 4);
         let Step::Install { command } = &steps[0] else {
             panic!("first step installs: {steps:?}");
         };
         assert_eq!(command, "curl -sfL https://get.k3s.io | sh -");
         assert!(!command.contains("disable-network-policy"));
-        assert_eq!(steps[2].to_string(), "next: fedilab up --instances 2");
+        assert_eq!(steps[1], Step::HandOver);
+        assert_eq!(steps[3].to_string(), "next: fedilab up --instances 2");
     }
 
     /// Issue 12: the cluster-admin kubeconfig must not become readable by
@@ -476,5 +484,8 @@ mod tests {
         let steps = plan(true, Duration::from_secs(180));
         assert!(matches!(steps[0], Step::AlreadyInstalled { .. }));
         assert!(!steps.iter().any(|s| matches!(s, Step::Install { .. })));
+        // The copy is made on an installed k3s too (a VM bootstrapped by
+        // an older fedilab, or by hand).
+        assert_eq!(steps[1], Step::HandOver);
     }
 }

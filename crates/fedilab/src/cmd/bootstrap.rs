@@ -7,19 +7,26 @@ use std::time::Duration;
 
 use clap::Args;
 use fedilab_orchestrator::K3S_KUBECONFIG;
-use fedilab_orchestrator::bootstrap::{Step, install_k3s, plan, wait_node_ready};
+use fedilab_orchestrator::bootstrap::{
+    Step, hand_over_kubeconfig, install_k3s, plan, wait_node_ready,
+};
 
 use crate::common::{Threads, parse_duration, runtime};
 
 /// Arguments of `fedilab bootstrap`.
 #[derive(Debug, Args)]
-#[command(after_help = "Runs k3s's official install script:\n  \
-curl -sfL https://get.k3s.io | INSTALL_K3S_EXEC='--write-kubeconfig-mode 644' sh -\n\
-(it asks for sudo when not run as root). k3s keeps its defaults, which fedilab relies on:\n\
+#[command(
+    after_help = "Runs k3s's official install script with k3s's defaults:\n  \
+curl -sfL https://get.k3s.io | sh -\n\
+(it asks for sudo when not run as root). Those defaults are what fedilab relies on:\n\
 Traefik, CoreDNS with coredns-custom, local-path storage and NetworkPolicy enforcement\n\
-(what keeps lab pods off the internet). The kubeconfig /etc/rancher/k3s/k3s.yaml is made\n\
-readable so fedilab finds it without sudo. Skips the installation when k3s is already there.\n\n\
-Examples:\n  fedilab bootstrap --dry-run\n  fedilab bootstrap && fedilab up --instances 2")]
+(what keeps lab pods off the internet). The cluster-admin kubeconfig\n\
+/etc/rancher/k3s/k3s.yaml stays 0600 and root's; you (SUDO_USER under sudo) get a 0600\n\
+copy as ~/.kube/config, or as ~/.kube/k3s.yaml when you already have a ~/.kube/config\n\
+(then use --kubeconfig ~/.kube/k3s.yaml or KUBECONFIG). Skips the installation when k3s\n\
+is already there, and still makes the copy.\n\n\
+Examples:\n  fedilab bootstrap --dry-run\n  fedilab bootstrap && fedilab up --instances 2"
+)]
 pub struct BootstrapArgs {
     /// Print each step without doing it.
     #[arg(long)]
@@ -45,6 +52,7 @@ pub fn run(args: &BootstrapArgs) -> anyhow::Result<ExitCode> {
         match step {
             Step::AlreadyInstalled { .. } | Step::Next { .. } => {}
             Step::Install { .. } => install_k3s()?,
+            Step::HandOver => println!("      {}", hand_over_kubeconfig()?),
             Step::WaitNodeReady {
                 kubeconfig,
                 timeout,
