@@ -26,9 +26,15 @@ fn bootstrap_dry_run_prints_the_steps_and_does_nothing() {
     let text = stdout(&out);
     // k3s may or may not be installed where the test runs.
     assert!(
-        text.contains(
-            "curl -sfL https://get.k3s.io | INSTALL_K3S_EXEC='--write-kubeconfig-mode 644' sh -"
-        ) || text.contains("already installed"),
+        text.contains("install k3s: curl -sfL https://get.k3s.io | sh -")
+            || text.contains("already installed"),
+        "{text}"
+    );
+    // Issue 12: the cluster-admin kubeconfig stays root's; the user gets a
+    // private copy, also on an installed k3s.
+    assert!(!text.contains("write-kubeconfig-mode"), "{text}");
+    assert!(
+        text.contains("give you a copy of /etc/rancher/k3s/k3s.yaml (mode 0600, yours"),
         "{text}"
     );
     assert!(!text.contains("disable-network-policy"));
