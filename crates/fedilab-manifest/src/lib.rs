@@ -15,6 +15,7 @@ mod federation;
 mod lab;
 mod mastodon;
 mod objects;
+mod pod;
 mod routing;
 mod secrets;
 mod tls;

@@ -8,24 +8,27 @@
 //! streaming server answers `/api/v1/streaming/health`; the image sets
 //! `MASTODON_SIDEKIQ_READY_FILENAME`, so Sidekiq touches a file in `tmp/`
 //! once it takes jobs (4.3+).
+//!
+//! One piece: the objects of an instance refer to each other by name, port
+//! and mount (env ConfigMap, Secrets, volumes, probes), and reading them
+//! side by side is how a reviewer checks they agree. Building blocks every
+//! kind shares live in `pod.rs`.
 
 use std::collections::BTreeMap;
 
 use fedilab_profile::names::{self, Component};
-use fedilab_profile::{ComponentResources, InstanceSpec, LabSpec, MastodonSpec};
+use fedilab_profile::{InstanceSpec, LabSpec, MastodonSpec};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentSpec, DeploymentStrategy, StatefulSet, StatefulSetSpec,
 };
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    Affinity, Capabilities, ConfigMap, ConfigMapEnvSource, ConfigMapVolumeSource, Container,
-    ContainerPort, EmptyDirVolumeSource, EnvFromSource, EnvVar, EnvVarSource, ExecAction,
-    HTTPGetAction, PersistentVolumeClaim, PersistentVolumeClaimSpec,
-    PersistentVolumeClaimVolumeSource, Pod, PodAffinity, PodAffinityTerm, PodSecurityContext,
-    PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, Secret, SecretEnvSource,
-    SecretKeySelector, SecurityContext, Service, ServicePort, ServiceSpec, TCPSocketAction, Volume,
-    VolumeMount, VolumeResourceRequirements,
+    Affinity, ConfigMap, ConfigMapEnvSource, ConfigMapVolumeSource, Container, ContainerPort,
+    EmptyDirVolumeSource, EnvFromSource, PersistentVolumeClaim, PersistentVolumeClaimSpec,
+    PersistentVolumeClaimVolumeSource, Pod, PodAffinity, PodAffinityTerm, PodSpec, PodTemplateSpec,
+    ResourceRequirements, Secret, SecretEnvSource, Service, ServicePort, ServiceSpec, Volume,
+    VolumeResourceRequirements,
 };
 use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity as K8sQuantity;
@@ -34,6 +37,10 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::lab::lab_meta;
 use crate::objects::{InstanceObjects, Manifest};
+use crate::pod::{
+    env, env_from_secret, exec_probe, http_probe, init_resources, mount, pod_security, resources,
+    restricted_container, s, startup, tcp_probe,
+};
 use crate::routing::{self, IngressPath, Proxy};
 use crate::secrets::MastodonSecrets;
 use crate::tls::{self, LeafPem};
@@ -154,141 +161,6 @@ struct Builder<'a> {
     spec: &'a LabSpec,
     instance: &'a InstanceSpec,
     m: &'a MastodonSpec,
-}
-
-fn s(v: &str) -> String {
-    v.to_owned()
-}
-
-fn env(name: &str, value: &str) -> EnvVar {
-    EnvVar {
-        name: s(name),
-        value: Some(s(value)),
-        value_from: None,
-    }
-}
-
-fn env_from_secret(name: &str, secret: &str, key: &str) -> EnvVar {
-    EnvVar {
-        name: s(name),
-        value: None,
-        value_from: Some(EnvVarSource {
-            secret_key_ref: Some(SecretKeySelector {
-                name: s(secret),
-                key: s(key),
-                optional: None,
-            }),
-            ..EnvVarSource::default()
-        }),
-    }
-}
-
-fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
-    VolumeMount {
-        name: s(name),
-        mount_path: s(path),
-        read_only: read_only.then_some(true),
-        ..VolumeMount::default()
-    }
-}
-
-fn resources(r: &ComponentResources) -> ResourceRequirements {
-    ResourceRequirements {
-        requests: Some(BTreeMap::from([
-            (s("cpu"), K8sQuantity(s(r.cpu.as_str()))),
-            (s("memory"), K8sQuantity(s(r.memory.as_str()))),
-        ])),
-        limits: Some(BTreeMap::from([(
-            s("memory"),
-            K8sQuantity(s(r.memory_limit.as_str())),
-        )])),
-        ..ResourceRequirements::default()
-    }
-}
-
-/// Resources of the small shell init containers (trust bundle, waits).
-fn init_resources() -> ResourceRequirements {
-    ResourceRequirements {
-        requests: Some(BTreeMap::from([
-            (s("cpu"), K8sQuantity(s("10m"))),
-            (s("memory"), K8sQuantity(s("16Mi"))),
-        ])),
-        limits: Some(BTreeMap::from([(s("memory"), K8sQuantity(s("64Mi")))])),
-        ..ResourceRequirements::default()
-    }
-}
-
-fn http_probe(path: &str, port: i32, period: i32, failures: i32) -> Probe {
-    Probe {
-        http_get: Some(HTTPGetAction {
-            path: Some(s(path)),
-            port: IntOrString::Int(port),
-            ..HTTPGetAction::default()
-        }),
-        period_seconds: Some(period),
-        failure_threshold: Some(failures),
-        timeout_seconds: Some(5),
-        ..Probe::default()
-    }
-}
-
-fn exec_probe(command: &[&str], period: i32, failures: i32) -> Probe {
-    Probe {
-        exec: Some(ExecAction {
-            command: Some(command.iter().map(|c| s(c)).collect()),
-        }),
-        period_seconds: Some(period),
-        failure_threshold: Some(failures),
-        timeout_seconds: Some(5),
-        ..Probe::default()
-    }
-}
-
-fn tcp_probe(port: i32, period: i32, failures: i32) -> Probe {
-    Probe {
-        tcp_socket: Some(TCPSocketAction {
-            port: IntOrString::Int(port),
-            host: None,
-        }),
-        period_seconds: Some(period),
-        failure_threshold: Some(failures),
-        timeout_seconds: Some(5),
-        ..Probe::default()
-    }
-}
-
-/// A startup probe allowing `minutes` before the container must be up:
-/// first boots on a small VM are slow (image pull aside), and a restart in
-/// the middle of initdb or a migration corrupts state.
-fn startup(mut probe: Probe, minutes: i32) -> Probe {
-    probe.period_seconds = Some(5);
-    probe.failure_threshold = Some(minutes * 12);
-    probe
-}
-
-fn restricted_container() -> SecurityContext {
-    SecurityContext {
-        allow_privilege_escalation: Some(false),
-        capabilities: Some(Capabilities {
-            drop: Some(vec![s("ALL")]),
-            add: None,
-        }),
-        ..SecurityContext::default()
-    }
-}
-
-fn pod_security(uid: i64) -> PodSecurityContext {
-    PodSecurityContext {
-        run_as_user: Some(uid),
-        run_as_group: Some(uid),
-        fs_group: Some(uid),
-        run_as_non_root: Some(true),
-        seccomp_profile: Some(SeccompProfile {
-            type_: s("RuntimeDefault"),
-            localhost_profile: None,
-        }),
-        ..PodSecurityContext::default()
-    }
 }
 
 impl Builder<'_> {
