@@ -227,6 +227,11 @@ fn show(store: &CaStore) -> anyhow::Result<ExitCode> {
         }
     }
 
+    show_leaves(store, &info, now)
+}
+
+/// The stored leaves of `store`, each with its files and validity.
+fn show_leaves(store: &CaStore, ca: &CertInfo, now: SystemTime) -> anyhow::Result<ExitCode> {
     let leaves = store.leaves()?;
     if leaves.is_empty() {
         println!();
@@ -250,7 +255,7 @@ fn show(store: &CaStore) -> anyhow::Result<ExitCode> {
                 println!("  file         {}", paths.cert.display());
                 println!("  key          {}", paths.key.display());
                 print_common(&leaf, now);
-                if leaf.issuer != info.subject {
+                if leaf.issuer != ca.subject {
                     println!(
                         "  issuer       {} (not this CA: reissued on next use)",
                         leaf.issuer

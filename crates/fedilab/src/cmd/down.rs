@@ -128,6 +128,14 @@ fn report_text(report: &DownReport, lab: &LabName) -> String {
             names::LAB_KEY
         );
     }
+    out.push_str(&host_text(report));
+    out
+}
+
+/// What `down` did on this host: the host side, and with `--purge` the
+/// state and the CA.
+fn host_text(report: &DownReport) -> String {
+    let mut out = String::new();
     match report.serve {
         StopOutcome::Stopped { pid, killed } => {
             let how = if killed {

@@ -137,57 +137,62 @@ fn print_plan(plan: &VerifyPlan) {
             continue;
         }
         for step in &check.steps {
-            match &step.run {
-                StepRun::Pod(pod) => {
-                    println!(
-                        "   pod {} ({}'s image {}, environment and trust bundle):",
-                        pod.pod, pod.instance, pod.image
-                    );
-                    println!("     ruby -e <{}>", pod.script.file_name());
-                    for e in &pod.env {
-                        match &e.from {
-                            EnvSource::Value { value } => println!("     {}={value}", e.name),
-                            EnvSource::SecretKeyRef { secret, key } => {
-                                println!("     {} from Secret {secret}, key {key}", e.name);
-                            }
-                            EnvSource::TraefikClusterIp => {
-                                println!("     {}=<ClusterIP of kube-system/traefik>", e.name);
-                            }
-                        }
-                    }
-                }
-                StepRun::HostDns(dns) => println!(
-                    "   host: DNS query (A) for {} to {}, expecting {}",
-                    dns.hosts.join(", "),
-                    dns.server.map_or(
-                        "the embedded DNS (not recorded yet: `fedilab up` saves it)".to_owned(),
-                        |s| s.to_string()
-                    ),
-                    dns.expected
-                        .map_or("the node address".to_owned(), |a| a.to_string())
-                ),
-                StepRun::Inspector(inspector) => {
-                    println!(
-                        "   host: inspector API at {}:",
-                        inspector.api.map_or(
-                            "(not recorded yet: `fedilab up` saves it)".to_owned(),
-                            |a| a.to_string()
-                        )
-                    );
-                    for q in &inspector.queries {
-                        println!(
-                            "     {} {} -> {}, signature valid",
-                            q.activity, q.from, q.to
-                        );
-                    }
-                }
-            }
+            print_step(&step.run);
         }
         for e in &check.expect {
             println!("   expect: {e}");
         }
         for note in &check.notes {
             println!("   note: {note}");
+        }
+    }
+}
+
+/// One step of the plan: a check pod, or a query from this host.
+fn print_step(run: &StepRun) {
+    match run {
+        StepRun::Pod(pod) => {
+            println!(
+                "   pod {} ({}'s image {}, environment and trust bundle):",
+                pod.pod, pod.instance, pod.image
+            );
+            println!("     ruby -e <{}>", pod.script.file_name());
+            for e in &pod.env {
+                match &e.from {
+                    EnvSource::Value { value } => println!("     {}={value}", e.name),
+                    EnvSource::SecretKeyRef { secret, key } => {
+                        println!("     {} from Secret {secret}, key {key}", e.name);
+                    }
+                    EnvSource::TraefikClusterIp => {
+                        println!("     {}=<ClusterIP of kube-system/traefik>", e.name);
+                    }
+                }
+            }
+        }
+        StepRun::HostDns(dns) => println!(
+            "   host: DNS query (A) for {} to {}, expecting {}",
+            dns.hosts.join(", "),
+            dns.server.map_or(
+                "the embedded DNS (not recorded yet: `fedilab up` saves it)".to_owned(),
+                |s| s.to_string()
+            ),
+            dns.expected
+                .map_or("the node address".to_owned(), |a| a.to_string())
+        ),
+        StepRun::Inspector(inspector) => {
+            println!(
+                "   host: inspector API at {}:",
+                inspector.api.map_or(
+                    "(not recorded yet: `fedilab up` saves it)".to_owned(),
+                    |a| a.to_string()
+                )
+            );
+            for q in &inspector.queries {
+                println!(
+                    "     {} {} -> {}, signature valid",
+                    q.activity, q.from, q.to
+                );
+            }
         }
     }
 }
