@@ -273,6 +273,23 @@ pub async fn attach(
     })
 }
 
+/// The lab's Mastodon instances in limited federation mode, each with the
+/// command that allows `host` in it (a `DomainAllow` row): without it such
+/// an instance refuses the newly attached server.
+pub fn allow_on_limited(state: &LabState, host: &str) -> Vec<(InstanceName, Vec<String>)> {
+    state
+        .instances
+        .iter()
+        .filter(|i| i.kind == StoredKind::Mastodon && i.limited_federation)
+        .map(|i| {
+            (
+                i.name.clone(),
+                fedilab_manifest::allow_domains_command(&[host.to_owned()]),
+            )
+        })
+        .collect()
+}
+
 /// Whether something accepts TCP connections where the server should be.
 fn answers(url: &ExternalUrl) -> bool {
     let addrs: Vec<SocketAddr> = (url.host(), url.port())
@@ -435,6 +452,25 @@ fn remove_leaf(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_limited_mastodon_instances_must_allow_an_attached_host() {
+        let spec = LabSpec::from_yaml(
+            "instances:\n  - name: open\n  - {name: closed, mastodon: {limited_federation: true}}\n  \
+             - {name: mine, kind: external, url: \"http://127.0.0.1:3000\"}\n",
+            "test",
+            &fedilab_profile::Overrides::default(),
+        )
+        .expect("valid");
+        let state = LabState::from_spec(&spec, None);
+        let allow = allow_on_limited(&state, "new.fediverse.local");
+        assert_eq!(allow.len(), 1);
+        assert_eq!(allow[0].0.as_str(), "closed");
+        assert_eq!(
+            allow[0].1[..2],
+            ["env", "FEDILAB_ALLOW_DOMAINS=new.fediverse.local"]
+        );
+    }
 
     #[test]
     fn attached_servers_join_the_profile_unless_a_name_is_taken() {

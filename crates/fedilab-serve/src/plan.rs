@@ -145,6 +145,7 @@ mod tests {
             host: format!("{name}.fediverse.local").parse().expect("host"),
             url: format!("https://{name}.fediverse.local/"),
             kind,
+            limited_federation: false,
             upstreams: upstreams
                 .iter()
                 .map(|(p, u)| StoredUpstream {

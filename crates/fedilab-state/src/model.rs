@@ -45,6 +45,10 @@ pub struct StoredInstance {
     /// What runs behind it.
     #[serde(default)]
     pub kind: StoredKind,
+    /// A Mastodon instance in `LIMITED_FEDERATION_MODE`: every lab host it
+    /// federates with needs a `DomainAllow` row (`attach` adds one).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub limited_federation: bool,
     /// Where the inspector sends requests for `host`: the longest matching
     /// path prefix wins. Empty until `up` has read the Services' addresses,
     /// and when Traefik routes straight to the instance.
@@ -174,6 +178,7 @@ impl StoredInstance {
             url: format!("https://{host}/"),
             host,
             kind: StoredKind::Attached,
+            limited_federation: false,
             upstreams: vec![StoredUpstream {
                 path_prefix: "/".to_owned(),
                 url: server.url.clone(),
@@ -202,6 +207,10 @@ impl LabState {
                         InstanceSpecKind::Mastodon(_) => StoredKind::Mastodon,
                         InstanceSpecKind::External(_) => StoredKind::External,
                     },
+                    limited_federation: matches!(
+                        &i.kind,
+                        InstanceSpecKind::Mastodon(m) if m.limited_federation
+                    ),
                     upstreams: match &i.kind {
                         InstanceSpecKind::Mastodon(_) => Vec::new(),
                         InstanceSpecKind::External(e) => vec![StoredUpstream {

@@ -97,6 +97,7 @@ fn instance(name: &str, kind: StoredKind, upstream: SocketAddr) -> StoredInstanc
         host: format!("{name}.fediverse.local").parse().expect("host"),
         url: format!("https://{name}.fediverse.local/"),
         kind,
+        limited_federation: false,
         upstreams: vec![StoredUpstream {
             path_prefix: "/".to_owned(),
             url: format!("http://{upstream}").parse().expect("url"),
