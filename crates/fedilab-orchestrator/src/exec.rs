@@ -20,12 +20,16 @@ use std::pin::Pin;
 use fedilab_profile::names::{self, Component};
 use fedilab_profile::{InstanceName, LabName};
 use futures_util::future::FutureExt as _;
+use futures_util::sink::{Sink, SinkExt as _};
 use futures_util::stream::{Stream, StreamExt as _};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Status;
 use kube::Api;
-use kube::api::{AttachParams, ListParams};
-use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
+use kube::api::{AttachParams, AttachedProcess, ListParams};
+use tokio::io::{
+    AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _, ReadHalf, SimplexStream,
+    WriteHalf,
+};
 
 use crate::Cluster;
 use crate::readiness::is_pod_ready;
@@ -369,58 +373,7 @@ pub async fn exec(
             command: options.command.join(" "),
             source,
         })?;
-    let status = process.take_status();
-    let remote_stdin = process.stdin();
-    let remote_stdout = process.stdout();
-    let remote_stderr = process.stderr();
-    let resize_tx = process.terminal_size();
-    let ExecIo {
-        stdin,
-        stdout,
-        stderr,
-        resize,
-    } = io;
-
-    // `ended` turns true when the message loop is over (the status came,
-    // or the loop stopped without one); the pumps then read what is left
-    // and stop, even when kube dropped its pipe ends without closing them.
-    let (ended_tx, ended_rx) = tokio::sync::watch::channel(false);
-    let status_watch = async move {
-        let status = match status {
-            Some(fut) => fut.await,
-            None => None,
-        };
-        let _ = ended_tx.send(true);
-        status
-    };
-    let out = pump(remote_stdout, Some(stdout), ended_rx.clone(), "stdout");
-    let err = pump(remote_stderr, stderr, ended_rx, "stderr");
-    let input = async move {
-        let send_stdin = async move {
-            if let (Some(mut local), Some(mut remote)) = (stdin, remote_stdin) {
-                if let Err(e) = tokio::io::copy(&mut local, &mut remote).await {
-                    tracing::debug!("exec stdin ended: {e}");
-                }
-                let _ = remote.shutdown().await;
-            }
-        };
-        let send_sizes = async move {
-            if let (Some(mut sizes), Some(mut tx)) = (resize, resize_tx) {
-                while let Some(size) = sizes.next().await {
-                    // A full queue drops a size; a newer one follows.
-                    if tx.try_send(size).is_err() && tx.is_closed() {
-                        break;
-                    }
-                }
-            }
-        };
-        tokio::join!(send_stdin, send_sizes);
-        std::future::pending::<()>().await;
-    };
-    let (status, out, err) = tokio::select! {
-        r = async { tokio::join!(status_watch, out, err) } => r,
-        () = input => unreachable!("the input future never completes"),
-    };
+    let (status, out, err) = stream(&mut process, io).await;
     if let Err(source) = process.join().await {
         return Err(ExecError::Stream {
             pod: pod.name.clone(),
@@ -440,11 +393,77 @@ pub async fn exec(
     Ok(code)
 }
 
+/// Connects `io` to the process's pipes until the message loop is over;
+/// the Status (if one came) and how writing stdout and stderr went.
+async fn stream(
+    process: &mut AttachedProcess,
+    io: ExecIo<'_>,
+) -> (Option<Status>, Result<(), ExecError>, Result<(), ExecError>) {
+    let status = process.take_status();
+    let ExecIo {
+        stdin,
+        stdout,
+        stderr,
+        resize,
+    } = io;
+    // `ended` turns true when the message loop is over (the status came,
+    // or the loop stopped without one); the pumps then read what is left
+    // and stop, even when kube dropped its pipe ends without closing them.
+    let (ended_tx, ended_rx) = tokio::sync::watch::channel(false);
+    let status_watch = async move {
+        let status = match status {
+            Some(fut) => fut.await,
+            None => None,
+        };
+        let _ = ended_tx.send(true);
+        status
+    };
+    let out = pump(process.stdout(), Some(stdout), ended_rx.clone(), "stdout");
+    let err = pump(process.stderr(), stderr, ended_rx, "stderr");
+    let input = feed(stdin, process.stdin(), resize, process.terminal_size());
+    let input = async move {
+        input.await;
+        std::future::pending::<std::convert::Infallible>().await
+    };
+    tokio::select! {
+        r = async { tokio::join!(status_watch, out, err) } => r,
+        never = input => match never {},
+    }
+}
+
+/// Sends `stdin` (then its end) and the terminal sizes; returns when both
+/// are done, which may be never (a terminal's stdin).
+async fn feed(
+    stdin: Option<Box<dyn AsyncRead + Unpin + Send + '_>>,
+    remote_stdin: Option<WriteHalf<SimplexStream>>,
+    resize: Option<Pin<Box<dyn Stream<Item = TerminalSize> + Send + '_>>>,
+    resize_tx: Option<impl Sink<TerminalSize> + Unpin>,
+) {
+    let send_stdin = async move {
+        if let (Some(mut local), Some(mut remote)) = (stdin, remote_stdin) {
+            if let Err(e) = tokio::io::copy(&mut local, &mut remote).await {
+                tracing::debug!("exec stdin ended: {e}");
+            }
+            let _ = remote.shutdown().await;
+        }
+    };
+    let send_sizes = async move {
+        if let (Some(mut sizes), Some(mut tx)) = (resize, resize_tx) {
+            while let Some(size) = sizes.next().await {
+                if tx.send(size).await.is_err() {
+                    break;
+                }
+            }
+        }
+    };
+    tokio::join!(send_stdin, send_sizes);
+}
+
 /// Copies `remote` into `local` until end of file, or until `ended` and
 /// nothing more is buffered. A write error is returned at the end; the
 /// rest is read and dropped so the remote side never blocks on us.
 async fn pump<'a>(
-    remote: Option<tokio::io::ReadHalf<tokio::io::SimplexStream>>,
+    remote: Option<ReadHalf<SimplexStream>>,
     mut local: Option<Box<dyn AsyncWrite + Unpin + Send + 'a>>,
     mut ended: tokio::sync::watch::Receiver<bool>,
     stream: &'static str,

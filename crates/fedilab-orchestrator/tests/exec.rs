@@ -1,6 +1,6 @@
 //! `fedilab_orchestrator::exec` against a loopback server that speaks the
-//! real Kubernetes exec subprotocol: it answers the pod list for the
-//! component's selector and upgrades `/api/v1/namespaces/NS/pods/NAME/exec`
+//! real Kubernetes exec subprotocol: it answers `/version` and the pod
+//! list for the component's selector, and upgrades `/api/v1/namespaces/NS/pods/NAME/exec`
 //! to a WebSocket with `v5.channel.k8s.io` (or only `v4.channel.k8s.io`),
 //! channels 0 stdin, 1 stdout, 2 stderr, 3 error (a v1 Status), 4 resize
 //! and v5's close (255). What kube sends is checked on the server's side;
@@ -183,6 +183,14 @@ async fn handle(
             "items": config.pods,
         });
         return Ok(Response::new(Full::new(Bytes::from(list.to_string()))));
+    }
+    if path == "/version" {
+        let version = serde_json::json!({
+            "major": "1", "minor": "33", "gitVersion": "v1.33.5+k3s1",
+            "gitCommit": "0", "gitTreeState": "clean", "buildDate": "2025-10-01T00:00:00Z",
+            "goVersion": "go1.24", "compiler": "gc", "platform": "linux/amd64",
+        });
+        return Ok(Response::new(Full::new(Bytes::from(version.to_string()))));
     }
     if !path.ends_with("/exec") {
         let mut response = Response::new(Full::new(Bytes::from_static(b"{}")));
