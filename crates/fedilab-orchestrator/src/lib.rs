@@ -9,6 +9,7 @@
 //! status / down / credentials                   by the lab's labels
 //! instance_upstreams / attach / detach          the inspector's routes, host servers
 //! verify(&Cluster, &LabSpec, &VerifyPlan, ..)  check pods + host queries -> VerifyReport
+//! exec::exec / exec::exec_capture               a command in an instance's pod -> exit code
 //! ```
 //!
 //! Pure parts (kubeconfig choice, readiness predicates, capacity sums, the
@@ -26,6 +27,7 @@ mod cluster;
 mod coredns;
 mod creds;
 mod diagnose;
+pub mod exec;
 mod kubeconfig;
 mod member;
 mod metrics;
@@ -51,6 +53,7 @@ pub use diagnose::{
     ComponentObjects, ContainerLog, Diagnosis, LogRequest, PodDiagnosis, PodObjects, logs_to_read,
     pods_to_diagnose, summarize_component,
 };
+pub use exec::{Captured, ExecError, ExecIo, ExecOptions, ExecPod, ExecTarget, exec_capture};
 pub use kubeconfig::{K3S_KUBECONFIG, KubeconfigSource, choose_kubeconfig};
 pub use member::{MemberError, attach, detach, instance_upstreams, upstreams_from_services};
 pub use metrics::{CountLayer, CountService, PhaseTiming, RequestCounter, Timings};

@@ -61,6 +61,10 @@ pub enum Command {
     /// Remove a lab from the cluster (and with --purge its state and CA
     /// here).
     Down(crate::cmd::down::DownArgs),
+    /// Run a command (default: a shell) in an instance's pod.
+    Exec(crate::cmd::exec::ExecArgs),
+    /// Run Mastodon's tootctl in an instance's web pod.
+    Tootctl(crate::cmd::exec::TootctlArgs),
     /// Check in the live lab that it is isolated, named, trusted and
     /// federating; print a checklist with evidence (`--plan`: only print
     /// the checks).

@@ -6,6 +6,7 @@ mod common;
 
 mod cli_ca;
 mod cli_dns;
+mod cli_exec;
 mod cli_inspect;
 mod cli_orchestrator;
 mod cli_render;

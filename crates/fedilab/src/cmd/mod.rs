@@ -6,6 +6,7 @@ pub mod ca;
 pub mod creds;
 pub mod dns;
 pub mod down;
+pub mod exec;
 pub mod inspect;
 pub mod render;
 pub mod serve;
@@ -35,6 +36,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Attach(args) => attach::attach(&args),
         Command::Detach(args) => attach::detach(&args),
         Command::Down(args) => down::run(&args),
+        Command::Exec(args) => exec::exec(&args),
+        Command::Tootctl(args) => exec::tootctl(&args),
         Command::Verify(args) => verify::run(&args),
         Command::Bootstrap(args) => bootstrap::run(&args),
     }
