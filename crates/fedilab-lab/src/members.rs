@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use fedilab_ca::{CaStore, HostName};
 use fedilab_manifest::{BuildError, LabManifests};
-use fedilab_orchestrator::{Cluster, MemberError, RemovedObject};
+use fedilab_orchestrator::{Cluster, ExecError, ExecTarget, MemberError, RemovedObject};
+use fedilab_profile::names::Component;
 use fedilab_profile::{
     Domain, ExternalUrl, InstanceName, InstanceSpec, InstanceSpecKind, LabName, LabSpec,
 };
@@ -131,6 +132,20 @@ pub enum AttachError {
     /// The host side.
     #[error(transparent)]
     Serve(#[from] DaemonError),
+    /// A limited-federation instance could not be told to allow the host.
+    #[error(
+        "{host} is attached, but {instance} (limited federation) could not be told to allow \
+         it, so it refuses the server: {detail}; run `fedilab attach` again once \
+         `fedilab status` shows {instance} ready"
+    )]
+    Allow {
+        /// The attached host.
+        host: String,
+        /// The instance that did not allow it.
+        instance: InstanceName,
+        /// What went wrong.
+        detail: String,
+    },
 }
 
 boxed_from!(AttachError::Cluster(MemberError));
@@ -179,6 +194,8 @@ pub struct AttachReport {
     pub serve: ServeStatus,
     /// Whether something accepted a TCP connection at `url`.
     pub answers: bool,
+    /// The limited-federation instances that now allow the host.
+    pub allowed_on: Vec<InstanceName>,
 }
 
 impl AttachPlan {
@@ -261,9 +278,12 @@ pub async fn attach(
     fedilab_orchestrator::attach(cluster, &plan.spec, &plan.objects).await?;
     let state = plan.dir.record_attached(plan.state, &plan.server)?;
     let serve = host.refresh(&plan.dir)?;
+    let lab_host = plan.spec.instances[0].host.to_string();
+    let allowed_on = allow(cluster, &state, &lab_host).await?;
     Ok(AttachReport {
         name: plan.server.name.clone(),
-        host: plan.spec.instances[0].host.to_string(),
+        host: lab_host,
+        allowed_on,
         answers: answers(&plan.server.url),
         url: plan.server.url,
         proxy: plan.proxy,
@@ -288,6 +308,43 @@ pub fn allow_on_limited(state: &LabState, host: &str) -> Vec<(InstanceName, Vec<
             )
         })
         .collect()
+}
+
+/// Allows `host` on every limited-federation instance of the lab, one
+/// `rails runner` in each web pod (idempotent, so a rerun is safe).
+async fn allow(
+    cluster: &Cluster,
+    state: &LabState,
+    host: &str,
+) -> Result<Vec<InstanceName>, AttachError> {
+    let mut allowed = Vec::new();
+    for (instance, argv) in allow_on_limited(state, host) {
+        let target = ExecTarget {
+            lab: state.lab.clone(),
+            instance: instance.clone(),
+            component: Component::Web,
+            container: None,
+        };
+        let failed = |detail: String| AttachError::Allow {
+            host: host.to_owned(),
+            instance: instance.clone(),
+            detail,
+        };
+        let ran = fedilab_orchestrator::exec_capture(cluster, &target, &argv, None)
+            .await
+            .map_err(|e: ExecError| failed(e.to_string()))?;
+        if ran.code != 0 {
+            let stderr = String::from_utf8_lossy(&ran.stderr);
+            let tail: Vec<&str> = stderr.lines().rev().take(3).collect();
+            return Err(failed(format!(
+                "exit code {}: {}",
+                ran.code,
+                tail.into_iter().rev().collect::<Vec<_>>().join(" / ")
+            )));
+        }
+        allowed.push(instance);
+    }
+    Ok(allowed)
 }
 
 /// Whether something accepts TCP connections where the server should be.

@@ -106,7 +106,7 @@ pub fn attach(args: &AttachArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn attached_text(report: &AttachReport, lab: &LabName) -> String {
-    format!(
+    let mut out = format!(
         "attached {url} to lab {lab} as https://{host}/\n  \
          Traefik -> inspector {proxy} -> {url}; {n} Secret, Service, EndpointSlice, Ingress in {ns}\n  \
          {serving}\n",
@@ -116,7 +116,16 @@ fn attached_text(report: &AttachReport, lab: &LabName) -> String {
         n = report.objects,
         ns = report.namespace,
         serving = serve_line(&report.serve, lab),
-    )
+    );
+    if !report.allowed_on.is_empty() {
+        let names: Vec<&str> = report.allowed_on.iter().map(|n| n.as_str()).collect();
+        let _ = writeln!(
+            out,
+            "  allowed on {} (limited federation: a DomainAllow row each)",
+            names.join(", ")
+        );
+    }
+    out
 }
 
 /// Runs `fedilab detach`.
@@ -183,6 +192,7 @@ mod tests {
             namespace: "fedilab-main".to_owned(),
             serve: ServeStatus::Stopped,
             answers: true,
+            allowed_on: vec!["closed".parse().expect("name")],
         };
         let text = attached_text(&report, &lab);
         assert!(
@@ -191,6 +201,10 @@ mod tests {
              Traefik -> inspector 192.0.2.10:8480 -> http://127.0.0.1:3000; 4 Secret, Service, \
              EndpointSlice, Ingress in fedilab-main\n  fedilab serve is not running"
             ),
+            "{text}"
+        );
+        assert!(
+            text.ends_with("\n  allowed on closed (limited federation: a DomainAllow row each)\n"),
             "{text}"
         );
     }
