@@ -358,18 +358,35 @@ async fn applied(fake: &Fake, instances: usize) -> fedilab_profile::LabSpec {
     spec
 }
 
-#[tokio::test]
+/// The workloads move on only when the test says so ([`Fake::advance`]),
+/// here between the polls (the clock is paused: the wait polls at 0, 2 and
+/// 4 s, the workloads advance at 1 and 3 s).
+#[tokio::test(start_paused = true)]
 async fn wait_polls_three_lists_per_round_until_every_instance_is_ready() {
     let fake = Fake::start(Behaviour {
-        ready_after_rounds: None,
+        ready_after: Some(2),
         ..Behaviour::default()
     });
     let spec = applied(&fake, 2).await;
-    fake.behaviour(|b| b.ready_after_rounds = Some(3));
     let progress = Recorder::default();
-    let report = bounded(wait_ready(&fake.cluster, &spec, &fast_wait(), &progress))
-        .await
-        .expect("ready");
+    let options = WaitOptions {
+        poll_interval: Duration::from_secs(2),
+        ..WaitOptions::default()
+    };
+    let advancing = async {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        fake.advance();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        fake.advance();
+    };
+    let (report, ()) = bounded(async {
+        tokio::join!(
+            wait_ready(&fake.cluster, &spec, &options, &progress),
+            advancing
+        )
+    })
+    .await;
+    let report = report.expect("ready");
     assert_eq!(report.rounds, 3);
     let lines: Vec<String> = fake.log().iter().map(|r| r.line()).collect();
     let round = [
@@ -443,7 +460,7 @@ async fn a_failing_setup_job_stops_the_wait_with_events_and_logs() {
 #[tokio::test(start_paused = true)]
 async fn a_phase_that_overruns_its_budget_says_which_and_what_to_try() {
     let fake = Fake::start(Behaviour {
-        ready_after_rounds: None,
+        ready_after: None,
         ..Behaviour::default()
     });
     let spec = applied(&fake, 1).await;
