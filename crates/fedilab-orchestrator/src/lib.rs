@@ -3,7 +3,7 @@
 //! ```text
 //! connect(&ConnectOptions)                      kubeconfig like kubectl -> Cluster
 //! preflight(&Cluster, &LabSpec, &LabManifests)  reachable, k3s, CRDs, memory, domain
-//! apply(&Cluster, &LabSpec, &LabManifests, &Preflight)    server-side apply, in order
+//! apply(&Cluster, &LabSpec, &LabManifests, &Preflight)    server-side apply, in waves
 //! wait_ready(&Cluster, &LabSpec, &WaitOptions, &dyn Progress)   per instance and phase
 //! status / down / credentials                   by the lab's labels
 //! instance_upstreams / attach / detach          the inspector's routes, host servers
@@ -37,7 +37,7 @@ mod teardown;
 mod verify;
 mod wait;
 
-pub use apply::{AppliedObject, ApplyError, ApplyReport, Outcome, apply};
+pub use apply::{AppliedObject, ApplyError, ApplyReport, MAX_IN_FLIGHT, Outcome, Wave, apply};
 pub use cluster::{Cluster, ConnectError, ConnectOptions, cluster_from_config, connect};
 pub use coredns::{coredns_zones, domain_conflicts};
 pub use creds::{
@@ -49,7 +49,7 @@ pub use kubeconfig::{K3S_KUBECONFIG, KubeconfigSource, choose_kubeconfig};
 pub use member::{
     MemberError, attach, detach, instance_upstreams, upstreams_from_services, with_attached,
 };
-pub use metrics::{CountLayer, CountService, PhaseTiming, RequestCounter, Timings};
+pub use metrics::{CountLayer, CountService, PhaseTiming, RequestCounter, Timings, WaveTiming};
 pub use preflight::{
     Capacity, NodeSummary, Preflight, PreflightError, PreflightOptions, PreflightWarning,
     lab_memory_requests, node_address, parse_quantity, preflight, reachable,

@@ -149,6 +149,22 @@ async fn preflight_and_apply_send_exactly_these_requests() {
             .is_string()
     );
 
+    // The report's waves: each with its objects and requests.
+    let reported: Vec<(&str, usize, u64)> = report
+        .waves
+        .iter()
+        .map(|w| (w.wave.as_str(), w.objects, w.requests))
+        .collect();
+    assert_eq!(
+        reported,
+        [
+            ("namespace", 1, 1),
+            ("network-policies", 1, 1),
+            ("objects", 4 + 2 * 15, 4 + 2 * 15 + 1),
+            ("jobs", 2, 2),
+        ]
+    );
+
     // fedilab's request count for a 2-instance lab (figures for people:
     // scripts/bench-apply.sh).
     let requests = fake.cluster.counter.requests();
@@ -849,3 +865,75 @@ async fn status_and_creds_read_the_lab_back() {
     assert_eq!(first.url, "https://mastodon1.fediverse.local/");
 }
 
+/// The figures of scripts/bench-apply.sh: apply against a fake API server
+/// that answers each request `FEDILAB_BENCH_LATENCY_MS` (default 20) late,
+/// `FEDILAB_BENCH_ROUNDS` (default 5) times for 2 and for 10 instances.
+/// Prints the wall times; asserts only what must hold whatever the machine
+/// (one request per object, plus the CoreDNS restart).
+#[tokio::test]
+#[ignore = "a benchmark: scripts/bench-apply.sh"]
+async fn bench_apply_with_latency() {
+    let number = |name: &str, default: u64| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let latency = Duration::from_millis(number("FEDILAB_BENCH_LATENCY_MS", 20));
+    let rounds = number("FEDILAB_BENCH_ROUNDS", 5);
+    let mut medians = Vec::new();
+    for n in [2, 10] {
+        let spec = spec("main", "fediverse.local", n);
+        let manifests = manifests(&spec);
+        let mut walls = Vec::new();
+        for round in 1..=rounds {
+            let fake = Fake::start(Behaviour {
+                latency,
+                allocatable_memory: "64Gi".to_owned(),
+                ..Behaviour::default()
+            });
+            let checked = preflight_ok(&fake, &spec, &manifests).await;
+            let before = fake.cluster.counter.requests();
+            let started = std::time::Instant::now();
+            let report = bounded(apply(&fake.cluster, &spec, &manifests, &checked))
+                .await
+                .expect("apply");
+            let wall = started.elapsed();
+            let requests = fake.cluster.counter.requests() - before;
+            assert_eq!(requests as usize, manifests.objects.len() + 1);
+            let waves: Vec<String> = report
+                .waves
+                .iter()
+                .map(|w| {
+                    format!(
+                        "{} {}/{:.0}ms",
+                        w.wave,
+                        w.objects,
+                        w.wall.as_secs_f64() * 1000.0
+                    )
+                })
+                .collect();
+            println!(
+                "bench: {n:>2} instances, round {round}: {} objects, {requests} requests, \
+                 apply {:.0} ms (one after another: {} ms); waves: {}",
+                manifests.objects.len(),
+                wall.as_secs_f64() * 1000.0,
+                u128::from(requests) * latency.as_millis(),
+                waves.join(", ")
+            );
+            walls.push(wall);
+        }
+        walls.sort();
+        let median = walls[walls.len() / 2];
+        println!(
+            "bench: {n:>2} instances: median apply {:.0} ms over {rounds} rounds, {} ms latency",
+            median.as_secs_f64() * 1000.0,
+            latency.as_millis()
+        );
+        medians.push(median);
+    }
+    println!(
+        "bench: 10 instances take {:.2}x the time of 2 (target: at most 2x)",
+        medians[1].as_secs_f64() / medians[0].as_secs_f64()
+    );
+}
