@@ -865,6 +865,59 @@ async fn status_and_creds_read_the_lab_back() {
     assert_eq!(first.url, "https://mastodon1.fediverse.local/");
 }
 
+/// The harness itself: seeds replace what a fresh fake holds, a pinned
+/// status stays while a restart moves the generation on, and the cluster's
+/// own workloads are otherwise available at their current generation.
+#[tokio::test]
+async fn the_fake_serves_seeds_and_pinned_status() {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use k8s_openapi::api::core::v1::Node;
+    use kube::Api;
+    use kube::api::{ListParams, Patch, PatchParams};
+
+    let restart = serde_json::json!({"spec": {"template": {"metadata": {"annotations":
+        {"kubectl.kubernetes.io/restartedAt": "2025-01-01T12:00:00Z"}}}}});
+    let generations = |d: &Deployment| {
+        (
+            d.metadata.generation,
+            d.status.as_ref().and_then(|s| s.observed_generation),
+            d.status.as_ref().and_then(|s| s.available_replicas),
+        )
+    };
+    let fake = Fake::start(Behaviour::default());
+    let deployments: Api<Deployment> = Api::namespaced(fake.cluster.client.clone(), "kube-system");
+    let patched =
+        bounded(deployments.patch("coredns", &PatchParams::default(), &Patch::Merge(&restart)))
+            .await
+            .expect("restarted");
+    assert_eq!(generations(&patched), (Some(2), Some(2), Some(1)));
+
+    fake.seed_fixture("node-dual-stack.yaml");
+    fake.seed_fixture("coredns-deployment-unavailable.yaml");
+    fake.seed_yaml("helm", &common::fixture_text("helmchartconfig-user.yaml"));
+    let nodes = bounded(Api::<Node>::all(fake.cluster.client.clone()).list(&ListParams::default()))
+        .await
+        .expect("nodes");
+    let cidrs = nodes.items[0]
+        .spec
+        .as_ref()
+        .and_then(|s| s.pod_cidrs.clone())
+        .unwrap_or_default();
+    assert_eq!(cidrs, ["10.42.0.0/24", "2001:cafe:42::/64"]);
+    let patched =
+        bounded(deployments.patch("coredns", &PatchParams::default(), &Patch::Merge(&restart)))
+            .await
+            .expect("restarted");
+    let (generation, observed, available) = generations(&patched);
+    assert!(generation > observed, "{generation:?} {observed:?}");
+    assert_eq!(available, Some(0));
+    let user = fake
+        .object("helmchartconfigs", Some("kube-system"), "traefik")
+        .expect("the user's HelmChartConfig");
+    assert_eq!(user["metadata"]["managedFields"][0]["manager"], "helm");
+    assert!(user["spec"]["valuesContent"].is_string());
+}
+
 /// The figures of scripts/bench-apply.sh: apply against a fake API server
 /// that answers each request `FEDILAB_BENCH_LATENCY_MS` (default 20) late,
 /// `FEDILAB_BENCH_ROUNDS` (default 5) times for 2 and for 10 instances.
