@@ -125,7 +125,18 @@ async fn up(cluster: &Cluster, spec: &LabSpec, m: &LabManifests) -> ApplyReport 
     let checked = preflight(cluster, spec, m, PreflightOptions { force: true })
         .await
         .expect("preflight");
-    apply(cluster, spec, m, &checked).await.expect("apply")
+    let report = apply(cluster, spec, m, &checked).await.expect("apply");
+    for w in &report.waves {
+        println!(
+            "{}: wave {:<16} {:>3} objects {:>7.1} ms {:>3} requests",
+            spec.name,
+            w.wave,
+            w.objects,
+            w.wall.as_secs_f64() * 1000.0,
+            w.requests
+        );
+    }
+    report
 }
 
 /// What fedilab owns of one object: its generation and, per field manager
