@@ -370,6 +370,7 @@ async fn apply(
         )
         .await?;
     plan.dir.finish_apply()?;
+    timings.record_waves(&report.waves);
     progress.event(&Event::Applied { report: &report });
     Ok(())
 }

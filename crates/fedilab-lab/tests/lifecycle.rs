@@ -137,6 +137,8 @@ async fn up_applies_saves_the_routes_then_starts_the_host_side_and_returns_crede
         phases,
         ["node", "facts", "preflight", "apply", "upstreams", "wait"]
     );
+    let waves: Vec<String> = timings.waves().into_iter().map(|w| w.wave).collect();
+    assert_eq!(waves, ["namespace", "network-policies", "objects", "jobs"]);
 
     // The host side was asked once, after the state with the routes was
     // saved: every instance's web Service at `/`, streaming at its prefix.

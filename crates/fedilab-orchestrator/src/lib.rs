@@ -4,7 +4,7 @@
 //! connect(&ConnectOptions)                      kubeconfig like kubectl -> Cluster
 //! cluster_facts(&Cluster)                       cluster domain, IPv6 networks -> ClusterFacts
 //! preflight(&Cluster, &LabSpec, &LabManifests)  reachable, k3s, CRDs, memory, domain
-//! apply(&Cluster, &LabSpec, &LabManifests, &Preflight)    server-side apply, in order
+//! apply(&Cluster, &LabSpec, &LabManifests, &Preflight)    server-side apply, in waves
 //! wait_ready(&Cluster, &LabSpec, &WaitOptions, &dyn Progress)   per instance and phase
 //! status / down / credentials                   by the lab's labels
 //! instance_upstreams / attach / detach          the inspector's routes, host servers
@@ -39,7 +39,7 @@ mod teardown;
 mod verify;
 mod wait;
 
-pub use apply::{AppliedObject, ApplyError, ApplyReport, Outcome, apply};
+pub use apply::{AppliedObject, ApplyError, ApplyReport, MAX_IN_FLIGHT, Outcome, Wave, apply};
 pub use cluster::{Cluster, ConnectError, ConnectOptions, cluster_from_config, connect};
 pub use coredns::{
     CoreDnsWait, ZoneConflict, cluster_domain_from_corefile, coredns_zones, domain_conflicts,
@@ -56,7 +56,7 @@ pub use diagnose::{
 pub use exec::{Captured, ExecError, ExecIo, ExecOptions, ExecPod, ExecTarget, exec_capture};
 pub use kubeconfig::{K3S_KUBECONFIG, KubeconfigSource, choose_kubeconfig};
 pub use member::{MemberError, attach, detach, instance_upstreams, upstreams_from_services};
-pub use metrics::{CountLayer, CountService, PhaseTiming, RequestCounter, Timings};
+pub use metrics::{CountLayer, CountService, PhaseTiming, RequestCounter, Timings, WaveTiming};
 pub use preflight::{
     Capacity, NodeSummary, Preflight, PreflightError, PreflightOptions, PreflightWarning,
     cluster_facts, lab_memory_requests, node_address, parse_quantity, preflight, reachable,

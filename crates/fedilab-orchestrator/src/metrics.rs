@@ -1,7 +1,8 @@
 //! How much fedilab itself costs: a tower layer that counts the API requests
-//! of a kube client and the time spent waiting for their responses, and
-//! [`Timings`], the wall time and request count of each phase of a command.
-//! Measures only; never prints.
+//! of a kube client and the time spent waiting for their responses,
+//! [`Timings`], the wall time and request count of each phase of a command,
+//! and [`WaveTiming`], the same for each wave of an apply. Measures only;
+//! never prints.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -110,11 +111,58 @@ pub struct PhaseTiming {
     pub api: Duration,
 }
 
+/// The cost of one wave of an apply: objects that do not depend on each
+/// other, applied concurrently.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct WaveTiming {
+    /// `namespace`, `network-policies`, `objects`, `jobs`.
+    pub wave: String,
+    /// Objects applied in it.
+    pub objects: usize,
+    /// Wall time.
+    pub wall: Duration,
+    /// API requests sent during the wave.
+    pub requests: u64,
+    /// Time spent waiting for API responses, summed over requests: with
+    /// requests in flight together it exceeds `wall`.
+    pub api: Duration,
+}
+
+/// Measures a stretch of work: wall time, and the requests and API time
+/// `counter` saw meanwhile.
+pub(crate) struct Stopwatch {
+    counter: RequestCounter,
+    start: Instant,
+    requests: u64,
+    api: Duration,
+}
+
+impl Stopwatch {
+    pub(crate) fn start(counter: &RequestCounter) -> Self {
+        Stopwatch {
+            counter: counter.clone(),
+            start: Instant::now(),
+            requests: counter.requests(),
+            api: counter.api_time(),
+        }
+    }
+
+    /// Wall time, requests and API time since the start.
+    pub(crate) fn read(&self) -> (Duration, u64, Duration) {
+        (
+            self.start.elapsed(),
+            self.counter.requests().saturating_sub(self.requests),
+            self.counter.api_time().saturating_sub(self.api),
+        )
+    }
+}
+
 /// Phase timings of one command, fed by [`Timings::phase`].
 #[derive(Debug, Clone)]
 pub struct Timings {
     counter: RequestCounter,
     phases: Arc<Mutex<Vec<PhaseTiming>>>,
+    waves: Arc<Mutex<Vec<WaveTiming>>>,
 }
 
 impl Timings {
@@ -123,26 +171,39 @@ impl Timings {
         Timings {
             counter,
             phases: Arc::default(),
+            waves: Arc::default(),
         }
     }
 
     /// Runs `work` as the phase `name` and records its cost, whether it
     /// succeeds or not.
     pub async fn phase<T>(&self, name: &str, work: impl Future<Output = T>) -> T {
-        let start = Instant::now();
-        let requests = self.counter.requests();
-        let api = self.counter.api_time();
+        let watch = Stopwatch::start(&self.counter);
         let out = work.await;
+        let (wall, requests, api) = watch.read();
         let timing = PhaseTiming {
             phase: name.to_owned(),
-            wall: start.elapsed(),
-            requests: self.counter.requests() - requests,
-            api: self.counter.api_time().saturating_sub(api),
+            wall,
+            requests,
+            api,
         };
         if let Ok(mut phases) = self.phases.lock() {
             phases.push(timing);
         }
         out
+    }
+
+    /// Keeps the waves of an apply (from [`crate::ApplyReport::waves`]), to
+    /// show them with the `apply` phase.
+    pub fn record_waves(&self, waves: &[WaveTiming]) {
+        if let Ok(mut kept) = self.waves.lock() {
+            kept.extend_from_slice(waves);
+        }
+    }
+
+    /// The waves recorded so far, in order.
+    pub fn waves(&self) -> Vec<WaveTiming> {
+        self.waves.lock().map(|w| w.clone()).unwrap_or_default()
     }
 
     /// Every phase recorded so far, in order.

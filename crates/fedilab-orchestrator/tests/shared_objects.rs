@@ -261,6 +261,12 @@ fn seed_coredns(fake: &Fake) {
     );
 }
 
+/// A CoreDNS Deployment status that never completes a rollout.
+fn stuck_coredns() -> serde_json::Value {
+    json!({"observedGeneration": 1000, "replicas": 1, "updatedReplicas": 0,
+           "readyReplicas": 0, "availableReplicas": 0, "unavailableReplicas": 1})
+}
+
 const QUICK: CoreDnsWait = CoreDnsWait {
     timeout: Duration::from_millis(100),
     poll_interval: Duration::from_millis(5),
@@ -272,11 +278,16 @@ const QUICK: CoreDnsWait = CoreDnsWait {
 /// restart without looking.
 #[tokio::test]
 async fn a_coredns_rollout_that_never_becomes_available_rolls_the_key_back() {
-    let fake = Fake::start(Behaviour {
-        coredns_available: false,
-        ..Behaviour::default()
-    });
+    let fake = Fake::start(Behaviour::default());
     seed_coredns(&fake);
+    // Its status is pinned: the controller sees the restart, but no
+    // replica of the new template ever becomes available.
+    fake.set_status(
+        "deployments",
+        Some("kube-system"),
+        "coredns",
+        stuck_coredns(),
+    );
     let spec = spec("main", "fediverse.local", 1);
     let manifests = manifests(&spec);
     let mut checked = checked(&fake, &spec, &manifests).await;
@@ -293,7 +304,7 @@ async fn a_coredns_rollout_that_never_becomes_available_rolls_the_key_back() {
         "fedilab-main.server",
         "0 of 1 replicas updated",
         "removed again",
-        "last log lines of kube-system/coredns-abcde",
+        "last log lines of kube-system/coredns-1",
     ] {
         assert!(message.contains(needle), "no {needle:?} in:\n{message}");
     }
@@ -317,7 +328,12 @@ async fn down_waits_for_coredns_and_reports_when_it_does_not_come_back() {
     seed_coredns(&fake);
     let spec = spec("main", "fediverse.local", 1);
     up(&fake, &spec).await;
-    fake.behaviour(|b| b.coredns_available = false);
+    fake.set_status(
+        "deployments",
+        Some("kube-system"),
+        "coredns",
+        stuck_coredns(),
+    );
     let options = DownOptions {
         timeout: Duration::from_millis(100),
         poll_interval: Duration::from_millis(5),
@@ -331,7 +347,7 @@ async fn down_waits_for_coredns_and_reports_when_it_does_not_come_back() {
     );
     let message = err.to_string();
     assert!(
-        message.contains("last log lines of kube-system/coredns-abcde"),
+        message.contains("last log lines of kube-system/coredns-1"),
         "{message}"
     );
     let key_left = fake
@@ -390,10 +406,9 @@ async fn a_non_default_cluster_domain_flows_into_the_cname() {
 /// 10.42.0.0/15 only, so IPv6 federation was blocked.
 #[tokio::test]
 async fn dual_stack_cidrs_reach_the_policy_and_allowed_private_addresses() {
-    let fake = Fake::start(Behaviour {
-        pod_cidrs: vec!["10.42.0.0/24".to_owned(), "2001:cafe:42::/64".to_owned()],
-        ..Behaviour::default()
-    });
+    let fake = Fake::start(Behaviour::default());
+    // The node's spec.podCIDRs: 10.42.0.0/24 and 2001:cafe:42::/64.
+    fake.seed_fixture("node-dual-stack.yaml");
     fake.seed(
         "services",
         Some("kube-system"),
@@ -462,10 +477,9 @@ async fn dual_stack_cidrs_reach_the_policy_and_allowed_private_addresses() {
 /// reachable all the same.
 #[tokio::test]
 async fn without_service_cidrs_traefiks_ipv6_address_is_covered() {
-    let fake = Fake::start(Behaviour {
-        pod_cidrs: vec!["10.42.0.0/24".to_owned(), "2001:cafe:42::/64".to_owned()],
-        ..Behaviour::default()
-    });
+    let fake = Fake::start(Behaviour::default());
+    // The node's spec.podCIDRs: 10.42.0.0/24 and 2001:cafe:42::/64.
+    fake.seed_fixture("node-dual-stack.yaml");
     fake.seed(
         "services",
         Some("kube-system"),

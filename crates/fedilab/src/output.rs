@@ -11,7 +11,7 @@ use std::time::Duration;
 use clap::ValueEnum;
 use fedilab_lab::Event;
 use fedilab_orchestrator::readiness::InstanceProgress;
-use fedilab_orchestrator::{Cluster, InstanceCredentials, PhaseTiming};
+use fedilab_orchestrator::{Cluster, InstanceCredentials, PhaseTiming, WaveTiming};
 use fedilab_profile::{InstanceName, LabName};
 use fedilab_serve::daemon::ServeStatus;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
@@ -50,8 +50,10 @@ pub fn print_credentials(creds: &[InstanceCredentials], format: CredsFormat) -> 
     Ok(())
 }
 
-/// Phase timings as text: fedilab's own time is wall minus API time.
-pub fn timings_text(phases: &[PhaseTiming], requests: u64) -> String {
+/// Phase timings as text: fedilab's own time is wall minus API time; the
+/// apply phase's waves below it (their requests run together, so their API
+/// time is summed and can exceed the wall time).
+pub fn timings_text(phases: &[PhaseTiming], waves: &[WaveTiming], requests: u64) -> String {
     let mut out = String::from("timings (fedilab's own time = wall - api):\n");
     for t in phases {
         let _ = writeln!(
@@ -63,6 +65,19 @@ pub fn timings_text(phases: &[PhaseTiming], requests: u64) -> String {
             t.wall.saturating_sub(t.api).as_secs_f64() * 1000.0,
             t.requests
         );
+        if t.phase == "apply" {
+            for w in waves {
+                let _ = writeln!(
+                    out,
+                    "    wave {:<16} {:>3} objects  wall {:>8.1} ms  api (summed) {:>8.1} ms  {:>4} requests",
+                    w.wave,
+                    w.objects,
+                    w.wall.as_secs_f64() * 1000.0,
+                    w.api.as_secs_f64() * 1000.0,
+                    w.requests
+                );
+            }
+        }
     }
     let _ = writeln!(out, "  total requests: {requests}");
     out
@@ -72,7 +87,11 @@ pub fn timings_text(phases: &[PhaseTiming], requests: u64) -> String {
 pub fn print_timings(timings: &fedilab_orchestrator::Timings, cluster: &Cluster) {
     eprint!(
         "{}",
-        timings_text(&timings.phases(), cluster.counter.requests())
+        timings_text(
+            &timings.phases(),
+            &timings.waves(),
+            cluster.counter.requests()
+        )
     );
 }
 
@@ -259,7 +278,20 @@ mod tests {
                 api: Duration::from_millis(20),
                 requests: 4,
             }],
+            &[WaveTiming {
+                wave: "objects".to_owned(),
+                objects: 3,
+                wall: Duration::from_millis(10),
+                requests: 3,
+                api: Duration::from_millis(25),
+            }],
             9,
+        );
+        assert!(
+            text.contains(
+                "\n    wave objects            3 objects  wall     10.0 ms  api (summed)     25.0 ms     3 requests\n"
+            ),
+            "{text}"
         );
         assert!(
             text.contains(
