@@ -56,13 +56,22 @@ pub fn print_credentials(creds: &[InstanceCredentials], format: CredsFormat) -> 
 pub fn timings_text(phases: &[PhaseTiming], waves: &[WaveTiming], requests: u64) -> String {
     let mut out = String::from("timings (fedilab's own time = wall - api):\n");
     for t in phases {
+        // With requests in flight together (apply's waves) the API time is
+        // a sum that exceeds the wall time, and wall - api means nothing.
+        let own = if t.api > t.wall {
+            "      - ms".to_owned()
+        } else {
+            format!(
+                "{:>7.1} ms",
+                t.wall.saturating_sub(t.api).as_secs_f64() * 1000.0
+            )
+        };
         let _ = writeln!(
             out,
-            "  {:<10} wall {:>8.1} ms  api {:>8.1} ms  own {:>7.1} ms  {:>4} requests",
+            "  {:<10} wall {:>8.1} ms  api {:>8.1} ms  own {own}  {:>4} requests",
             t.phase,
             t.wall.as_secs_f64() * 1000.0,
             t.api.as_secs_f64() * 1000.0,
-            t.wall.saturating_sub(t.api).as_secs_f64() * 1000.0,
             t.requests
         );
         if t.phase == "apply" {
@@ -287,6 +296,17 @@ mod tests {
             }],
             9,
         );
+        let concurrent = timings_text(
+            &[PhaseTiming {
+                phase: "apply".to_owned(),
+                wall: Duration::from_millis(10),
+                api: Duration::from_millis(25),
+                requests: 3,
+            }],
+            &[],
+            3,
+        );
+        assert!(concurrent.contains("own       - ms"), "{concurrent}");
         assert!(
             text.contains(
                 "\n    wave objects            3 objects  wall     10.0 ms  api (summed)     25.0 ms     3 requests\n"
