@@ -66,6 +66,8 @@ pub use status::{
     InstancePhase, InstanceStatus, LabObjectStatus, LabObjects, LabStatus, StatusError,
     fetch_lab_objects, list_labs, status, summarize,
 };
-pub use teardown::{DownError, DownOptions, DownReport, RemovedObject, down};
+pub use teardown::{
+    DownError, DownOptions, DownReport, LabRemnants, RemovedObject, down, plan_down,
+};
 pub use verify::{CHECK_CONTAINER, VerifyError, VerifyOptions, VerifyRun, verify};
 pub use wait::{Progress, WaitError, WaitOptions, WaitReport, wait_ready};

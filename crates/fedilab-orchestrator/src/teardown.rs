@@ -157,127 +157,150 @@ async fn sweep(cluster: &Cluster, lab: &LabName) -> Result<Vec<RemovedObject>, D
     Ok(found)
 }
 
-/// Removes lab `lab` from the cluster and waits until nothing labelled for
-/// it remains. A lab that is not there is not an error:
-/// [`DownReport::existed`] is false.
-///
-/// # Errors
-/// [`DownError`] when a request fails or objects outlast the timeout.
-///
-/// # Caveats
-/// Bounded by [`DownOptions::timeout`] plus one poll interval.
-pub async fn down(
-    cluster: &Cluster,
-    lab: &LabName,
-    options: &DownOptions,
-) -> Result<DownReport, DownError> {
-    let client = &cluster.client;
-    let namespace = names::namespace(lab);
-    let api_err = |what: &str| {
-        let what = what.to_owned();
-        move |source| DownError::Api {
-            lab: lab.to_string(),
-            what,
-            source,
-        }
-    };
-    let mut report = DownReport {
-        removed: sweep(cluster, lab).await?,
-        ..DownReport::default()
-    };
-    let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), names::KUBE_SYSTEM);
-    let coredns_custom = configmaps
+/// What is left of a lab on the cluster, as read by [`down`]: every object
+/// labelled for it and its server block in `coredns-custom`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LabRemnants {
+    /// Every object labelled for the lab, kind by kind.
+    pub objects: Vec<RemovedObject>,
+    /// The lab's key in kube-system/coredns-custom, if present.
+    pub coredns_block: Option<String>,
+}
+
+/// What `down` will remove and report, from what it read (pure): whether
+/// the lab exists, its objects, and the zones its CoreDNS key served.
+pub fn plan_down(remnants: &LabRemnants) -> DownReport {
+    let block = remnants.coredns_block.as_deref();
+    DownReport {
+        existed: !remnants.objects.is_empty() || block.is_some(),
+        removed: remnants.objects.clone(),
+        coredns_key_removed: block.is_some(),
+        domains: block.map(coredns::coredns_zones).unwrap_or_default(),
+        traefik_config_removed: false,
+    }
+}
+
+/// The objects labelled for the lab outside its namespace (the namespace
+/// takes the rest along).
+fn outside_namespace<'a>(report: &'a DownReport, namespace: &str) -> Vec<&'a RemovedObject> {
+    report
+        .removed
+        .iter()
+        .filter(|o| o.namespace.as_deref().is_some_and(|ns| ns != namespace))
+        .collect()
+}
+
+fn api_err(lab: &LabName, what: &str) -> impl FnOnce(kube::Error) -> DownError {
+    let (lab, what) = (lab.to_string(), what.to_owned());
+    move |source| DownError::Api { lab, what, source }
+}
+
+/// Reads what is left of `lab`: [`LabRemnants`].
+async fn fetch_remnants(cluster: &Cluster, lab: &LabName) -> Result<LabRemnants, DownError> {
+    let objects = sweep(cluster, lab).await?;
+    let coredns_block = Api::<ConfigMap>::namespaced(cluster.client.clone(), names::KUBE_SYSTEM)
         .get_opt(names::COREDNS_CUSTOM_CONFIGMAP)
         .await
-        .map_err(api_err("read kube-system/coredns-custom"))?;
-    let key = names::coredns_key(lab);
-    let block = coredns_custom
-        .as_ref()
-        .and_then(|c| c.data.as_ref())
-        .and_then(|d| d.get(&key))
-        .cloned();
-    report.existed = !report.removed.is_empty() || block.is_some();
-    if !report.existed {
-        return Ok(report);
-    }
+        .map_err(api_err(lab, "read kube-system/coredns-custom"))?
+        .and_then(|c| c.data)
+        .and_then(|mut d| d.remove(&names::coredns_key(lab)));
+    Ok(LabRemnants {
+        objects,
+        coredns_block,
+    })
+}
 
-    // The namespace takes everything in it along.
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    match namespaces
+/// Deletes the namespace (which takes everything in it along) and anything
+/// labelled for the lab elsewhere; gone already is fine.
+async fn delete_objects(
+    cluster: &Cluster,
+    lab: &LabName,
+    report: &DownReport,
+) -> Result<(), DownError> {
+    let namespace = names::namespace(lab);
+    let client = &cluster.client;
+    match Api::<Namespace>::all(client.clone())
         .delete(&namespace, &DeleteParams::background())
         .await
     {
         Ok(_) => {}
         Err(kube::Error::Api(s)) if s.code == 404 => {}
-        Err(e) => return Err(api_err("delete the namespace")(e)),
+        Err(e) => return Err(api_err(lab, "delete the namespace")(e)),
     }
-    // Anything labelled for the lab elsewhere.
-    for object in &report.removed {
-        let Some(ns) = &object.namespace else {
-            continue;
-        };
-        if *ns == namespace {
-            continue;
-        }
-        let Some(kind) = builtin_kinds()
-            .into_iter()
-            .find(|k| k.resource.kind == object.kind)
-        else {
+    for object in outside_namespace(report, &namespace) {
+        let (Some(ns), Some(kind)) = (
+            &object.namespace,
+            builtin_kinds()
+                .into_iter()
+                .find(|k| k.resource.kind == object.kind),
+        ) else {
             continue;
         };
         let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &kind.resource);
         match api.delete(&object.name, &DeleteParams::background()).await {
             Ok(_) => {}
             Err(kube::Error::Api(s)) if s.code == 404 => {}
-            Err(e) => return Err(api_err(&format!("delete {object}"))(e)),
+            Err(e) => return Err(api_err(lab, &format!("delete {object}"))(e)),
         }
     }
+    Ok(())
+}
 
-    if let Some(block) = block {
-        report.domains = coredns::coredns_zones(&block);
-        coredns::remove_key(cluster, lab, &key)
-            .await
-            .map_err(api_err(
-                "remove the lab's key from kube-system/coredns-custom",
-            ))?;
-        report.coredns_key_removed = true;
-        let restarted = coredns::restart(cluster)
-            .await
-            .map_err(api_err("restart CoreDNS"))?;
-        let wait = CoreDnsWait {
-            timeout: options.timeout,
-            poll_interval: options.poll_interval,
-        };
-        if restarted && let Err(failure) = coredns::wait_available(cluster, &wait).await {
-            return Err(DownError::CoreDnsUnavailable {
-                lab: lab.to_string(),
-                failure: failure.to_string(),
-                log_tail: coredns::log_tail(cluster).await,
-            });
-        }
+/// Removes the lab's key from `coredns-custom`, restarts CoreDNS and waits
+/// until it is available again.
+async fn remove_coredns_key(
+    cluster: &Cluster,
+    lab: &LabName,
+    options: &DownOptions,
+) -> Result<(), DownError> {
+    let key = names::coredns_key(lab);
+    coredns::remove_key(cluster, lab, &key)
+        .await
+        .map_err(api_err(
+            lab,
+            "remove the lab's key from kube-system/coredns-custom",
+        ))?;
+    let restarted = coredns::restart(cluster)
+        .await
+        .map_err(api_err(lab, "restart CoreDNS"))?;
+    let wait = CoreDnsWait {
+        timeout: options.timeout,
+        poll_interval: options.poll_interval,
+    };
+    if restarted && let Err(failure) = coredns::wait_available(cluster, &wait).await {
+        return Err(DownError::CoreDnsUnavailable {
+            lab: lab.to_string(),
+            failure: failure.to_string(),
+            log_tail: coredns::log_tail(cluster).await,
+        });
     }
+    Ok(())
+}
 
-    report.traefik_config_removed = release_traefik_config(cluster, lab).await?;
-
+/// Waits until the namespace is gone and nothing labelled for the lab is
+/// left, within `options.timeout`.
+async fn wait_gone(
+    cluster: &Cluster,
+    lab: &LabName,
+    options: &DownOptions,
+) -> Result<(), DownError> {
+    let namespace = names::namespace(lab);
+    let namespaces: Api<Namespace> = Api::all(cluster.client.clone());
     let waiting = async {
         loop {
             let gone = namespaces
                 .get_opt(&namespace)
                 .await
-                .map_err(api_err("read the namespace"))?
+                .map_err(api_err(lab, "read the namespace"))?
                 .is_none();
-            if gone {
-                let left = sweep(cluster, lab).await?;
-                if left.is_empty() {
-                    return Ok(());
-                }
+            if gone && sweep(cluster, lab).await?.is_empty() {
+                return Ok(());
             }
             tokio::time::sleep(options.poll_interval).await;
         }
     };
     match tokio::time::timeout(options.timeout, waiting).await {
-        Ok(Ok(())) => Ok(report),
-        Ok(Err(e)) => Err(e),
+        Ok(done) => done,
         Err(_) => {
             let mut remaining = sweep(cluster, lab).await.unwrap_or_default();
             remaining.truncate(10);
@@ -289,6 +312,37 @@ pub async fn down(
             })
         }
     }
+}
+
+/// Removes lab `lab` from the cluster and waits until nothing labelled for
+/// it remains: reads what is left ([`LabRemnants`]), decides
+/// ([`plan_down`]), deletes, takes its CoreDNS key out (waiting for
+/// CoreDNS), releases a HelmChartConfig an older fedilab left, and waits.
+/// A lab that is not there is not an error: [`DownReport::existed`] is
+/// false.
+///
+/// # Errors
+/// [`DownError`] when a request fails or objects outlast the timeout.
+///
+/// # Caveats
+/// Bounded by [`DownOptions::timeout`] plus one poll interval (and as much
+/// again for CoreDNS to come back).
+pub async fn down(
+    cluster: &Cluster,
+    lab: &LabName,
+    options: &DownOptions,
+) -> Result<DownReport, DownError> {
+    let mut report = plan_down(&fetch_remnants(cluster, lab).await?);
+    if !report.existed {
+        return Ok(report);
+    }
+    delete_objects(cluster, lab, &report).await?;
+    if report.coredns_key_removed {
+        remove_coredns_key(cluster, lab, options).await?;
+    }
+    report.traefik_config_removed = release_traefik_config(cluster, lab).await?;
+    wait_gone(cluster, lab, options).await?;
+    Ok(report)
 }
 
 /// When no other lab is left, deletes kube-system/traefik if it is a
@@ -364,4 +418,54 @@ pub(crate) fn is_legacy_traefik_config(object: &DynamicObject) -> bool {
             .all(|m| m.manager.as_deref() == Some(names::FIELD_MANAGER));
     let values = object.data["spec"]["valuesContent"].as_str();
     labelled && only_fedilab && values == Some(LEGACY_TRAEFIK_VALUES)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn object(kind: &str, namespace: Option<&str>, name: &str) -> RemovedObject {
+        RemovedObject {
+            kind: kind.to_owned(),
+            namespace: namespace.map(str::to_owned),
+            name: name.to_owned(),
+        }
+    }
+
+    #[test]
+    fn nothing_left_is_a_lab_that_does_not_exist() {
+        let report = plan_down(&LabRemnants::default());
+        assert!(!report.existed && !report.coredns_key_removed);
+        assert_eq!(report, DownReport::default());
+    }
+
+    #[test]
+    fn a_lone_coredns_key_still_makes_a_lab_and_names_its_domain() {
+        let report = plan_down(&LabRemnants {
+            objects: Vec::new(),
+            coredns_block: Some(
+                "fediverse.local:53 {\n  rewrite name regex (.*) traefik\n}\n".to_owned(),
+            ),
+        });
+        assert!(report.existed && report.coredns_key_removed);
+        assert_eq!(report.domains, ["fediverse.local"]);
+    }
+
+    #[test]
+    fn only_objects_outside_the_namespace_are_deleted_one_by_one() {
+        let report = plan_down(&LabRemnants {
+            objects: vec![
+                object("Namespace", None, "fedilab-main"),
+                object("Deployment", Some("fedilab-main"), "mastodon1-web"),
+                object("ConfigMap", Some("elsewhere"), "left-behind"),
+            ],
+            coredns_block: None,
+        });
+        let outside: Vec<String> = outside_namespace(&report, "fedilab-main")
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(outside, ["ConfigMap/elsewhere/left-behind"]);
+        assert!(report.existed && !report.coredns_key_removed);
+    }
 }
