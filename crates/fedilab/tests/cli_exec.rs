@@ -3,20 +3,7 @@
 //! connection (the exec protocol itself is tested in the orchestrator
 //! crate against a loopback server).
 
-use crate::common::{TestDir, stderr, stdout};
-
-/// A kubeconfig pointing at a loopback port nobody listens on.
-fn dead_kubeconfig(t: &TestDir) -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    drop(listener);
-    let text = format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: http://127.0.0.1:{port}\n\
-         contexts:\n- name: c\n  context:\n    cluster: c\n    user: u\nusers:\n- name: u\n  user: {{}}\n\
-         current-context: c\n"
-    );
-    t.write("kubeconfig", &text).display().to_string()
-}
+use crate::common::{TestDir, dead_kubeconfig, stderr, stdout};
 
 /// A lab `main` with a Mastodon instance, an external and an attached
 /// server.
