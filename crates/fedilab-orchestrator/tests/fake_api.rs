@@ -955,7 +955,8 @@ async fn bench_apply_with_latency() {
                 .expect("apply");
             let wall = started.elapsed();
             let requests = fake.cluster.counter.requests() - before;
-            assert_eq!(requests as usize, manifests.objects.len() + 1);
+            // One apply per object, the CoreDNS restart and its rollout read.
+            assert_eq!(requests as usize, manifests.objects.len() + 2);
             let waves: Vec<String> = report
                 .waves
                 .iter()
