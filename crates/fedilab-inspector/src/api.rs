@@ -3,7 +3,8 @@
 //! `/api/events`, `/api/stats`, `/api/servers`).
 //!
 //! Reads the store and the analyzer; never touches the proxy. The
-//! documents are the types of `api_types`.
+//! documents are the types of `api_types`. Every request passes the
+//! `guard` layer first (Host, Origin).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -25,6 +26,7 @@ use crate::api_types::{
     ApiError, ExchangeList, ExchangeSummary, ServerList, ServerView, StatsView, UpstreamView,
 };
 use crate::filter::Filter;
+use crate::guard::{self, Guard};
 use crate::routes::SharedRoutes;
 use crate::store::{Entry, Store, StoreEvent};
 use crate::{har, view};
@@ -46,8 +48,16 @@ struct AppState {
     shutdown: watch::Receiver<bool>,
 }
 
-pub(crate) async fn serve(listener: TcpListener, api: ApiState, shutdown: watch::Receiver<bool>) {
+/// Serves the page and the API on `listener`, bound to `addr` (its
+/// `local_addr()`, which configures the guard).
+pub(crate) async fn serve(
+    listener: TcpListener,
+    addr: SocketAddr,
+    api: ApiState,
+    shutdown: watch::Receiver<bool>,
+) {
     let mut stop = shutdown.clone();
+    let guard = Arc::new(Guard::for_addr(addr));
     let app = Router::new()
         .route("/", get(index))
         .route("/api/exchanges", get(list).delete(clear))
@@ -56,7 +66,8 @@ pub(crate) async fn serve(listener: TcpListener, api: ApiState, shutdown: watch:
         .route("/api/events", get(events))
         .route("/api/stats", get(stats))
         .route("/api/servers", get(servers))
-        .with_state(AppState { api, shutdown });
+        .with_state(AppState { api, shutdown })
+        .layer(axum::middleware::from_fn_with_state(guard, guard::layer));
     let result = axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             let _ = stop.wait_for(|s| *s).await;

@@ -28,6 +28,7 @@ pub mod config;
 pub mod decode;
 pub mod exchange;
 pub mod filter;
+mod guard;
 pub mod har;
 mod keys;
 mod proxy;
@@ -133,14 +134,14 @@ impl Inspector {
             Arc::clone(&proxy_state),
             rx.clone(),
         ))];
-        if let Some(ui) = ui {
+        if let (Some(ui), Some(addr)) = (ui, ui_addr) {
             let state = api::ApiState {
                 store: Arc::clone(&store),
                 analyzer: Arc::clone(&analyzer),
                 routes: Arc::clone(&routes),
                 proxy_addr,
             };
-            tasks.push(tokio::spawn(api::serve(ui, state, rx)));
+            tasks.push(tokio::spawn(api::serve(ui, addr, state, rx)));
         }
         Ok(Self {
             store,

@@ -251,11 +251,19 @@ impl Lab {
 
     /// Calls the UI/API listener.
     pub async fn api(&self, method: &str, path: &str) -> Reply {
-        let req = http::Request::builder()
+        self.api_with(method, path, &[]).await
+    }
+
+    /// Calls the UI/API listener with extra headers (a `host` one
+    /// replaces the listener's address).
+    pub async fn api_with(&self, method: &str, path: &str, headers: &[(&str, &str)]) -> Reply {
+        let mut req = http::Request::builder()
             .method(method)
-            .uri(format!("http://{}{path}", self.ui()))
-            .body(Full::new(Bytes::new()))
-            .expect("request");
+            .uri(format!("http://{}{path}", self.ui()));
+        for (n, v) in headers {
+            req = req.header(*n, *v);
+        }
+        let req = req.body(Full::new(Bytes::new())).expect("request");
         self.call(req).await
     }
 
