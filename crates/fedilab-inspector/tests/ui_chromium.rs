@@ -288,6 +288,16 @@ async fn the_ui_shows_a_signed_create_note_live_with_its_verdict() {
     cdp.screenshot(&dir.join("fedilab-inspector-sequence.png"))
         .await;
 
+    // The Clear button's DELETE is same-origin: the guard lets the
+    // browser's own Origin and Sec-Fetch-Site through.
+    cdp.eval("window.confirm = () => true; document.getElementById('b-clear').click(); true")
+        .await;
+    let status = cdp
+        .eval("fetch('api/exchanges', { method: 'DELETE' }).then((r) => r.status)")
+        .await;
+    assert_eq!(status, 204, "a DELETE from the page itself");
+    assert!(lab.inspector.store().snapshot().is_empty(), "cleared");
+
     let _ = cdp.ws.close(None).await;
     let _ = child.kill().await;
 }
