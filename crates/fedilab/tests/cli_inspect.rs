@@ -102,7 +102,11 @@ fn inspect_proxies_records_and_serves_the_ui() {
     assert!(unknown.starts_with("HTTP/1.1 502"), "{unknown}");
     assert!(unknown.contains("mastodon2.fediverse.local"), "{unknown}");
 
-    let page = http(ui, "GET / HTTP/1.1\r\nHost: x\r\nconnection: close\r\n\r\n");
+    // The UI answers only requests for its own address (DNS rebinding).
+    let page = http(
+        ui,
+        &format!("GET / HTTP/1.1\r\nHost: {ui}\r\nconnection: close\r\n\r\n"),
+    );
     assert!(
         page.starts_with("HTTP/1.1 200") && page.contains("fedilab inspector"),
         "{}",
@@ -110,7 +114,9 @@ fn inspect_proxies_records_and_serves_the_ui() {
     );
     let list = http(
         ui,
-        "GET /api/exchanges?activity=Follow HTTP/1.1\r\nHost: x\r\nconnection: close\r\n\r\n",
+        &format!(
+            "GET /api/exchanges?activity=Follow HTTP/1.1\r\nHost: {ui}\r\nconnection: close\r\n\r\n"
+        ),
     );
     assert!(list.contains("\"activity\":\"Follow\""), "{list}");
     drop(child);

@@ -210,9 +210,9 @@ fn serve_answers_dns_proxies_records_and_reloads_an_attached_server() {
         reply.ends_with("upstream m1: mastodon1.fediverse.local /hello"),
         "{reply}"
     );
-    let exchanges = get(ui, "127.0.0.1", "/api/exchanges?all=1");
+    let exchanges = get(ui, &ui.to_string(), "/api/exchanges?all=1");
     assert!(exchanges.contains("\"uri\":\"/hello\""), "{exchanges}");
-    let servers = get(ui, "127.0.0.1", "/api/servers");
+    let servers = get(ui, &ui.to_string(), "/api/servers");
     assert!(servers.contains("\"kind\":\"instance\""), "{servers}");
 
     // An attached server joins: lab.json changes, then a reload (SIGHUP).
@@ -231,9 +231,9 @@ fn serve_answers_dns_proxies_records_and_reloads_an_attached_server() {
         reply.ends_with("upstream mine: mine.fediverse.local /inbox"),
         "{reply}"
     );
-    let servers = get(ui, "127.0.0.1", "/api/servers");
+    let servers = get(ui, &ui.to_string(), "/api/servers");
     assert!(servers.contains("\"kind\":\"attached\""), "{servers}");
-    let exchanges = get(ui, "127.0.0.1", "/api/exchanges?all=1");
+    let exchanges = get(ui, &ui.to_string(), "/api/exchanges?all=1");
     assert!(
         exchanges.contains("\"uri\":\"/hello\""),
         "kept: {exchanges}"
