@@ -32,6 +32,15 @@ fn user_helm_chart_config(values: &str) -> Value {
            "spec": {"valuesContent": values}})
 }
 
+/// What an older fedilab applied as `kube-system/traefik`: its label and
+/// the access-log values chart 41 no longer accepts.
+fn legacy_helm_chart_config() -> Value {
+    json!({"apiVersion": "helm.cattle.io/v1", "kind": "HelmChartConfig",
+           "metadata": {"name": "traefik", "namespace": "kube-system",
+                        "labels": {names::MANAGED_BY_KEY: names::MANAGED_BY}},
+           "spec": {"valuesContent": "logs:\n  access:\n    enabled: true\n"}})
+}
+
 fn helm_chart_config(fake: &Fake) -> Option<Value> {
     fake.object("helmchartconfigs", Some("kube-system"), "traefik")
 }
@@ -125,10 +134,7 @@ async fn a_users_helm_chart_config_that_an_older_fedilab_stamped_is_left_alone()
         Some("kube-system"),
         "traefik",
         names::FIELD_MANAGER,
-        json!({"apiVersion": "helm.cattle.io/v1", "kind": "HelmChartConfig",
-               "metadata": {"name": "traefik", "namespace": "kube-system",
-                            "labels": {names::MANAGED_BY_KEY: names::MANAGED_BY}},
-               "spec": {"valuesContent": "logs:\n  access:\n    enabled: true\n"}}),
+        legacy_helm_chart_config(),
     );
     let before = helm_chart_config(&fake).expect("seeded");
     let main = spec("main", "fediverse.local", 1);
@@ -152,10 +158,7 @@ async fn the_last_down_deletes_only_a_helm_chart_config_an_older_fedilab_created
         Some("kube-system"),
         "traefik",
         names::FIELD_MANAGER,
-        json!({"apiVersion": "helm.cattle.io/v1", "kind": "HelmChartConfig",
-               "metadata": {"name": "traefik", "namespace": "kube-system",
-                            "labels": {names::MANAGED_BY_KEY: names::MANAGED_BY}},
-               "spec": {"valuesContent": "logs:\n  access:\n    enabled: true\n"}}),
+        legacy_helm_chart_config(),
     );
     let main = spec("main", "fediverse.local", 1);
     let other = spec("other", "fediverse.test", 1);
