@@ -81,10 +81,10 @@ pub enum StartError {
     },
 }
 
-/// Learns keys from what the store recorded, every 200 ms (off the hot
+/// Learns keys from what the store recorded, every 100 ms (off the hot
 /// path: the proxy only sends the store an id), until shutdown.
 async fn learn_keys(analyzer: Arc<Analyzer>, mut shutdown: watch::Receiver<bool>) {
-    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {

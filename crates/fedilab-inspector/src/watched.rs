@@ -65,9 +65,11 @@ fn host_of(url: &str) -> Option<&str> {
     rest.split(['/', '?', '#']).next()
 }
 
+/// Whether a (not content-encoded) body may hold keys: the cheap test
+/// that spares parsing every activity.
 fn mentions_keys(bytes: &[u8]) -> bool {
-    let has = |needle: &[u8]| bytes.windows(needle.len()).any(|w| w == needle);
-    has(b"publicKey") || has(b"assertionMethod")
+    memchr::memmem::find(bytes, b"publicKey").is_some()
+        || memchr::memmem::find(bytes, b"assertionMethod").is_some()
 }
 
 impl WatchedKeys {
