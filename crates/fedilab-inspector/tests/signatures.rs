@@ -6,7 +6,7 @@ mod common;
 
 use common::*;
 use fedilab_inspector::signature::{DigestStatus, ProblemCode, Scheme};
-use fedilab_inspector::{Kind, Verdict, Verification};
+use fedilab_inspector::{KeySource, Kind, Verdict, Verification};
 
 async fn deliver(
     lab: &mut Lab,
@@ -64,6 +64,13 @@ async fn a_cavage_signed_create_note_is_valid() {
     assert_eq!(v.verdict, Verdict::Valid, "{:?}", v.problems);
     assert!(v.problems.is_empty(), "{:?}", v.problems);
     assert_eq!(v.key_owner.as_deref(), Some(ALICE));
+    assert_eq!(v.key_source, Some(KeySource::Fetched));
+
+    // The next verdict reuses the fetched key.
+    let body = create_note(12);
+    let (_, v) = deliver(&mut lab, inbox_cavage(&alice, &body).headers(), body).await;
+    assert_eq!(v.verdict, Verdict::Valid, "{:?}", v.problems);
+    assert_eq!(v.key_source, Some(KeySource::Cache));
 }
 
 #[tokio::test]
