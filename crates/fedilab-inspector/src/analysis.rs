@@ -690,6 +690,29 @@ mod tests {
     }
 
     #[test]
+    fn a_digest_mismatch_under_a_good_signature_is_worded_as_such() {
+        let digest = Problem::new(ProblemCode::DigestMismatch, "changed");
+        assert_eq!(
+            summarize(
+                Verdict::Invalid,
+                true,
+                Some("rsa-sha256"),
+                std::slice::from_ref(&digest)
+            ),
+            "signature valid, body changed after signing"
+        );
+        let bad = Problem::new(ProblemCode::BadSignature, "no");
+        assert_eq!(
+            summarize(Verdict::Invalid, false, None, &[digest, bad]),
+            "invalid: changed"
+        );
+        assert_eq!(
+            summarize(Verdict::Valid, true, Some("ed25519"), &[]),
+            "valid; verified with ed25519"
+        );
+    }
+
+    #[test]
     fn inbox_posts_name_their_activity() {
         let cfg = SignatureConfig::default();
         let e = ex(

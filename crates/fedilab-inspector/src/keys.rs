@@ -313,3 +313,49 @@ pub(crate) fn parse_key_document(doc: &[u8], key_id: &str) -> Result<ActorKey, P
         .map(|k| k.key)
         .map_err(invalid)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// RFC 9421 B.1.4 `test-key-ed25519`, public.
+    const ED25519_PEM: &str = "-----BEGIN PUBLIC KEY-----
+MCowBQYDK2VwAyEAJrQLj5P/89iXES9+vFgrIy29clF9CC/oPPsw3c5D0bs=
+-----END PUBLIC KEY-----";
+
+    #[test]
+    fn ed25519_pems_and_multikeys_parse() {
+        let PublicKey::Ed25519(k) = parse_pem(ED25519_PEM).expect("pem") else {
+            panic!("not Ed25519");
+        };
+        assert_eq!(k[..4], [0x26, 0xb4, 0x0b, 0x8f]);
+        assert!(parse_pem("-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----").is_err());
+
+        let doc = serde_json::json!({
+            "id": "https://a.test/u",
+            "publicKey": [{ "id": "https://a.test/u#k1", "publicKeyPem": ED25519_PEM }],
+            "assertionMethod": [
+                "https://a.test/u#by-reference",
+                {
+                    "id": "https://a.test/u#ed",
+                    "type": "Multikey",
+                    "controller": "https://a.test/u",
+                    "publicKeyMultibase": "z6MkrJVnaZkeFzdQyMZu1cgjg7k1pZZ6pvBQ7XJPt4swbTQ2"
+                }
+            ]
+        });
+        let keys = document_keys(&doc);
+        let ids: Vec<_> = keys.iter().map(|k| k.id.as_deref()).collect();
+        assert_eq!(
+            ids,
+            [Some("https://a.test/u#k1"), Some("https://a.test/u#ed")]
+        );
+        assert_eq!(keys[1].key.owner.as_deref(), Some("https://a.test/u"));
+
+        let text = doc.to_string();
+        let multikey = parse_key_document(text.as_bytes(), "https://a.test/u#ed").expect("key");
+        assert_eq!(multikey.key.kind(), "Ed25519");
+        let e = parse_key_document(b"{}", "x").expect_err("no key");
+        assert_eq!(e.code, ProblemCode::KeyInvalid);
+    }
+}

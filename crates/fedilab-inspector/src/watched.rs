@@ -331,4 +331,32 @@ mod tests {
                 .is_empty()
         );
     }
+
+    #[test]
+    fn key_ids_are_found_with_and_without_fragments() {
+        let w = WatchedKeys::default();
+        // GoToSocial: the key id is a URL without fragment.
+        let mut gts = actor([3; 32]);
+        gts["id"] = "https://g.test/users/u".into();
+        gts["assertionMethod"][0]["id"] = "https://g.test/users/u/main-key".into();
+        w.learn(&gts, Some("https://g.test/users/u".into()), 10);
+        assert_eq!(
+            w.candidates("https://g.test/users/u/main-key", 20, 30)
+                .len(),
+            1
+        );
+        // A fragment the document does not use: the fragment-less part is
+        // the key id (GoToSocial) or the actor (Mastodon-style keyIds).
+        assert_eq!(
+            w.candidates("https://g.test/users/u/main-key#x", 20, 30)
+                .len(),
+            1
+        );
+        w.learn(&actor([4; 32]), None, 10);
+        assert_eq!(
+            w.candidates("https://a.test/users/u#main-key", 20, 30)
+                .len(),
+            1
+        );
+    }
 }

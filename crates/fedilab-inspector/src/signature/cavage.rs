@@ -5,7 +5,7 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 
-use super::{Pending, ProblemCode, RsaAlg, Scheme, SignatureInfo};
+use super::{Pending, ProblemCode, Scheme, SigAlg, SignatureInfo};
 use crate::exchange::{Exchange, header, header_joined};
 
 /// Splits `k="v", k2=token` (cavage parameters) into pairs.
@@ -97,9 +97,9 @@ pub(super) fn parse(ex: &Exchange, value: &str) -> SignatureInfo {
         .map(str::to_ascii_lowercase)
         .as_deref()
     {
-        None | Some("hs2019") => RsaAlg::ByKey,
-        Some("rsa-sha256") => RsaAlg::Pkcs1Sha256,
-        Some("rsa-sha512") => RsaAlg::Pkcs1Sha512,
+        None | Some("hs2019") => SigAlg::ByKey,
+        Some("rsa-sha256") => SigAlg::Pkcs1Sha256,
+        Some("rsa-sha512") => SigAlg::Pkcs1Sha512,
         Some(other) => {
             info.problem(
                 ProblemCode::UnsupportedAlgorithm,

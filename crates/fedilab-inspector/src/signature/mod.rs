@@ -217,7 +217,7 @@ impl PublicKey {
 
 /// The algorithm to check with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RsaAlg {
+pub enum SigAlg {
     /// RSASSA-PKCS1-v1_5 with SHA-256 (`rsa-sha256`, `rsa-v1_5-sha256`).
     Pkcs1Sha256,
     /// RSASSA-PKCS1-v1_5 with SHA-512 (`rsa-sha512`).
@@ -240,7 +240,7 @@ pub struct Pending {
     /// The signature bytes.
     pub signature: Vec<u8>,
     /// How to check.
-    pub alg: RsaAlg,
+    pub alg: SigAlg,
     /// Signature bases that differ from what arrived in one known way, each
     /// with that cause in words (`the signer signed the Host with its
     /// port`): tried only when `base` does not verify, to name the cause.
@@ -547,7 +547,7 @@ pub fn verify(key: &PublicKey, pending: &Pending) -> Result<&'static str, Proble
 fn verify_base(key: &PublicKey, pending: &Pending, base: &[u8]) -> Result<&'static str, Problem> {
     match (key, pending.alg) {
         (PublicKey::Rsa(k), _) => verify_rsa_base(k, pending.alg, base, &pending.signature),
-        (PublicKey::Ed25519(k), RsaAlg::Ed25519 | RsaAlg::ByKey) => {
+        (PublicKey::Ed25519(k), SigAlg::Ed25519 | SigAlg::ByKey) => {
             verify_ed25519(k, base, &pending.signature)
                 .then_some("ed25519")
                 .ok_or_else(bad_signature)
@@ -609,7 +609,7 @@ pub fn verify_rsa(key: &RsaPublicKey, pending: &Pending) -> Result<&'static str,
 
 fn verify_rsa_base(
     key: &RsaPublicKey,
-    alg: RsaAlg,
+    alg: SigAlg,
     base: &[u8],
     signature: &[u8],
 ) -> Result<&'static str, Problem> {
@@ -634,10 +634,10 @@ fn verify_rsa_base(
             .is_ok()
     };
     let ok = match alg {
-        RsaAlg::Pkcs1Sha256 => pkcs256().then_some("rsa-sha256 (RSASSA-PKCS1-v1_5, SHA-256)"),
-        RsaAlg::Pkcs1Sha512 => pkcs512().then_some("rsa-sha512 (RSASSA-PKCS1-v1_5, SHA-512)"),
-        RsaAlg::PssSha512 => pss512().then_some("rsa-pss-sha512 (RSASSA-PSS, SHA-512)"),
-        RsaAlg::ByKey => {
+        SigAlg::Pkcs1Sha256 => pkcs256().then_some("rsa-sha256 (RSASSA-PKCS1-v1_5, SHA-256)"),
+        SigAlg::Pkcs1Sha512 => pkcs512().then_some("rsa-sha512 (RSASSA-PKCS1-v1_5, SHA-512)"),
+        SigAlg::PssSha512 => pss512().then_some("rsa-pss-sha512 (RSASSA-PSS, SHA-512)"),
+        SigAlg::ByKey => {
             if pkcs256() {
                 Some("RSASSA-PKCS1-v1_5, SHA-256")
             } else if pss512() {
@@ -646,7 +646,7 @@ fn verify_rsa_base(
                 None
             }
         }
-        RsaAlg::Ed25519 => {
+        SigAlg::Ed25519 => {
             return Err(Problem::new(
                 ProblemCode::BadSignature,
                 "alg is ed25519, but the key is RSA",
@@ -659,6 +659,41 @@ fn verify_rsa_base(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_receiver_policy_names_mastodon_and_a_1_h_window() {
+        use crate::analysis::Verdict;
+        let m = ReceiverPolicy::for_host("mastodon2.fediverse.local");
+        assert_eq!(
+            m.judge(Verdict::Valid, 30),
+            "valid; Mastodon accepts it; so would a server with a 1 h window"
+        );
+        assert_eq!(
+            m.judge(Verdict::Valid, 3 * 3600 + 60),
+            "valid; Mastodon accepts it; a server with a 1 h window would not (signed 3h01m before it arrived)"
+        );
+        assert_eq!(
+            m.judge(Verdict::Invalid, 13 * 3600),
+            "invalid; Mastodon rejects its date (signed 13h00m before it arrived; it accepts 12h00m old, 1h00m ahead)"
+        );
+        assert_eq!(
+            m.judge(Verdict::Invalid, -2 * 3600),
+            "invalid; Mastodon rejects its date (signed 2h00m in the future; it accepts 12h00m old, 1h00m ahead)"
+        );
+    }
+
+    #[test]
+    fn hosts_toggle_their_port() {
+        assert_eq!(other_authorities("a.test:443", "https"), ["a.test"]);
+        assert_eq!(
+            other_authorities("a.test", "https"),
+            ["a.test:443", "a.test:80"]
+        );
+        assert_eq!(
+            other_authorities("a.test", "http"),
+            ["a.test:80", "a.test:443"]
+        );
+    }
 
     #[test]
     fn http_dates_parse() {

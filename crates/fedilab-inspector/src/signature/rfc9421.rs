@@ -5,7 +5,7 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 
-use super::{Pending, ProblemCode, RsaAlg, Scheme, SignatureInfo};
+use super::{Pending, ProblemCode, Scheme, SigAlg, SignatureInfo};
 use crate::exchange::{Exchange, header, header_joined};
 
 /// Splits a structured-field dictionary into `(key, raw member text)` at
@@ -176,10 +176,10 @@ pub(super) fn parse(ex: &Exchange, input: &str) -> SignatureInfo {
         return info;
     }
     let alg = match info.algorithm.as_deref() {
-        None => RsaAlg::ByKey,
-        Some("rsa-v1_5-sha256") => RsaAlg::Pkcs1Sha256,
-        Some("rsa-pss-sha512") => RsaAlg::PssSha512,
-        Some("ed25519") => RsaAlg::Ed25519,
+        None => SigAlg::ByKey,
+        Some("rsa-v1_5-sha256") => SigAlg::Pkcs1Sha256,
+        Some("rsa-pss-sha512") => SigAlg::PssSha512,
+        Some("ed25519") => SigAlg::Ed25519,
         Some(other) => {
             info.problem(
                 ProblemCode::UnsupportedAlgorithm,
