@@ -1,9 +1,10 @@
 //! Actor public keys for signature checks: fetched through the routed
 //! upstream (never the outside world) with `Accept: application/activity+json`,
 //! parsed from `publicKeyPem` (RSA or Ed25519) or a Multikey
-//! `publicKeyMultibase` (Ed25519, in `assertionMethod`), and cached by keyId (successes for the
-//! configured TTL, failures for at most 30 s). Concurrent lookups of one
-//! keyId share a single fetch. The cache is bounded.
+//! `publicKeyMultibase` (Ed25519, in `assertionMethod`), and cached by
+//! keyId (successes for the configured TTL, failures for at most 30 s).
+//! Concurrent lookups of one keyId share a single fetch. The cache is
+//! bounded. Keys learned by watching live in `watched`, not here.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

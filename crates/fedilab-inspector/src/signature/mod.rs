@@ -77,7 +77,7 @@ pub enum ProblemCode {
     KeyHostUnknown,
     /// The key could not be fetched.
     KeyFetchFailed,
-    /// The fetched document holds no usable RSA public key.
+    /// The key document holds no usable public key (RSA or Ed25519).
     KeyInvalid,
     /// The signature does not verify with the fetched key.
     BadSignature,
