@@ -8,7 +8,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::analysis::{Analysis, Kind, Verdict, Verification};
+use crate::analysis::{Analysis, KeySource, Kind, Verdict, Verification};
 use crate::config::ServerKind;
 use crate::exchange::{Headers, UpgradeRecord};
 use crate::signature::{Problem, Scheme};
@@ -64,6 +64,11 @@ pub struct ExchangeSummary<U = bool> {
     pub signature: Option<SignatureSummary>,
     /// The signature verdict.
     pub verdict: Verdict,
+    /// Where the verdict's key came from: `watched` (an actor document
+    /// that crossed the proxy), `fetched`, `cache`; `null` when no key was
+    /// used.
+    #[serde(default)]
+    pub key_source: Option<KeySource>,
     /// Every problem, most severe first.
     pub problems: Vec<Problem>,
     /// Request body bytes that crossed the proxy.

@@ -11,7 +11,9 @@
 //!   persisted as JSON lines and reloaded on restart.
 //! - [`analysis`]: classification, `Create(Note)`-style activity names,
 //!   actor/object ids and the HTTP signature verdict (draft-cavage and
-//!   RFC 9421), computed on read and cached, never on the hot path.
+//!   RFC 9421, RSA and Ed25519; FEP-8b32 proofs), computed on read and
+//!   cached, never on the hot path, with actor keys learned by watching
+//!   actor documents cross the proxy (or fetched through the upstream).
 //! - The UI/API listener serves one self-contained page and the API that
 //!   `API.md` documents.
 //!
@@ -36,6 +38,7 @@ mod routes;
 pub mod signature;
 pub mod store;
 mod view;
+mod watched;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -47,7 +50,9 @@ use tokio::task::JoinHandle;
 
 use crate::routes::{RouteTable, SharedRoutes};
 
-pub use analysis::{Analysis, Analyzer, Kind, Verdict, Verification};
+pub use analysis::{
+    Analysis, Analyzer, KeySource, Kind, ProofCheck, ProofStatus, Verdict, Verification,
+};
 pub use config::{
     ConfigError, InspectorConfig, Route, ServerKind, SignatureConfig, StoreLimits, Upstream,
     check_routes, parse_size,
@@ -74,6 +79,19 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// Learns keys from what the store recorded, every 100 ms (off the hot
+/// path: the proxy only sends the store an id), until shutdown.
+async fn learn_keys(analyzer: Arc<Analyzer>, mut shutdown: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => analyzer.learn_keys(),
+            _ = shutdown.changed() => return,
+        }
+    }
 }
 
 /// A running inspector: the proxy task, the UI/API task, and the store.
@@ -127,6 +145,7 @@ impl Inspector {
         let analyzer = Arc::new(Analyzer::new(
             config.signatures.clone(),
             keys::KeyFetcher::new(Arc::clone(&routes), config.signatures.clone()),
+            watched::KeyWatch::new(Arc::clone(&store)),
         ));
         let (shutdown, rx) = watch::channel(false);
         let mut tasks = vec![tokio::spawn(proxy::serve(
@@ -134,6 +153,7 @@ impl Inspector {
             Arc::clone(&proxy_state),
             rx.clone(),
         ))];
+        tasks.push(tokio::spawn(learn_keys(Arc::clone(&analyzer), rx.clone())));
         if let (Some(ui), Some(addr)) = (ui, ui_addr) {
             let state = api::ApiState {
                 store: Arc::clone(&store),

@@ -60,6 +60,7 @@ fn summary_with<U>(
             algorithm: s.algorithm.clone(),
         }),
         verdict: v.verdict,
+        key_source: v.key_source,
         problems: v.problems.clone(),
         request_size: ex.request.body.size,
         response_size: resp.map(|r| r.body.size),

@@ -272,6 +272,36 @@ async fn the_ui_shows_a_signed_create_note_live_with_its_verdict() {
         "{bad}"
     );
 
+    // A body changed after signing: the signature itself is good, and the
+    // page says so instead of "invalid … verified with".
+    let signed = create_note(44);
+    let sent = String::from_utf8(signed.clone())
+        .expect("utf8")
+        .replace("Hello", "Hullo")
+        .into_bytes();
+    let headers = inbox_cavage(&key(ALICE_KEY), &signed).headers();
+    lab.send("POST", M2, INBOX, &headers, sent).await;
+    let tampered = lab.next_record().await.exchange.id;
+    cdp.wait_for(&format!(
+        "!!document.querySelector('tr.row[data-id=\"{tampered}\"]')"
+    ))
+    .await;
+    cdp.eval(&format!(
+        "document.querySelector('tr.row[data-id=\"{tampered}\"]').click(); true"
+    ))
+    .await;
+    let changed = cdp
+        .wait_for(&format!(
+            "document.querySelector('#detail[data-id=\"{tampered}\"] #verdict') && document.querySelector('#verdict').innerText"
+        ))
+        .await;
+    let changed = changed.as_str().expect("verdict text");
+    assert!(
+        changed.contains("signature valid, body changed after signing"),
+        "{changed}"
+    );
+    assert!(!changed.contains("verified with"), "{changed}");
+
     // The sequence view draws the delivery between the two instances.
     cdp.eval("document.getElementById('b-view').click(); true")
         .await;
