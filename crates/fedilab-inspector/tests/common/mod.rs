@@ -313,7 +313,7 @@ impl Lab {
                     StoreEvent::Added(id) => {
                         return self.inspector.store().get(id).expect("entry present");
                     }
-                    StoreEvent::Cleared => {}
+                    StoreEvent::Cleared | StoreEvent::FaultChange(_) => {}
                 }
             }
         })
