@@ -19,9 +19,9 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue};
 use futures_util::Stream;
 use futures_util::future::join_all;
+use http::{HeaderMap, HeaderName, HeaderValue};
 use tokio::net::TcpListener;
 use tokio::sync::{broadcast, watch};
 
@@ -32,9 +32,9 @@ use crate::api_types::{
 };
 use crate::exchange::Marks;
 use crate::fault::{RuleSpec, RuleView};
-use crate::proxy::{Outgoing, ProxyState, send_recorded};
 use crate::filter::Filter;
 use crate::guard::{self, Guard};
+use crate::proxy::{Outgoing, ProxyState, send_recorded};
 use crate::routes::SharedRoutes;
 use crate::store::{Entry, Store, StoreEvent};
 use crate::{har, view};
@@ -292,7 +292,10 @@ async fn replay(State(st): State<AppState>, Path(id): Path<u64>, body: Bytes) ->
         if NOT_REPLAYED.contains(&n.as_str()) {
             continue;
         }
-        if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(n.as_bytes()), HeaderValue::from_str(v)) {
+        if let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(n.as_bytes()),
+            HeaderValue::from_str(v),
+        ) {
             headers.append(n, v);
         }
     }
@@ -312,7 +315,10 @@ async fn replay(State(st): State<AppState>, Path(id): Path<u64>, body: Bytes) ->
     };
     for (name, value) in &edit.headers {
         let Ok(name) = HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes()) else {
-            return api_error(StatusCode::BAD_REQUEST, format!("{name:?} is not a header name"));
+            return api_error(
+                StatusCode::BAD_REQUEST,
+                format!("{name:?} is not a header name"),
+            );
         };
         match value {
             serde_json::Value::Null => {

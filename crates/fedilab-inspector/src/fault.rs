@@ -392,9 +392,9 @@ impl Rule {
 
     fn active(&self, now: Instant) -> bool {
         let m = &self.spec.matcher;
-        let in_window = m.for_seconds.is_none_or(|s| {
-            now.saturating_duration_since(self.created) < Duration::from_secs(s)
-        });
+        let in_window = m
+            .for_seconds
+            .is_none_or(|s| now.saturating_duration_since(self.created) < Duration::from_secs(s));
         let left = m
             .count
             .is_none_or(|c| self.applied.load(Ordering::Relaxed) < c);
@@ -617,9 +617,10 @@ mod tests {
 
     #[test]
     fn the_compact_form_reads_like_the_json() {
-        let compact: RuleSpec = "host=mastodon2, activity=Accept(Follow), status=503, retry-after=30"
-            .parse()
-            .expect("compact");
+        let compact: RuleSpec =
+            "host=mastodon2, activity=Accept(Follow), status=503, retry-after=30"
+                .parse()
+                .expect("compact");
         let json: RuleSpec = r#"{"match":{"host":"mastodon2","activity":"Accept(Follow)"},"action":{"status":503,"retry_after":30}}"#
             .parse()
             .expect("json");
@@ -629,10 +630,7 @@ mod tests {
             "status=503,reset".parse::<RuleSpec>(),
             Err(RuleError::Actions(2))
         );
-        assert_eq!(
-            "host=x".parse::<RuleSpec>(),
-            Err(RuleError::Actions(0))
-        );
+        assert_eq!("host=x".parse::<RuleSpec>(), Err(RuleError::Actions(0)));
         assert!("corrupt=headers".parse::<RuleSpec>().is_err());
         assert!("probability=1.5,reset".parse::<RuleSpec>().is_err());
         assert!("colour=red,reset".parse::<RuleSpec>().is_err());
@@ -642,7 +640,10 @@ mod tests {
     #[test]
     fn names_match_by_their_first_label_and_activities_by_their_outer_type() {
         assert!(host_is("mastodon2.fediverse.local", "mastodon2"));
-        assert!(host_is("mastodon2.fediverse.local", "Mastodon2.fediverse.local."));
+        assert!(host_is(
+            "mastodon2.fediverse.local",
+            "Mastodon2.fediverse.local."
+        ));
         assert!(!host_is("mastodon22.fediverse.local", "mastodon2"));
         assert!(activity_is("Create(Note)", "Create"));
         assert!(activity_is("Accept(Follow)", "accept(follow)"));

@@ -8,11 +8,11 @@
 //! Malformed requests get hyper's 400 (a bad request line or header) and
 //! only that connection closes. No ActivityPub parsing happens here.
 
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::fmt::Write as _;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -513,7 +513,13 @@ async fn handle(
                         Arc::clone(&pending),
                     ))
                     .await;
-                    return Ok(fault_response(&pending, rule.id, *status, text, *retry_after));
+                    return Ok(fault_response(
+                        &pending,
+                        rule.id,
+                        *status,
+                        text,
+                        *retry_after,
+                    ));
                 }
                 Effect::Reset => {
                     drain(TeeBody::new(
@@ -577,7 +583,9 @@ async fn handle(
                 fault: Some(mark),
                 ..Marks::default()
             };
-            if let Err(e) = send_recorded(&state, again, "fedilab-inspector (duplicate)", marks).await {
+            if let Err(e) =
+                send_recorded(&state, again, "fedilab-inspector (duplicate)", marks).await
+            {
                 tracing::debug!(error = %e, "the duplicate delivery failed");
             }
         });
@@ -666,7 +674,7 @@ async fn decide(
         body
     };
     let analysis = if candidates.iter().any(|r| r.spec.matches_on_body()) {
-        Some(analyze_request(state, pending, host, &body))
+        Some(analyze_request(state, pending, host, method, uri, &body))
     } else {
         None
     };
@@ -689,6 +697,8 @@ fn analyze_request(
     state: &ProxyState,
     pending: &Pending,
     host: &str,
+    method: &http::Method,
+    uri: &Uri,
     body: &OutBody,
 ) -> crate::analysis::Analysis {
     let captured = match body {
@@ -703,9 +713,9 @@ fn analyze_request(
         host: host.to_owned(),
         upstream: None,
         request: RequestRecord {
-            method: String::new(),
-            uri: String::new(),
-            version: String::new(),
+            method: method.as_str().to_owned(),
+            uri: pending_uri(uri),
+            version: "HTTP/1.1".to_owned(),
             headers: pending.request_headers().clone(),
             body: ExBody {
                 size: captured.len() as u64,

@@ -3,6 +3,8 @@
 //! front of it, a client, and request signers for draft-cavage and RFC 9421.
 #![allow(dead_code)]
 
+pub mod receiver;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -264,6 +266,17 @@ impl Lab {
             req = req.header(*n, *v);
         }
         let req = req.body(Full::new(Bytes::new())).expect("request");
+        self.call(req).await
+    }
+
+    /// Calls the UI/API listener with a JSON body.
+    pub async fn api_json(&self, method: &str, path: &str, json: &str) -> Reply {
+        let req = http::Request::builder()
+            .method(method)
+            .uri(format!("http://{}{path}", self.ui()))
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(json.to_owned())))
+            .expect("request");
         self.call(req).await
     }
 
