@@ -500,6 +500,7 @@ async fn handle(
         if let Some(rule) = decided.rule {
             pending.set_fault(rule.mark());
             match &rule.effect {
+                Effect::Delay(d) if d.is_zero() => {}
                 Effect::Delay(d) => tokio::time::sleep(*d).await,
                 Effect::Status {
                     status,

@@ -641,6 +641,34 @@ mod tests {
     }
 
     #[test]
+    fn marks_are_persisted_beside_their_record() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("capture.jsonl");
+        let marks = Marks {
+            fault: Some(crate::fault::FaultMark {
+                rule: 3,
+                action: crate::fault::Action {
+                    status: Some(503),
+                    ..crate::fault::Action::default()
+                },
+            }),
+            replay_of: Some(1),
+            edited: true,
+        };
+        {
+            let store = Store::open(StoreLimits::default(), &path).expect("open");
+            store.push(exchange(1));
+            store.push_marked(exchange(2), marks.clone());
+            store.flush().expect("flush");
+        }
+        let store = Store::open(StoreLimits::default(), &path).expect("reopen");
+        let snap = store.snapshot();
+        assert_eq!(snap[0].marks, Marks::default());
+        assert_eq!(snap[1].marks, marks);
+        assert_eq!(snap[1].exchange.request.body.captured.len(), 2);
+    }
+
+    #[test]
     fn garbage_lines_are_skipped() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("capture.jsonl");

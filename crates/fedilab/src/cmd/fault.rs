@@ -50,7 +50,7 @@ pub struct FaultArgs {
 #[derive(Debug, Subcommand)]
 pub enum FaultCommand {
     /// Add a rule; prints its id.
-    Add(AddArgs),
+    Add(Box<AddArgs>),
     /// Print the rules: id, state, requests affected, what it does.
     List(Target),
     /// Remove one rule.
