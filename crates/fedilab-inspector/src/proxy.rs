@@ -482,9 +482,15 @@ async fn handle(
     let mut body = OutBody::Incoming(body);
     let mut duplicate = None;
     // The only cost without rules: one relaxed load.
-    if state.faults.any() {
-        let host = pending.host().to_owned();
-        let decided = match decide(&state, &pending, &host, &parts.method, &uri, body).await {
+    if state.faults.any()
+        && state
+            .faults
+            .load()
+            .rules
+            .iter()
+            .any(|r| r.head_matches(pending.host(), parts.method.as_str(), uri.path()))
+    {
+        let decided = match decide(&state, &pending, &parts.method, &uri, body).await {
             Ok(d) => d,
             Err(e) => {
                 pending.set_error(format!("reading the request body failed: {e}"));
@@ -651,13 +657,13 @@ struct Decision {
 async fn decide(
     state: &ProxyState,
     pending: &Pending,
-    host: &str,
     method: &http::Method,
     uri: &Uri,
     body: OutBody,
 ) -> Result<Decision, hyper::Error> {
     let set = state.faults.load();
     let now = state.faults.now();
+    let host = pending.host();
     let candidates: Vec<&Arc<Rule>> = set
         .rules
         .iter()
