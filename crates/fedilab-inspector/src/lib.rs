@@ -14,8 +14,11 @@
 //!   RFC 9421, RSA and Ed25519; FEP-8b32 proofs), computed on read and
 //!   cached, never on the hot path, with actor keys learned by watching
 //!   actor documents cross the proxy (or fetched through the upstream).
+//! - [`fault`]: fault rules (delay, a status, a reset, a corrupted body or
+//!   signature, a duplicate) the proxy applies to matching requests; with
+//!   no rule loaded the proxy pays one atomic load.
 //! - The UI/API listener serves one self-contained page and the API that
-//!   `API.md` documents.
+//!   `API.md` documents, replays included.
 //!
 //! The inspector binds nothing itself: callers pass bound listeners (tests
 //! use `127.0.0.1:0`).
@@ -29,6 +32,7 @@ pub mod client;
 pub mod config;
 pub mod decode;
 pub mod exchange;
+pub mod fault;
 pub mod filter;
 mod guard;
 pub mod har;
@@ -57,7 +61,8 @@ pub use config::{
     ConfigError, InspectorConfig, Route, ServerKind, SignatureConfig, StoreLimits, Upstream,
     check_routes, parse_size,
 };
-pub use exchange::Exchange;
+pub use exchange::{Exchange, Marks};
+pub use fault::{Faults, RuleSpec};
 pub use filter::Filter;
 pub use store::{PersistError, Store, StoreStats};
 
@@ -67,6 +72,15 @@ pub enum StartError {
     /// The configuration is inconsistent.
     #[error("invalid inspector configuration")]
     Config(#[source] ConfigError),
+    /// A fault rule of the configuration is not valid.
+    #[error("invalid fault rule {index}")]
+    Fault {
+        /// Its position in [`InspectorConfig::faults`].
+        index: usize,
+        /// Why.
+        #[source]
+        source: fault::RuleError,
+    },
     /// The persistence file could not be loaded or opened.
     #[error("cannot use the capture file")]
     Persist(#[source] PersistError),
@@ -100,6 +114,7 @@ pub struct Inspector {
     store: Arc<Store>,
     analyzer: Arc<Analyzer>,
     routes: SharedRoutes,
+    faults: Arc<Faults>,
     proxy_addr: SocketAddr,
     ui_addr: Option<SocketAddr>,
     shutdown: watch::Sender<bool>,
@@ -137,10 +152,19 @@ impl Inspector {
             None => Store::new(config.limits),
         };
         let routes = RouteTable::new(&config.routes).shared();
+        let faults = Arc::new(Faults::default());
+        for (index, spec) in config.faults.iter().enumerate() {
+            let rule = faults
+                .add(spec.clone())
+                .map_err(|source| StartError::Fault { index, source })?;
+            store.record_change(api::change_added(&rule));
+        }
         let proxy_state = Arc::new(proxy::ProxyState::new(
             Arc::clone(&routes),
             Arc::clone(&store),
             config.max_body_bytes,
+            Arc::clone(&faults),
+            config.signatures.clone(),
         ));
         let analyzer = Arc::new(Analyzer::new(
             config.signatures.clone(),
@@ -159,6 +183,7 @@ impl Inspector {
                 store: Arc::clone(&store),
                 analyzer: Arc::clone(&analyzer),
                 routes: Arc::clone(&routes),
+                proxy: Arc::clone(&proxy_state),
                 proxy_addr,
             };
             tasks.push(tokio::spawn(api::serve(ui, addr, state, rx)));
@@ -167,6 +192,7 @@ impl Inspector {
             store,
             analyzer,
             routes,
+            faults,
             proxy_addr,
             ui_addr,
             shutdown,
@@ -201,6 +227,11 @@ impl Inspector {
     /// The exchange store.
     pub fn store(&self) -> &Arc<Store> {
         &self.store
+    }
+
+    /// The fault rules in force (the API changes them too).
+    pub fn faults(&self) -> &Arc<Faults> {
+        &self.faults
     }
 
     /// The analyzer (cached ActivityPub view and signature verdicts).

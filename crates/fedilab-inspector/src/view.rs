@@ -70,6 +70,8 @@ fn summary_with<U>(
         duration_ms: ex.total_us as f64 / 1000.0,
         upgrade: upgrade(ex),
         error: ex.error.clone(),
+        started_us: ex.started_us,
+        marks: crate::exchange::Marks::default(), // filled from the store entry
     }
 }
 

@@ -238,7 +238,7 @@ impl KeyWatch {
                         self.keys.observe(&e.exchange);
                     }
                 }
-                Ok(StoreEvent::Cleared) => {}
+                Ok(StoreEvent::Cleared | StoreEvent::FaultChange(_)) => {}
                 Err(broadcast::error::TryRecvError::Lagged(n)) => {
                     self.missed.fetch_add(n, Ordering::Relaxed);
                 }

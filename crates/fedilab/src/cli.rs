@@ -41,6 +41,10 @@ pub enum Command {
     /// Run the recording proxy and its live UI in front of fediverse
     /// servers, without a lab.
     Inspect(crate::cmd::inspect::InspectArgs),
+    /// Delay, fail, reset, corrupt or duplicate matching requests in a
+    /// running inspector (add, list, remove, clear fault rules).
+    #[command(long_about = crate::cmd::fault::LONG_ABOUT)]
+    Fault(crate::cmd::fault::FaultArgs),
     /// Run a lab's DNS and inspector in the foreground, from its state
     /// (`fedilab up` starts it in the background).
     #[command(long_about = crate::cmd::serve::LONG_ABOUT)]

@@ -7,6 +7,7 @@ pub mod creds;
 pub mod dns;
 pub mod down;
 pub mod exec;
+pub mod fault;
 pub mod inspect;
 pub mod render;
 pub mod serve;
@@ -29,6 +30,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Ca(args) => ca::run(&args),
         Command::Dns(args) => dns::run(&args),
         Command::Inspect(args) => inspect::run(&args),
+        Command::Fault(args) => fault::run(&args),
         Command::Serve(args) => serve::run(&args),
         Command::Up(args) => up::run(&args),
         Command::Status(args) => status::run(&args),
