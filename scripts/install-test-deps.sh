@@ -7,6 +7,9 @@
 #   chromium  - the inspector UI test drives headless Chromium
 #   ruby      - the verify check scripts are syntax-checked and the egress
 #               one run for real (Mastodon's image runs them in the lab)
+#   postgresql, redis-server - the state commands' SQL and Redis steps run
+#               for real against throwaway servers (crates/fedilab-testdb);
+#               the packages' own services are not needed and not used
 #   a Python venv (target/test-venv) with kubernetes-validate, PyYAML and
 #   jsonschema - independent checks of rendered manifests and profiles
 set -euo pipefail
@@ -18,6 +21,8 @@ command -v update-ca-certificates >/dev/null || need+=(ca-certificates)
 command -v dig >/dev/null || need+=(dnsutils)
 command -v chromium >/dev/null || need+=(chromium)
 command -v ruby >/dev/null || need+=(ruby)
+compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null || need+=(postgresql)
+command -v redis-server >/dev/null || need+=(redis-server)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
 if ((${#need[@]})); then
     echo "install-test-deps: installing ${need[*]}"

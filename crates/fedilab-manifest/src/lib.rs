@@ -28,7 +28,8 @@ pub use facts::ClusterFacts;
 pub use federation::{ALLOW_DOMAINS_ENV, ALLOW_DOMAINS_RB, allow_domains_command, allowed_domains};
 pub use lab::{corefile_server_block, corefile_server_block_on};
 pub use mastodon::{
-    POSTGRES_IMAGE, REDIS_IMAGE, SYSTEM_BUNDLE_PATH, TRUST_BUNDLE_PATH, WEB_PORT, check_pod,
+    DB_NAME, DB_USER, MEDIA_DIR, POSTGRES_IMAGE, REDIS_IMAGE, SYSTEM_BUNDLE_PATH,
+    TRUST_BUNDLE_PATH, WEB_PORT, check_pod,
 };
 pub use objects::{LabManifests, Manifest, OutputError};
 pub use routing::Routing;

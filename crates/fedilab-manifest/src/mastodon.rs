@@ -59,8 +59,10 @@ pub const WEB_PORT: i32 = 3000;
 const STREAMING_PORT: i32 = 4000;
 const POSTGRES_PORT: i32 = 5432;
 const REDIS_PORT: i32 = 6379;
-const DB_NAME: &str = "mastodon";
-const DB_USER: &str = "mastodon";
+/// The database Mastodon uses in its PostgreSQL.
+pub const DB_NAME: &str = "mastodon";
+/// The PostgreSQL role Mastodon connects as (the image's superuser).
+pub const DB_USER: &str = "mastodon";
 const DB_PASS_KEY: &str = "DB_PASS";
 
 const TRUST_DIR: &str = "/etc/fedilab/trust";
@@ -73,7 +75,8 @@ pub const SYSTEM_BUNDLE_PATH: &str = "/etc/ssl/certs/ca-certificates.crt";
 const CA_DIR: &str = "/etc/fedilab/ca";
 const CA_FILE: &str = "/etc/fedilab/ca/ca.pem";
 const SETUP_DIR: &str = "/etc/fedilab/setup";
-const MEDIA_DIR: &str = "/opt/mastodon/public/system";
+/// Where the media volume is mounted in the web and Sidekiq containers.
+pub const MEDIA_DIR: &str = "/opt/mastodon/public/system";
 const SIDEKIQ_READY_FILE: &str =
     "/opt/mastodon/tmp/sidekiq_process_has_started_and_will_begin_processing_jobs";
 const MEDIA_SIZE: &str = "5Gi";
