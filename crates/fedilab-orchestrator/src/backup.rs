@@ -308,7 +308,15 @@ pub async fn load_database(
             next,
         ]),
         LoadFormat::Plain => strings(&[
-            "psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-U", &db.user, "-d", next,
+            "psql",
+            "-X",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-U",
+            &db.user,
+            "-d",
+            next,
         ]),
     };
     let step = match format {
@@ -511,7 +519,13 @@ pub async fn flush_redis(
     index: u32,
 ) -> Result<(), BackupError> {
     let argv = strings(&["redis-cli", "-n", &index.to_string(), "FLUSHDB"]);
-    run_quiet(cluster, redis, &format!("flush Redis database {index}"), argv).await
+    run_quiet(
+        cluster,
+        redis,
+        &format!("flush Redis database {index}"),
+        argv,
+    )
+    .await
 }
 
 /// The data of Secret `name` in `lab`'s namespace, as text.
@@ -645,7 +659,10 @@ mod tests {
 
     #[test]
     fn image_tags() {
-        assert_eq!(image_tag("ghcr.io/mastodon/mastodon:v4.4.8"), Some("v4.4.8"));
+        assert_eq!(
+            image_tag("ghcr.io/mastodon/mastodon:v4.4.8"),
+            Some("v4.4.8")
+        );
         assert_eq!(image_tag("localhost:5000/mastodon:v4.5.0"), Some("v4.5.0"));
         assert_eq!(image_tag("localhost:5000/mastodon"), None);
         assert_eq!(
@@ -659,14 +676,10 @@ mod tests {
         let tail = Tail::default();
         let mut w = tail.clone();
         let data = vec![b'a'; STDERR_KEEP + 10];
-        let _ = Pin::new(&mut w).poll_write(
-            &mut Context::from_waker(std::task::Waker::noop()),
-            &data,
-        );
-        let _ = Pin::new(&mut w).poll_write(
-            &mut Context::from_waker(std::task::Waker::noop()),
-            b"end",
-        );
+        let _ =
+            Pin::new(&mut w).poll_write(&mut Context::from_waker(std::task::Waker::noop()), &data);
+        let _ =
+            Pin::new(&mut w).poll_write(&mut Context::from_waker(std::task::Waker::noop()), b"end");
         let text = tail.text();
         assert_eq!(text.len(), STDERR_KEEP);
         assert!(text.ends_with("aend"));
