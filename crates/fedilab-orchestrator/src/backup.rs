@@ -14,6 +14,7 @@
 //! swap_media      DIR's entries -> .fedilab-old, staged ones in, old removed
 //! flush_redis     redis-cli -n N FLUSHDB      (caches and queues of the old data)
 //! read_secret / patch_secret / restart / server_image              API calls
+//! rerun_setup     the setup Job again: migrations, the lab's admin and token
 //! ```
 //!
 //! Which container and database each step uses comes from the caller
@@ -643,6 +644,136 @@ pub async fn server_image(
         .and_then(|s| s.template.spec)
         .and_then(|s| s.containers.into_iter().next())
         .and_then(|c| c.image))
+}
+
+/// How often [`rerun_setup`] looks at the Job.
+const SETUP_POLL: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Runs the instance's setup Job again (deleted and created from its own
+/// spec) and waits until it completes: it migrates the database to the
+/// instance's release and makes sure the lab's admin exists with the
+/// password and token of the admin Secret (idempotent, see the manifest's
+/// `setup.sh`).
+///
+/// # Errors
+/// [`BackupError::Api`] when the Job cannot be read, deleted or created;
+/// [`BackupError::Command`] when it fails or does not complete within
+/// `budget` (`fedilab status` and the Job's log say why).
+pub async fn rerun_setup(
+    cluster: &Cluster,
+    lab: &LabName,
+    instance: &InstanceName,
+    budget: std::time::Duration,
+) -> Result<(), BackupError> {
+    use k8s_openapi::api::batch::v1::Job;
+    use kube::api::{DeleteParams, PostParams, PropagationPolicy};
+
+    let namespace = names::namespace(lab);
+    let name = names::component_object(instance, Component::Setup);
+    let api: Api<Job> = Api::namespaced(cluster.client.clone(), &namespace);
+    let api_err = |what: &str| {
+        let what = format!("cannot {what} Job {name} in {namespace}");
+        move |source| BackupError::Api { what, source }
+    };
+    let old = api.get(&name).await.map_err(api_err("read"))?;
+    let fresh = fresh_job(old);
+    let deleted = api
+        .delete(
+            &name,
+            &DeleteParams {
+                propagation_policy: Some(PropagationPolicy::Background),
+                ..DeleteParams::default()
+            },
+        )
+        .await;
+    match deleted {
+        Ok(_) => {}
+        Err(kube::Error::Api(status)) if status.code == 404 => {}
+        Err(e) => return Err(api_err("delete")(e)),
+    }
+    let deadline = tokio::time::Instant::now() + budget;
+    let timed_out = |state: &str| BackupError::Command {
+        step: format!("setup Job {name}"),
+        command: "setup.sh".to_owned(),
+        code: -1,
+        stderr: format!(
+            "{state} after {}s; `fedilab status --lab {lab}` and `kubectl -n {namespace} logs \
+             job/{name}` say why",
+            budget.as_secs()
+        ),
+    };
+    // The old Job must be gone before one of its name can be created.
+    loop {
+        match api.get_opt(&name).await.map_err(api_err("read"))? {
+            None => break,
+            Some(_) if tokio::time::Instant::now() >= deadline => {
+                return Err(timed_out("the old Job was not deleted"));
+            }
+            Some(_) => tokio::time::sleep(SETUP_POLL).await,
+        }
+    }
+    api.create(&PostParams::default(), &fresh)
+        .await
+        .map_err(api_err("create"))?;
+    loop {
+        let job = api.get_opt(&name).await.map_err(api_err("read"))?;
+        if crate::readiness::is_job_complete(job.as_ref()) {
+            return Ok(());
+        }
+        if crate::readiness::is_job_failed(job.as_ref()) {
+            return Err(BackupError::Command {
+                step: format!("setup Job {name}"),
+                command: "setup.sh".to_owned(),
+                code: 1,
+                stderr: format!("it failed; `kubectl -n {namespace} logs job/{name}` says why"),
+            });
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(timed_out("not complete"));
+        }
+        tokio::time::sleep(SETUP_POLL).await;
+    }
+}
+
+/// `job` as a new object: its name, labels, annotations and pod template,
+/// without what the API server and the Job controller added (uid,
+/// selector, controller-uid labels, status).
+pub fn fresh_job(job: k8s_openapi::api::batch::v1::Job) -> k8s_openapi::api::batch::v1::Job {
+    use k8s_openapi::api::batch::v1::Job;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+    const CONTROLLER_LABELS: [&str; 4] = [
+        "controller-uid",
+        "batch.kubernetes.io/controller-uid",
+        "job-name",
+        "batch.kubernetes.io/job-name",
+    ];
+    let strip = |labels: Option<BTreeMap<String, String>>| {
+        labels.map(|mut l| {
+            for key in CONTROLLER_LABELS {
+                l.remove(key);
+            }
+            l
+        })
+    };
+    let meta = job.metadata;
+    let mut spec = job.spec.unwrap_or_default();
+    spec.selector = None;
+    spec.manual_selector = None;
+    if let Some(template_meta) = spec.template.metadata.as_mut() {
+        template_meta.labels = strip(template_meta.labels.take());
+    }
+    Job {
+        metadata: ObjectMeta {
+            name: meta.name,
+            namespace: meta.namespace,
+            labels: strip(meta.labels),
+            annotations: meta.annotations,
+            ..ObjectMeta::default()
+        },
+        spec: Some(spec),
+        status: None,
+    }
 }
 
 /// The tag of an image reference (`repo:v4.4.8` -> `v4.4.8`; a digest is
