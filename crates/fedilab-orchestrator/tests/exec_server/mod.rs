@@ -64,7 +64,10 @@ pub enum Script {
 /// Turns the requested argv into a local command (which program, which
 /// environment), such as `pg_dump` of the test's PostgreSQL.
 #[derive(Clone)]
-pub struct Local(pub Arc<dyn Fn(&[String]) -> tokio::process::Command + Send + Sync>);
+pub struct Local(pub Arc<LocalCommand>);
+
+/// Builds the local command for an argv.
+pub type LocalCommand = dyn Fn(&[String]) -> tokio::process::Command + Send + Sync;
 
 impl std::fmt::Debug for Local {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
