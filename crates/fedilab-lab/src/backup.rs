@@ -431,6 +431,16 @@ impl Instance {
     }
 }
 
+/// The local checks of backup, restore and import, before any cluster:
+/// the lab has state here and `instance` is one of its own instances.
+///
+/// # Errors
+/// [`TransferError::NoLab`], [`TransferError::NoInstance`] or
+/// [`TransferError::NotManaged`] (all usage errors).
+pub fn check_instance(data_dir: &Path, lab: &LabName, instance: &str) -> Result<(), TransferError> {
+    Instance::load(data_dir, lab, instance).map(drop)
+}
+
 /// Counts, hashes and reports what is written through it.
 struct Meter<'a, W> {
     inner: W,

@@ -40,7 +40,7 @@ mod up;
 
 pub use backup::{
     BackupReport, BackupRequest, ImportRequest, RestoreReport, RestoreRequest, SETUP_BUDGET,
-    TransferError, TransferEvent, TransferProgress, backup, import, restore,
+    TransferError, TransferEvent, TransferProgress, backup, check_instance, import, restore,
 };
 pub use down::{DownError, DownReport, DownRequest, down};
 pub use host::{Daemon, HostSide};

@@ -134,6 +134,8 @@ pub fn backup(args: &BackupArgs) -> anyhow::Result<ExitCode> {
         output: args.output.clone(),
         fedilab_version: env!("CARGO_PKG_VERSION").to_owned(),
     };
+    fedilab_lab::check_instance(&request.data_dir, &request.lab, &request.instance)
+        .map_err(usage_or)?;
     let report = runtime(Threads::One)?.block_on(async {
         let cluster = connect_checked(&args.kube).await?;
         let progress = Bars::default();
@@ -157,6 +159,8 @@ pub fn restore(args: &RestoreArgs) -> anyhow::Result<ExitCode> {
         archive: args.archive.clone(),
         setup_budget: args.timeout_setup,
     };
+    fedilab_lab::check_instance(&request.data_dir, &request.lab, &request.instance)
+        .map_err(usage_or)?;
     let report = runtime(Threads::One)?.block_on(async {
         let cluster = connect_checked(&args.kube).await?;
         let progress = Bars::default();
@@ -182,6 +186,8 @@ pub fn import(args: &ImportArgs) -> anyhow::Result<ExitCode> {
         media: args.media.clone(),
         setup_budget: args.timeout_setup,
     };
+    fedilab_lab::check_instance(&request.data_dir, &request.lab, &request.instance)
+        .map_err(usage_or)?;
     let report = runtime(Threads::One)?.block_on(async {
         let cluster = connect_checked(&args.kube).await?;
         let progress = Bars::default();
