@@ -340,3 +340,159 @@ async fn media_are_archived_staged_and_swapped_or_discarded() {
         "tar, stage (fails), discard, stage, swap"
     );
 }
+
+/// `scripts/bench-backup.sh`: sizes and times of backup and restore of the
+/// Mastodon-size fixture (and 200 media files of 64 KiB), every stream
+/// through the exec protocol; not a test (no assertion on time).
+#[tokio::test]
+#[ignore = "a benchmark: scripts/bench-backup.sh"]
+async fn bench_backup_fixture() {
+    use fedilab_data::archive::{ArchiveReader, ArchiveWriter, Digesting, FORMAT, Manifest};
+    use std::io::Write as _;
+    use std::time::Instant;
+
+    let pg = postgres();
+    let before = fingerprint::pg(&pg, "mastodon").expect("fingerprint");
+    let s = local_server(&pg).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let media_dir = dir.path().join("media");
+    for i in 0..200u32 {
+        let body: Vec<u8> = (0..65_536u32)
+            .map(|j| (j.wrapping_mul(2_654_435_761).wrapping_add(i) >> 13) as u8)
+            .collect();
+        let path = media_dir.join(format!("media_attachments/files/{i}/original/{i}.bin"));
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        std::fs::write(path, body).expect("write");
+    }
+    let media = MediaTarget {
+        exec: exec_target(Component::Web),
+        dir: media_dir.to_string_lossy().into_owned(),
+    };
+    let mib = |n: u64| n as f64 / 1_048_576.0;
+
+    let started = Instant::now();
+    let db_path = dir.path().join("database.pgdump");
+    let mut file = tokio::fs::File::create(&db_path).await.expect("create");
+    backup::dump_database(&s.cluster, &database(), &mut file)
+        .await
+        .expect("pg_dump");
+    drop(file);
+    let dump_time = started.elapsed();
+    let started = Instant::now();
+    let media_path = dir.path().join("media.tar");
+    let mut file = tokio::fs::File::create(&media_path).await.expect("create");
+    backup::dump_media(&s.cluster, &media, &mut file)
+        .await
+        .expect("tar");
+    drop(file);
+    let media_time = started.elapsed();
+
+    let started = Instant::now();
+    let digest = |path: &Path| {
+        let mut d = Digesting::new(std::io::sink());
+        std::io::copy(&mut std::fs::File::open(path).expect("open"), &mut d).expect("read");
+        d.finish().1
+    };
+    let mut secrets = Digesting::new(std::io::sink());
+    secrets.write_all(b"{}").expect("write");
+    let manifest = Manifest {
+        format: FORMAT,
+        kind: "mastodon".to_owned(),
+        server_version: "v4.4.8".to_owned(),
+        lab: "main".to_owned(),
+        domain: "fediverse.local".to_owned(),
+        instance: "mastodon1".to_owned(),
+        host: "mastodon1.fediverse.local".to_owned(),
+        fedilab_version: "bench".to_owned(),
+        created_unix: 0,
+        members: vec![
+            secrets.finish().1.member("secrets.json"),
+            digest(&db_path).member("database.pgdump"),
+            digest(&media_path).member("media.tar"),
+        ],
+    };
+    let archive_path = dir.path().join("mastodon1.fedilab");
+    let out = std::io::BufWriter::new(std::fs::File::create(&archive_path).expect("create"));
+    let mut writer = ArchiveWriter::new(out, &manifest).expect("start");
+    writer
+        .append("secrets.json", &mut &b"{}"[..])
+        .expect("secrets");
+    for (name, path) in [("database.pgdump", &db_path), ("media.tar", &media_path)] {
+        let mut file = std::io::BufReader::new(std::fs::File::open(path).expect("open"));
+        writer.append(name, &mut file).expect("append");
+    }
+    writer.finish().expect("finish").flush().expect("flush");
+    let archive_time = started.elapsed();
+    let archive_size = std::fs::metadata(&archive_path).expect("meta").len();
+
+    let started = Instant::now();
+    let input = std::io::BufReader::new(std::fs::File::open(&archive_path).expect("open"));
+    let mut reader = ArchiveReader::open(input).expect("open archive");
+    while reader
+        .next_member(&mut std::io::sink())
+        .expect("checked")
+        .is_some()
+    {}
+    let check_time = started.elapsed();
+
+    mastodon_like::change(&pg, "mastodon").expect("change");
+    let started = Instant::now();
+    let mut file = tokio::fs::File::open(&db_path).await.expect("open");
+    backup::load_database(
+        &s.cluster,
+        &database(),
+        "mastodon_next",
+        LoadFormat::Custom,
+        &mut file,
+    )
+    .await
+    .expect("pg_restore");
+    backup::swap_database(&s.cluster, &database(), "mastodon_next", "mastodon_old")
+        .await
+        .expect("swap");
+    let restore_time = started.elapsed();
+    let started = Instant::now();
+    let mut file = tokio::fs::File::open(&media_path).await.expect("open");
+    backup::stage_media(&s.cluster, &media, &mut file)
+        .await
+        .expect("stage");
+    backup::swap_media(&s.cluster, &media).await.expect("swap");
+    let media_restore_time = started.elapsed();
+    assert_eq!(fingerprint::pg(&pg, "mastodon").expect("fp"), before);
+
+    let db_size = std::fs::metadata(&db_path).expect("meta").len();
+    let media_size = std::fs::metadata(&media_path).expect("meta").len();
+    println!(
+        "bench fixture: {} tables, {} accounts, {} statuses; 200 media files of 64 KiB",
+        mastodon_like::SATELLITES + 2,
+        mastodon_like::ACCOUNTS,
+        mastodon_like::STATUSES
+    );
+    println!(
+        "bench pg_dump -Fc over exec: {:.2} MiB in {:.0} ms",
+        mib(db_size),
+        dump_time.as_secs_f64() * 1e3
+    );
+    println!(
+        "bench media tar over exec: {:.2} MiB in {:.0} ms",
+        mib(media_size),
+        media_time.as_secs_f64() * 1e3
+    );
+    println!(
+        "bench archive written (checksums, copy): {:.2} MiB in {:.0} ms",
+        mib(archive_size),
+        archive_time.as_secs_f64() * 1e3
+    );
+    println!(
+        "bench archive read and checked: {:.0} ms",
+        check_time.as_secs_f64() * 1e3
+    );
+    println!(
+        "bench pg_restore over exec into a new database + swap: {:.0} ms",
+        restore_time.as_secs_f64() * 1e3
+    );
+    println!(
+        "bench media staged over exec + swapped: {:.0} ms",
+        media_restore_time.as_secs_f64() * 1e3
+    );
+}
