@@ -43,6 +43,7 @@ async fn local_server(pg: &TempPostgres) -> Server {
         pods: serde_json::json!([ready_web_pod("mastodon1-pod")]),
         protocols: &[V5],
         script: Script::Local(local),
+        objects: None,
     })
     .await
 }

@@ -185,6 +185,7 @@ async fn v4_is_used_when_the_server_offers_only_v4() {
         pods: serde_json::json!([ready_web_pod("mastodon1-web-abc")]),
         protocols: &[V4],
         script: Script::Exit(3),
+        objects: None,
     })
     .await;
     let got = bounded(exec_capture(&s.cluster, &target(), &argv(&["false"]), None))
@@ -203,6 +204,7 @@ async fn no_ready_pod_names_the_instance_and_says_what_to_do() {
         pods: serde_json::json!([starting]),
         protocols: &[V5, V4],
         script: Script::Exit(0),
+        objects: None,
     })
     .await;
     let err = bounded(exec_capture(&s.cluster, &target(), &argv(&["true"]), None))

@@ -102,6 +102,119 @@ pub struct Config {
     pub pods: serde_json::Value,
     pub protocols: &'static [&'static str],
     pub script: Script,
+    /// Objects the server keeps besides pods (GET, merge PATCH, DELETE and
+    /// POST by path); `None`: every other path is 404.
+    pub objects: Option<Objects>,
+}
+
+/// A tiny object store by API path (`/apis/apps/v1/namespaces/NS/deployments/NAME`),
+/// for the sequences that mix API calls and exec. A created Job is
+/// complete at once.
+#[derive(Debug, Clone, Default)]
+pub struct Objects {
+    /// The objects.
+    pub by_path: Arc<Mutex<std::collections::BTreeMap<String, serde_json::Value>>>,
+    /// Every call, `METHOD path`, in order.
+    pub calls: Arc<Mutex<Vec<String>>>,
+}
+
+impl Objects {
+    /// Stores `object` at `path`.
+    pub fn put(&self, path: &str, object: serde_json::Value) {
+        self.by_path
+            .lock()
+            .expect("lock")
+            .insert(path.to_owned(), object);
+    }
+
+    /// The object at `path`.
+    pub fn get(&self, path: &str) -> Option<serde_json::Value> {
+        self.by_path.lock().expect("lock").get(path).cloned()
+    }
+
+    /// The calls so far.
+    pub fn calls(&self) -> Vec<String> {
+        self.calls.lock().expect("lock").clone()
+    }
+}
+
+/// RFC 7386 JSON merge patch.
+fn merge(target: &mut serde_json::Value, patch: &serde_json::Value) {
+    match (target, patch) {
+        (serde_json::Value::Object(t), serde_json::Value::Object(p)) => {
+            for (k, v) in p {
+                if v.is_null() {
+                    t.remove(k);
+                } else {
+                    merge(t.entry(k.clone()).or_insert(serde_json::Value::Null), v);
+                }
+            }
+        }
+        (t, p) => *t = p.clone(),
+    }
+}
+
+fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+    *response.status_mut() = status;
+    response
+}
+
+async fn handle_object(req: Request<Incoming>, objects: &Objects) -> Response<Full<Bytes>> {
+    use http_body_util::BodyExt as _;
+    let method = req.method().to_string();
+    let path = req.uri().path().to_owned();
+    objects
+        .calls
+        .lock()
+        .expect("lock")
+        .push(format!("{method} {path}"));
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let not_found = || {
+        json_response(
+            StatusCode::NOT_FOUND,
+            &serde_json::json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
+                "status": "Failure", "reason": "NotFound", "code": 404,
+                "message": format!("{path} not found")}),
+        )
+    };
+    let mut store = objects.by_path.lock().expect("lock");
+    match method.as_str() {
+        "GET" => match store.get(&path) {
+            Some(object) => json_response(StatusCode::OK, object),
+            None => not_found(),
+        },
+        "PATCH" => {
+            let patch: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+            match store.get_mut(&path) {
+                Some(object) => {
+                    merge(object, &patch);
+                    json_response(StatusCode::OK, object)
+                }
+                None => not_found(),
+            }
+        }
+        "DELETE" => match store.remove(&path) {
+            Some(object) => json_response(StatusCode::OK, &object),
+            None => not_found(),
+        },
+        "POST" => {
+            let mut object: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+            let name = object["metadata"]["name"].as_str().unwrap_or("").to_owned();
+            if path.ends_with("/jobs") {
+                object["status"] = serde_json::json!({"succeeded": 1,
+                    "conditions": [{"type": "Complete", "status": "True"}]});
+            }
+            store.insert(format!("{path}/{name}"), object.clone());
+            json_response(StatusCode::CREATED, &object)
+        }
+        _ => not_found(),
+    }
 }
 
 pub fn ready_web_pod(name: &str) -> serde_json::Value {
@@ -207,6 +320,11 @@ async fn handle(
             "goVersion": "go1.24", "compiler": "gc", "platform": "linux/amd64",
         });
         return Ok(Response::new(Full::new(Bytes::from(version.to_string()))));
+    }
+    if !path.ends_with("/exec")
+        && let Some(objects) = &config.objects
+    {
+        return Ok(handle_object(req, objects).await);
     }
     if !path.ends_with("/exec") {
         let mut response = Response::new(Full::new(Bytes::from_static(b"{}")));
@@ -464,6 +582,7 @@ pub async fn server(script: Script) -> Server {
         pods: serde_json::json!([ready_web_pod("mastodon1-web-abc")]),
         protocols: &[V5, V4],
         script,
+        objects: None,
     })
     .await
 }
