@@ -23,6 +23,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{self, BufReader, BufWriter, Read as _, Write};
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -668,7 +669,14 @@ fn write_archive(
         path: path.to_path_buf(),
         source,
     };
-    let file = std::fs::File::create(path).map_err(io_err("create", path))?;
+    // The archive holds secrets: readable by its owner only.
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io_err("create", path))?;
     let total = Some(manifest.total_size());
     let out = Meter::new(BufWriter::new(file), "archive", total, progress);
     let mut writer = ArchiveWriter::new(out, manifest).map_err(write_err)?;

@@ -310,10 +310,10 @@ async fn backup_change_restore_brings_data_media_and_secrets_back() {
         .map(|m| m.name.as_str())
         .collect();
     assert_eq!(members, ["secrets.json", "database.pgdump", "media.tar"]);
-    assert_eq!(
-        report.size,
-        std::fs::metadata(&archive).expect("archive").len()
-    );
+    let meta = std::fs::metadata(&archive).expect("archive");
+    assert_eq!(report.size, meta.len());
+    use std::os::unix::fs::PermissionsExt as _;
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600, "it holds secrets");
     // Nothing spooled is left beside the archive.
     let leftovers: Vec<_> = std::fs::read_dir(&lab.data)
         .expect("dir")
