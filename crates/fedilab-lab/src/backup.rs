@@ -11,10 +11,11 @@
 //!   load the dump into a new database      | on failure: drop it; the instance is as it was
 //!   stage the media beside the live ones   |   ... and remove the staged media
 //!   new secrets into the Secrets            |   ... and put the old values back
+//!   stop the job workers (Sidekiq: 0 pods)  |   ... and start them again
 //!   swap the databases (pg::swap)           |
 //!   ---- from here the instance has the new data ----
-//!   swap the media, save secrets.json, flush Redis, restart the pods,
-//!   run the setup Job (migrations, the lab's admin and token)
+//!   save secrets.json, swap the media, flush Redis, start the workers,
+//!   restart the pods, run the setup Job (migrations, the lab's admin and token)
 //! ```
 //!
 //! Streams are spooled to files (a tar member needs its size up front);
@@ -50,6 +51,9 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 /// The budget of the setup Job after a restore or import (migrations of
 /// an older release take a while).
 pub const SETUP_BUDGET: Duration = Duration::from_secs(15 * 60);
+/// How long the job workers may take to stop (Sidekiq finishes its jobs
+/// for up to 25 s, Kubernetes waits 30 s before killing).
+const WORKER_STOP: Duration = Duration::from_secs(120);
 /// The largest env file `import` reads.
 const ENV_LIMIT: u64 = 1 << 20;
 
@@ -1039,8 +1043,31 @@ async fn replace_state(
         }
     };
 
+    progress.event(&TransferEvent::Step("stop the job workers"));
+    let workers: Vec<Component> = instance
+        .kind
+        .workers()
+        .iter()
+        .map(|w| w.component)
+        .collect();
+    let stopped =
+        match steps::stop_workers(cluster, lab, instance.name(), &workers, WORKER_STOP).await {
+            Ok(stopped) => stopped,
+            Err(e) => {
+                // fedilab runs one replica of each worker.
+                let one: Vec<(Component, i32)> = workers.iter().map(|c| (*c, 1)).collect();
+                let _ = steps::start_workers(cluster, lab, instance.name(), &one).await;
+                let _ = steps::patch_secret(cluster, lab, &env_name, &env_old).await;
+                let _ = steps::patch_secret(cluster, lab, &admin_name, &admin_old).await;
+                undo_media().await;
+                undo_db().await;
+                return Err(before(e));
+            }
+        };
+
     progress.event(&TransferEvent::Step("swap the databases"));
     if let Err(e) = steps::swap_database(cluster, &db, &next, &old).await {
+        let _ = steps::start_workers(cluster, lab, instance.name(), &stopped).await;
         let _ = steps::patch_secret(cluster, lab, &env_name, &env_old).await;
         let _ = steps::patch_secret(cluster, lab, &admin_name, &admin_old).await;
         undo_media().await;
@@ -1076,13 +1103,20 @@ async fn replace_state(
     )
     .await
     .map_err(after("flushing Redis"))?;
-    progress.event(&TransferEvent::Step("restart the pods"));
-    let mut components = vec![Component::Web, Component::Streaming];
-    components.extend(instance.kind.workers().iter().map(|w| w.component));
-    components.dedup();
-    steps::restart(cluster, lab, instance.name(), &components)
+    progress.event(&TransferEvent::Step(
+        "start the job workers, restart the pods",
+    ));
+    steps::start_workers(cluster, lab, instance.name(), &stopped)
         .await
-        .map_err(after("restarting the pods"))?;
+        .map_err(after("starting the job workers"))?;
+    steps::restart(
+        cluster,
+        lab,
+        instance.name(),
+        &[Component::Web, Component::Streaming],
+    )
+    .await
+    .map_err(after("restarting the pods"))?;
     progress.event(&TransferEvent::Step(
         "setup Job: migrations, the lab's admin and token",
     ));

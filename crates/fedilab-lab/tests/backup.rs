@@ -216,14 +216,27 @@ async fn lab(seed: u8) -> Lab {
         command.args(rest.collect::<Vec<_>>()).envs(env.clone());
         command
     }));
-    let pod = serde_json::json!({
-        "metadata": {"name": "mastodon1-pod", "namespace": "fedilab-main",
-                     "creationTimestamp": "2026-01-01T00:00:00Z"},
-        "spec": {"containers": [{"name": "web"}, {"name": "postgres"}, {"name": "redis"}]},
-        "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]},
-    });
+    // One pod per component that runs commands; none of Sidekiq's, so it
+    // counts as stopped at once.
+    let lab_name: fedilab_profile::LabName = "main".parse().expect("lab");
+    let pods: Vec<serde_json::Value> = [
+        (Component::Web, "web"),
+        (Component::Postgres, "postgres"),
+        (Component::Redis, "redis"),
+    ]
+    .into_iter()
+    .map(|(component, container)| {
+        serde_json::json!({
+            "metadata": {"name": format!("mastodon1-{container}-0"), "namespace": "fedilab-main",
+                         "creationTimestamp": "2026-01-01T00:00:00Z",
+                         "labels": names::component_selector(&lab_name, &name(), component)},
+            "spec": {"containers": [{"name": container}]},
+            "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]},
+        })
+    })
+    .collect();
     let server = start(Config {
-        pods: serde_json::json!([pod]),
+        pods: serde_json::Value::Array(pods),
         protocols: &[V5],
         script: Script::Local(local),
         objects: Some(objects.clone()),
@@ -392,9 +405,12 @@ async fn backup_change_restore_brings_data_media_and_secrets_back() {
             format!("GET {env}"),
             format!("PATCH {env}"),
             format!("PATCH {admin}"),
+            // Sidekiq stopped (no pod of it listed), then started again.
+            format!("GET {}", deployment_path(Component::Sidekiq)),
+            format!("PATCH {}", deployment_path(Component::Sidekiq)),
+            format!("PATCH {}", deployment_path(Component::Sidekiq)),
             format!("PATCH {}", deployment_path(Component::Web)),
             format!("PATCH {}", deployment_path(Component::Streaming)),
-            format!("PATCH {}", deployment_path(Component::Sidekiq)),
             format!("GET {}", job_path()),
             format!("DELETE {}", job_path()),
             format!("GET {}", job_path()),
@@ -402,6 +418,11 @@ async fn backup_change_restore_brings_data_media_and_secrets_back() {
             format!("GET {}", job_path()),
         ]
     );
+    let sidekiq = lab
+        .objects
+        .get(&deployment_path(Component::Sidekiq))
+        .expect("sidekiq");
+    assert_eq!(sidekiq["spec"]["replicas"], 1, "started again: {sidekiq}");
     let job = lab.objects.get(&job_path()).expect("job");
     assert!(job["metadata"]["uid"].is_null(), "a new object: {job}");
     assert!(job["spec"]["selector"].is_null(), "{job}");

@@ -15,6 +15,7 @@
 //! flush_redis     redis-cli -n N FLUSHDB      (caches and queues of the old data)
 //! read_secret / patch_secret / restart / server_image              API calls
 //! rerun_setup     the setup Job again: migrations, the lab's admin and token
+//! stop_workers / start_workers   job workers scaled to 0 (pods gone) and back
 //! ```
 //!
 //! Which container and database each step uses comes from the caller
@@ -644,6 +645,122 @@ pub async fn server_image(
         .and_then(|s| s.template.spec)
         .and_then(|s| s.containers.into_iter().next())
         .and_then(|c| c.image))
+}
+
+/// How often [`stop_workers`] looks at the pods.
+const STOP_POLL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Scales the Deployment of each of `components` to zero and waits until
+/// none of their pods is left (a job worker must not run jobs of the old
+/// data against the new, nor push them back after Redis was flushed);
+/// returns each Deployment's replicas before, for [`start_workers`].
+///
+/// # Errors
+/// [`BackupError::Api`] when a Deployment cannot be read or scaled;
+/// [`BackupError::Command`] when pods are still there after `budget`
+/// (the caller then starts the workers again).
+pub async fn stop_workers(
+    cluster: &Cluster,
+    lab: &LabName,
+    instance: &InstanceName,
+    components: &[Component],
+    budget: std::time::Duration,
+) -> Result<Vec<(Component, i32)>, BackupError> {
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::api::ListParams;
+
+    let namespace = names::namespace(lab);
+    let deployments: Api<Deployment> = Api::namespaced(cluster.client.clone(), &namespace);
+    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), &namespace);
+    let mut before = Vec::new();
+    for component in components {
+        let name = names::component_object(instance, *component);
+        let deployment = deployments
+            .get(&name)
+            .await
+            .map_err(|source| BackupError::Api {
+                what: format!("cannot read Deployment {name} in {namespace}"),
+                source,
+            })?;
+        let replicas = deployment.spec.and_then(|s| s.replicas).unwrap_or(1);
+        before.push((*component, replicas));
+        scale(cluster, lab, instance, *component, 0).await?;
+    }
+    let deadline = tokio::time::Instant::now() + budget;
+    for component in components {
+        let selector = names::component_selector(lab, instance, *component)
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        loop {
+            let left = pods
+                .list(&ListParams::default().labels(&selector))
+                .await
+                .map_err(|source| BackupError::Api {
+                    what: format!(
+                        "cannot list the pods of {} in {namespace}",
+                        component.as_str()
+                    ),
+                    source,
+                })?
+                .items
+                .len();
+            if left == 0 {
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(BackupError::Command {
+                    step: format!("stop {}", component.as_str()),
+                    command: "scale to 0".to_owned(),
+                    code: -1,
+                    stderr: format!("{left} pods still there after {}s", budget.as_secs()),
+                });
+            }
+            tokio::time::sleep(STOP_POLL).await;
+        }
+    }
+    Ok(before)
+}
+
+/// Scales the workers [`stop_workers`] stopped back to their replicas.
+///
+/// # Errors
+/// [`BackupError::Api`] when a Deployment cannot be scaled.
+pub async fn start_workers(
+    cluster: &Cluster,
+    lab: &LabName,
+    instance: &InstanceName,
+    stopped: &[(Component, i32)],
+) -> Result<(), BackupError> {
+    for (component, replicas) in stopped {
+        scale(cluster, lab, instance, *component, *replicas).await?;
+    }
+    Ok(())
+}
+
+async fn scale(
+    cluster: &Cluster,
+    lab: &LabName,
+    instance: &InstanceName,
+    component: Component,
+    replicas: i32,
+) -> Result<(), BackupError> {
+    let namespace = names::namespace(lab);
+    let api: Api<Deployment> = Api::namespaced(cluster.client.clone(), &namespace);
+    let name = names::component_object(instance, component);
+    let patch = serde_json::json!({ "spec": { "replicas": replicas } });
+    let params = PatchParams {
+        field_manager: Some(names::FIELD_MANAGER.to_owned()),
+        ..PatchParams::default()
+    };
+    api.patch(&name, &params, &Patch::Merge(&patch))
+        .await
+        .map_err(|source| BackupError::Api {
+            what: format!("cannot scale Deployment {name} in {namespace} to {replicas}"),
+            source,
+        })?;
+    Ok(())
 }
 
 /// How often [`rerun_setup`] looks at the Job.

@@ -305,11 +305,31 @@ async fn handle(
             .find(|(k, _)| k == "labelSelector")
             .map(|(_, v)| v.clone())
             .unwrap_or_default();
-        seen.lock().expect("lock").selectors.push(selector);
+        seen.lock().expect("lock").selectors.push(selector.clone());
+        // A pod with labels is listed only when it matches the selector;
+        // one without labels matches every selector.
+        let wanted: Vec<(&str, &str)> = selector
+            .split(',')
+            .filter_map(|kv| kv.split_once('='))
+            .collect();
+        let items: Vec<&serde_json::Value> = config
+            .pods
+            .as_array()
+            .map(|pods| {
+                pods.iter()
+                    .filter(|pod| match pod["metadata"]["labels"].as_object() {
+                        None => true,
+                        Some(labels) => wanted
+                            .iter()
+                            .all(|(k, v)| labels.get(*k).and_then(|l| l.as_str()) == Some(*v)),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
         let list = serde_json::json!({
             "apiVersion": "v1", "kind": "PodList",
             "metadata": {"resourceVersion": "1"},
-            "items": config.pods,
+            "items": items,
         });
         return Ok(Response::new(Full::new(Bytes::from(list.to_string()))));
     }
