@@ -618,3 +618,71 @@ async fn a_failed_import_leaves_data_secrets_and_media_as_they_were() {
         .expect("count");
     assert_eq!(dbs.trim(), "0", "no stray database");
 }
+
+#[tokio::test]
+async fn a_failure_after_the_load_puts_secrets_media_and_databases_back() {
+    let lab = lab(1).await;
+    let before = fingerprint::pg(&lab.pg, "mastodon").expect("fingerprint");
+    let media_before = read_tree(&lab.media);
+    let env_before = lab
+        .objects
+        .get(&secret_path(&names::env_secret(&name())))
+        .expect("env secret");
+    // The admin Secret is gone: its patch fails after the env Secret's.
+    lab.objects
+        .by_path
+        .lock()
+        .expect("lock")
+        .remove(&secret_path(&names::admin_secret(&name())));
+    lab.pg.create_db("realsource").expect("source db");
+    mastodon_like::load(&lab.pg, "realsource").expect("fixture");
+    let dump_path = lab.data.join("real.dump");
+    dump(&lab.pg, "realsource", &dump_path, DumpFormat::Custom);
+    let real_media = lab.data.join("real-media");
+    write_tree(&real_media, &[("cache/z.png", "z")]);
+
+    let err = bounded(fedilab_lab::import(
+        &lab.server.cluster,
+        &ImportRequest {
+            data_dir: lab.data.clone(),
+            lab: "main".parse().expect("lab"),
+            instance: "mastodon1".to_owned(),
+            env_file: fixture_env(),
+            dump: dump_path,
+            media: Some(real_media),
+            setup_budget: Duration::from_secs(10),
+        },
+        &Recorder::default(),
+    ))
+    .await
+    .expect_err("no admin Secret");
+    assert!(matches!(err, TransferError::Before(_)), "{err:?}");
+    assert_eq!(fingerprint::pg(&lab.pg, "mastodon").expect("fp"), before);
+    assert_eq!(read_tree(&lab.media), media_before, "staged media removed");
+    assert_eq!(
+        lab.objects
+            .get(&secret_path(&names::env_secret(&name())))
+            .expect("env secret"),
+        env_before,
+        "the env Secret's old values are back"
+    );
+    assert!(
+        lab.dir().instance_secrets("mastodon1").expect("read") == Some(secrets(1)),
+        "host secrets untouched"
+    );
+    let dbs = lab
+        .pg
+        .psql(
+            "postgres",
+            "SELECT count(*) FROM pg_database WHERE datname LIKE 'mastodon_%'",
+        )
+        .expect("count");
+    assert_eq!(dbs.trim(), "0", "the loaded database was dropped");
+    assert!(
+        !lab.objects
+            .calls()
+            .iter()
+            .any(|c| c.contains("/deployments/")),
+        "no worker stopped, no pod restarted"
+    );
+}
