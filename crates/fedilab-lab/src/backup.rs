@@ -743,7 +743,6 @@ pub async fn restore(
         source,
     };
     let file = std::fs::File::open(path).map_err(io_err("open", path))?;
-    let archive_size = file.metadata().map(|m| m.len()).ok();
     let mut reader = ArchiveReader::open(BufReader::new(file)).map_err(read_err)?;
     let manifest = reader.manifest().clone();
     let version = instance.server_version(cluster).await?;
@@ -780,14 +779,14 @@ pub async fn restore(
     let entries: BTreeMap<String, String> =
         serde_json::from_slice(&secrets_json).map_err(|e| read_err(ReadError::Manifest(e)))?;
     let db_path = work.path().join(archive::DATABASE);
-    unpack(&mut reader, &db_path, "database", archive_size, progress).map_err(|e| match e {
+    unpack(&mut reader, &db_path, "database", progress).map_err(|e| match e {
         Unpack::Read(e) => read_err(e),
         Unpack::Io(e) => io_err("write", &db_path)(e),
     })?;
     let mut media_path = None;
     if reader.peek().is_some() {
         let p = work.path().join(archive::MEDIA);
-        unpack(&mut reader, &p, "media", archive_size, progress).map_err(|e| match e {
+        unpack(&mut reader, &p, "media", progress).map_err(|e| match e {
             Unpack::Read(e) => read_err(e),
             Unpack::Io(e) => io_err("write", &p)(e),
         })?;
@@ -834,7 +833,6 @@ fn unpack(
     reader: &mut ArchiveReader<BufReader<std::fs::File>>,
     path: &Path,
     what: &str,
-    _archive_size: Option<u64>,
     progress: &dyn TransferProgress,
 ) -> Result<(), Unpack> {
     let total = reader.peek().map(|m| m.size);
