@@ -10,6 +10,7 @@
 //! down(&Cluster, &DownRequest, ..) cluster objects -> serve stopped -> purge
 //! AttachPlan::prepare / attach     leaf, objects, attached.json + lab.json, serve
 //! DetachPlan::prepare / detach     objects, leaf, state, serve
+//! backup / restore / import        one instance's state to and from an archive
 //! ```
 //!
 //! Each `prepare` does the local checks first, so a refusal never needs a
@@ -30,12 +31,17 @@ macro_rules! boxed_from {
     };
 }
 
+mod backup;
 mod down;
 mod host;
 mod members;
 mod tls;
 mod up;
 
+pub use backup::{
+    BackupReport, BackupRequest, ImportRequest, RestoreReport, RestoreRequest, SETUP_BUDGET,
+    TransferError, TransferEvent, TransferProgress, backup, check_instance, import, restore,
+};
 pub use down::{DownError, DownReport, DownRequest, down};
 pub use host::{Daemon, HostSide};
 pub use members::{

@@ -157,6 +157,34 @@ impl LabDir {
             .map(|s| (s.admin_password, s.api_token)))
     }
 
+    /// The saved secrets of `instance`, if any (backup and restore).
+    ///
+    /// # Errors
+    /// [`StateError`] when the file cannot be read or parsed.
+    pub fn instance_secrets(&self, instance: &str) -> Result<Option<MastodonSecrets>, StateError> {
+        let file: Option<SecretsFile> = self.read_json(&self.dir.join(SECRETS_FILE))?;
+        Ok(file
+            .and_then(|mut f| f.instances.remove(instance))
+            .map(MastodonSecrets::from))
+    }
+
+    /// Replaces the saved secrets of `instance` (restore and import: the
+    /// restored data's keys); the other instances' stay.
+    ///
+    /// # Errors
+    /// [`StateError`] when the file cannot be read, parsed or written.
+    pub fn set_instance_secrets(
+        &self,
+        instance: &str,
+        secrets: &MastodonSecrets,
+    ) -> Result<(), StateError> {
+        let path = self.dir.join(SECRETS_FILE);
+        let mut file: SecretsFile = self.read_json(&path)?.unwrap_or_default();
+        file.instances
+            .insert(instance.to_owned(), StoredSecrets::from(secrets));
+        self.write_json(&path, &file)
+    }
+
     /// Saves what `status`, `creds` and `down` need.
     ///
     /// # Errors
@@ -452,6 +480,28 @@ mod tests {
             .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
             .collect();
         assert!(leftovers.is_empty());
+    }
+
+    #[test]
+    fn one_instances_secrets_are_replaced_and_the_others_kept() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let lab = LabDir::new(tmp.path(), &"main".parse().expect("valid"));
+        let all = lab
+            .secrets_with(&spec(2), |s| s.fill(1))
+            .expect("generated");
+        assert_eq!(lab.instance_secrets("nope").expect("read"), None);
+        let restored = MastodonSecrets::generate([9; 32], &"mastodon1".parse().expect("name"));
+        lab.set_instance_secrets("mastodon1", &restored)
+            .expect("saved");
+        assert!(lab.instance_secrets("mastodon1").expect("read") == Some(restored.clone()));
+        let other: InstanceName = "mastodon2".parse().expect("name");
+        assert!(
+            lab.instance_secrets("mastodon2").expect("read").as_ref() == all.instances.get(&other)
+        );
+        assert_eq!(
+            lab.admin_secrets("mastodon1").expect("read"),
+            Some((restored.admin_password, restored.api_token))
+        );
     }
 
     #[test]

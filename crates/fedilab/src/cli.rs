@@ -69,6 +69,15 @@ pub enum Command {
     Exec(crate::cmd::exec::ExecArgs),
     /// Run Mastodon's tootctl in an instance's web pod.
     Tootctl(crate::cmd::exec::TootctlArgs),
+    /// Write one instance's state (database, media, secrets) to an archive
+    /// file.
+    Backup(crate::cmd::backup::BackupArgs),
+    /// Bring an instance back to the state of an archive of `fedilab
+    /// backup`.
+    Restore(crate::cmd::backup::RestoreArgs),
+    /// Bring a real Mastodon's data (env file secrets, pg_dump, media) into
+    /// a lab instance.
+    Import(crate::cmd::backup::ImportArgs),
     /// Check in the live lab that it is isolated, named, trusted and
     /// federating; print a checklist with evidence (`--plan`: only print
     /// the checks).

@@ -1,6 +1,7 @@
 //! One module per subcommand; [`run`] dispatches.
 
 pub mod attach;
+pub mod backup;
 pub mod bootstrap;
 pub mod ca;
 pub mod creds;
@@ -40,6 +41,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Down(args) => down::run(&args),
         Command::Exec(args) => exec::exec(&args),
         Command::Tootctl(args) => exec::tootctl(&args),
+        Command::Backup(args) => backup::backup(&args),
+        Command::Restore(args) => backup::restore(&args),
+        Command::Import(args) => backup::import(&args),
         Command::Verify(args) => verify::run(&args),
         Command::Bootstrap(args) => bootstrap::run(&args),
     }
