@@ -12,6 +12,7 @@
 mod external;
 mod facts;
 mod federation;
+mod instance;
 mod lab;
 mod mastodon;
 mod objects;
@@ -26,11 +27,9 @@ use fedilab_profile::{InstanceName, InstanceSpec, InstanceSpecKind, LabSpec};
 
 pub use facts::ClusterFacts;
 pub use federation::{ALLOW_DOMAINS_ENV, ALLOW_DOMAINS_RB, allow_domains_command, allowed_domains};
+pub use instance::{POSTGRES_IMAGE, REDIS_IMAGE, SYSTEM_BUNDLE_PATH, TRUST_BUNDLE_PATH};
 pub use lab::{corefile_server_block, corefile_server_block_on};
-pub use mastodon::{
-    DB_NAME, DB_USER, MEDIA_DIR, POSTGRES_IMAGE, REDIS_IMAGE, SYSTEM_BUNDLE_PATH,
-    TRUST_BUNDLE_PATH, WEB_PORT, check_pod,
-};
+pub use mastodon::{DB_NAME, DB_USER, MEDIA_DIR, WEB_PORT, check_pod};
 pub use objects::{LabManifests, Manifest, OutputError};
 pub use routing::Routing;
 pub use secrets::{LabSecrets, MastodonSecrets, seed_from_text};
@@ -122,6 +121,9 @@ pub fn build_on(
                     .get(&instance.name)
                     .ok_or_else(|| BuildError::MissingSecrets(instance.name.clone()))?;
                 mastodon::build(spec, instance, m, instance_secrets, leaf()?, proxy)
+            }
+            InstanceSpecKind::Misskey(_) | InstanceSpecKind::GoToSocial(_) => {
+                todo!("kinds")
             }
             InstanceSpecKind::External(e) => {
                 let proxy = proxy

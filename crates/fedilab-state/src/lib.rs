@@ -409,7 +409,7 @@ pub fn other_serve_settings(data_dir: &Path, except: &LabName) -> Vec<ServeSetti
 #[cfg(test)]
 mod tests {
     use super::*;
-    use fedilab_profile::Overrides;
+    use fedilab_profile::{InstanceCounts, Overrides};
     use std::net::IpAddr;
 
     fn spec(n: usize) -> LabSpec {
@@ -417,7 +417,7 @@ mod tests {
             fedilab_profile::DEFAULT_PROFILE_YAML,
             "test",
             &Overrides {
-                instances: Some(n),
+                instances: Some(InstanceCounts::Total(n)),
                 ..Overrides::default()
             },
         )
