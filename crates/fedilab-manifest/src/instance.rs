@@ -37,7 +37,8 @@ pub const REDIS_IMAGE: &str = "docker.io/library/redis:7-alpine";
 pub(crate) const POSTGRES_PORT: i32 = 5432;
 /// Redis's port.
 pub(crate) const REDIS_PORT: i32 = 6379;
-const POSTGRES_UID: i64 = 70; // `postgres` in the Alpine image
+/// `postgres` in the Alpine image.
+pub(crate) const POSTGRES_UID: i64 = 70;
 const REDIS_UID: i64 = 999; // `redis` in the Alpine image
 const POSTGRES_SIZE: &str = "2Gi";
 

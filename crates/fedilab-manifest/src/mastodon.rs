@@ -21,9 +21,9 @@ use fedilab_profile::{InstanceSpec, LabSpec, MastodonSpec};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    Affinity, ConfigMap, ConfigMapEnvSource, ConfigMapVolumeSource, Container, ContainerPort,
-    EnvFromSource, Pod, PodAffinity, PodAffinityTerm, PodSpec, PodTemplateSpec,
-    ResourceRequirements, Secret, SecretEnvSource, Volume,
+    Affinity, ConfigMap, ConfigMapEnvSource, Container, ContainerPort, EnvFromSource, Pod,
+    PodAffinity, PodAffinityTerm, PodSpec, PodTemplateSpec, ResourceRequirements, Secret,
+    SecretEnvSource,
 };
 use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity as K8sQuantity;
@@ -35,11 +35,12 @@ use crate::instance::{
 use crate::lab::lab_meta;
 use crate::objects::{InstanceObjects, Manifest};
 use crate::pod::{
-    env, env_from_secret, exec_probe, http_probe, init_resources, mount, resources,
-    restricted_container, s, startup, tcp_probe,
+    env, exec_probe, http_probe, init_resources, mount, resources, restricted_container, s,
+    startup, tcp_probe,
 };
 use crate::routing::{self, IngressPath, Proxy};
 use crate::secrets::MastodonSecrets;
+use crate::setup::{self, SETUP_DIR};
 use crate::tls::LeafPem;
 
 const APP: &str = "mastodon";
@@ -53,7 +54,6 @@ pub const DB_NAME: &str = "mastodon";
 pub const DB_USER: &str = "mastodon";
 const DB_PASS_KEY: &str = "DB_PASS";
 
-const SETUP_DIR: &str = "/etc/fedilab/setup";
 /// Where the media volume is mounted in the web and Sidekiq containers.
 pub const MEDIA_DIR: &str = "/opt/mastodon/public/system";
 const SIDEKIQ_READY_FILE: &str =
@@ -402,26 +402,11 @@ impl Builder<'_> {
     }
 
     fn setup_job(&self) -> Job {
-        let admin = names::admin_secret(&self.instance.name);
         let container = Container {
             name: s("setup"),
             image: Some(s(&self.m.image)),
             command: Some(vec![s("bash"), format!("{SETUP_DIR}/setup.sh")]),
-            env: Some(vec![
-                env_from_secret(
-                    "FEDILAB_ADMIN_USERNAME",
-                    &admin,
-                    names::admin_keys::USERNAME,
-                ),
-                env_from_secret("FEDILAB_ADMIN_EMAIL", &admin, names::admin_keys::EMAIL),
-                env_from_secret(
-                    "FEDILAB_ADMIN_PASSWORD",
-                    &admin,
-                    names::admin_keys::PASSWORD,
-                ),
-                env_from_secret("FEDILAB_API_TOKEN", &admin, names::admin_keys::API_TOKEN),
-                env("FEDILAB_OAUTH_APP", names::OAUTH_APP_NAME),
-            ]),
+            env: Some(setup::admin_env(&self.base)),
             volume_mounts: Some(vec![mount("setup", SETUP_DIR, true)]),
             resources: Some(resources(&self.m.resources.web)),
             ..Container::default()
@@ -436,14 +421,9 @@ impl Builder<'_> {
         }
         let mut pod = self.mastodon_pod(&self.m.image, container, false);
         pod.restart_policy = Some(s("Never"));
-        pod.volumes.get_or_insert_with(Vec::new).push(Volume {
-            name: s("setup"),
-            config_map: Some(ConfigMapVolumeSource {
-                name: s(names::SETUP_SCRIPTS_CONFIGMAP),
-                ..ConfigMapVolumeSource::default()
-            }),
-            ..Volume::default()
-        });
+        pod.volumes
+            .get_or_insert_with(Vec::new)
+            .push(setup::scripts_volume());
         // Wait for PostgreSQL before booting Rails, so a slow database is
         // not counted as a failed attempt.
         let wait = format!(

@@ -269,6 +269,12 @@ impl InstanceSpecKind {
             InstanceSpecKind::External(_) => InstanceKind::External,
         }
     }
+
+    /// Whether fedilab runs the server in the cluster (and generates its
+    /// secrets): every kind but `external`.
+    pub fn runs_in_cluster(&self) -> bool {
+        !matches!(self, InstanceSpecKind::External(_))
+    }
 }
 
 /// A Misskey instance's resolved settings.

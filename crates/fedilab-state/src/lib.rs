@@ -27,7 +27,7 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use fedilab_manifest::{LabSecrets, MastodonSecrets};
-use fedilab_profile::{Domain, InstanceName, InstanceSpecKind, LabName, LabSpec};
+use fedilab_profile::{Domain, InstanceName, LabName, LabSpec};
 use rand_core::{OsRng, RngCore};
 use serde::Serialize;
 
@@ -120,15 +120,12 @@ impl LabDir {
         let mut file: SecretsFile = self.read_json(&path)?.unwrap_or_default();
         let mut changed = false;
         // External instances have no generated secrets.
-        let mastodons = spec
-            .instances
-            .iter()
-            .filter(|i| matches!(i.kind, InstanceSpecKind::Mastodon(_)));
+        let mastodons = spec.instances.iter().filter(|i| i.kind.runs_in_cluster());
         for instance in mastodons.clone() {
             if !file.instances.contains_key(instance.name.as_str()) {
                 let mut seed = [0u8; 32];
                 fill(&mut seed);
-                let generated = MastodonSecrets::generate(seed, &instance.name);
+                let generated = MastodonSecrets::generate_for(&instance.kind, seed, &instance.name);
                 file.instances
                     .insert(instance.name.to_string(), StoredSecrets::from(&generated));
                 changed = true;
