@@ -255,7 +255,7 @@ impl LabState {
     ) {
         for instance in &mut self.instances {
             if let Some(u) = upstreams.get(&instance.name)
-                && instance.kind == StoredKind::Mastodon
+                && instance.kind.runs_in_cluster()
             {
                 instance.upstreams.clone_from(u);
             }
