@@ -45,7 +45,7 @@ use fedilab_orchestrator::backup::{
 use fedilab_orchestrator::{Cluster, ExecTarget, InstanceCredentials};
 use fedilab_profile::names::{self, Component};
 use fedilab_profile::{InstanceName, LabName};
-use fedilab_state::{LabDir, StateError, StoredInstance, StoredKind};
+use fedilab_state::{LabDir, StateError, StoredInstance};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// The budget of the setup Job after a restore or import (migrations of
@@ -186,14 +186,11 @@ pub enum TransferError {
         known: String,
     },
     /// Not an instance whose state fedilab keeps.
-    #[error(
-        "{instance} is a server outside the cluster ({kind}); fedilab keeps the state only of \
-         the lab's own instances"
-    )]
+    #[error("{instance} is {}", not_managed(kind))]
     NotManaged {
         /// The instance.
         instance: String,
-        /// `external` or `attached`.
+        /// `external`, `attached`, or a kind without backups yet.
         kind: &'static str,
     },
     /// The state has no secrets for it.
@@ -332,6 +329,19 @@ struct Instance {
     kind: &'static dyn KindState,
 }
 
+/// Why an instance of `kind` has no state fedilab moves.
+fn not_managed(kind: &str) -> String {
+    match kind {
+        "external" | "attached" => format!(
+            "a server outside the cluster ({kind}); fedilab keeps the state only of the lab's \
+             own instances"
+        ),
+        other => format!(
+            "a {other} instance; backup, restore and import handle Mastodon instances so far"
+        ),
+    }
+}
+
 impl Instance {
     fn load(data_dir: &Path, lab: &LabName, name: &str) -> Result<Instance, TransferError> {
         let dir = LabDir::new(data_dir, lab);
@@ -353,10 +363,9 @@ impl Instance {
                     .join(", "),
             });
         };
-        let kind = match stored.kind {
-            StoredKind::Mastodon => for_kind("mastodon"),
-            StoredKind::External | StoredKind::Attached => None,
-        };
+        // External and attached servers are not fedilab's; kinds without
+        // a state module (Misskey, GoToSocial so far) are refused too.
+        let kind = for_kind(stored.kind.as_str());
         let Some(kind) = kind else {
             return Err(TransferError::NotManaged {
                 instance: name.to_owned(),

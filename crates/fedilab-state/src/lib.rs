@@ -27,7 +27,7 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use fedilab_manifest::{LabSecrets, MastodonSecrets};
-use fedilab_profile::{Domain, InstanceName, InstanceSpecKind, LabName, LabSpec};
+use fedilab_profile::{Domain, InstanceName, LabName, LabSpec};
 use rand_core::{OsRng, RngCore};
 use serde::Serialize;
 
@@ -120,15 +120,12 @@ impl LabDir {
         let mut file: SecretsFile = self.read_json(&path)?.unwrap_or_default();
         let mut changed = false;
         // External instances have no generated secrets.
-        let mastodons = spec
-            .instances
-            .iter()
-            .filter(|i| matches!(i.kind, InstanceSpecKind::Mastodon(_)));
+        let mastodons = spec.instances.iter().filter(|i| i.kind.runs_in_cluster());
         for instance in mastodons.clone() {
             if !file.instances.contains_key(instance.name.as_str()) {
                 let mut seed = [0u8; 32];
                 fill(&mut seed);
-                let generated = MastodonSecrets::generate(seed, &instance.name);
+                let generated = MastodonSecrets::generate_for(&instance.kind, seed, &instance.name);
                 file.instances
                     .insert(instance.name.to_string(), StoredSecrets::from(&generated));
                 changed = true;
@@ -437,7 +434,7 @@ pub fn other_serve_settings(data_dir: &Path, except: &LabName) -> Vec<ServeSetti
 #[cfg(test)]
 mod tests {
     use super::*;
-    use fedilab_profile::Overrides;
+    use fedilab_profile::{InstanceCounts, Overrides};
     use std::net::IpAddr;
 
     fn spec(n: usize) -> LabSpec {
@@ -445,7 +442,7 @@ mod tests {
             fedilab_profile::DEFAULT_PROFILE_YAML,
             "test",
             &Overrides {
-                instances: Some(n),
+                instances: Some(InstanceCounts::Total(n)),
                 ..Overrides::default()
             },
         )

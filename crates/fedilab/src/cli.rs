@@ -3,7 +3,9 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
-use fedilab_profile::{DEFAULT_PROFILE_YAML, LabSpec, Overrides, ParseOrValidationError};
+use fedilab_profile::{
+    DEFAULT_PROFILE_YAML, InstanceCounts, LabSpec, Overrides, ParseOrValidationError,
+};
 
 use crate::UsageError;
 
@@ -117,10 +119,12 @@ pub struct LabArgs {
     #[arg(short, long, value_name = "FILE")]
     pub profile: Option<PathBuf>,
 
-    /// The number of instances. Keeps the profile's first N and adds Mastodon
-    /// instances named mastodonK up to N.
-    #[arg(short = 'n', long, value_name = "N")]
-    pub instances: Option<usize>,
+    /// How many instances: N keeps the profile's first N and adds Mastodon
+    /// instances named mastodonK up to N; KIND=N,... (kinds mastodon,
+    /// misskey, gotosocial), such as mastodon=2,misskey=1,gotosocial=1, does
+    /// the same per kind (names mastodonK, misskeyK, gtsK).
+    #[arg(short = 'n', long, value_name = "N|KIND=N,...")]
+    pub instances: Option<InstanceCounts>,
 
     /// The lab's DNS domain (default fediverse.local; fediverse.test avoids
     /// mDNS on hosts that claim .local).
@@ -143,7 +147,7 @@ impl LabArgs {
         let overrides = Overrides {
             lab: self.lab.clone(),
             domain: self.domain.clone(),
-            instances: self.instances,
+            instances: self.instances.clone(),
         };
         let (text, origin) = match &self.profile {
             Some(path) => {
