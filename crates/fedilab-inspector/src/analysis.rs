@@ -132,6 +132,11 @@ pub struct Analysis {
     pub federation: bool,
     /// `Create(Note)`, `Follow`, `Undo(Like)`, or the fetched object's type.
     pub activity: Option<String>,
+    /// What an implementation's extension adds to the type (Misskey's
+    /// `reaction 👍`, `quote of URL`), or that a fetch was refused for
+    /// lack of a signature.
+    #[serde(default)]
+    pub detail: Option<String>,
     /// The outer `type`.
     pub activity_type: Option<String>,
     /// The inner object's `type`, when it is embedded.
@@ -284,6 +289,7 @@ pub fn analyze(ex: &Exchange, cfg: &SignatureConfig) -> Analysis {
         kind,
         federation,
         activity: None,
+        detail: None,
         activity_type: None,
         object_type: None,
         actor: None,
@@ -307,6 +313,7 @@ pub fn analyze(ex: &Exchange, cfg: &SignatureConfig) -> Analysis {
         a.activity_type = type_of(&doc);
         a.id = doc.get("id").and_then(id_of);
         if kind == Kind::InboxPost {
+            a.detail = crate::dialect::of_activity(&doc);
             a.proofs = signature::proof::find(&doc);
             a.actor = doc.get("actor").and_then(id_of);
             if let Some(obj) = doc.get("object") {
@@ -334,6 +341,12 @@ pub fn analyze(ex: &Exchange, cfg: &SignatureConfig) -> Analysis {
         });
     }
 
+    if is_get && kind == Kind::ObjectFetch && a.activity.is_none() {
+        a.detail = ex
+            .response
+            .as_ref()
+            .and_then(|r| crate::dialect::of_refused_fetch(r.status, a.signature.is_some()));
+    }
     a.from = a
         .signature
         .as_ref()

@@ -57,6 +57,11 @@ pub struct ExchangeSummary<U = bool> {
     /// `Create(Note)`, `Undo(Like)`, `Follow`; for a fetch, the fetched
     /// object's type.
     pub activity: Option<String>,
+    /// What an implementation's extension adds (`reaction 👍`, `quote of
+    /// URL`), or `refused unsigned (401): …` for a fetch a server refused
+    /// without a signature.
+    #[serde(default)]
+    pub detail: Option<String>,
     /// The activity's actor (or the fetched object's).
     pub actor: Option<String>,
     /// The object's id.

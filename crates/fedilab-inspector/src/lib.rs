@@ -14,6 +14,8 @@
 //!   RFC 9421, RSA and Ed25519; FEP-8b32 proofs), computed on read and
 //!   cached, never on the hot path, with actor keys learned by watching
 //!   actor documents cross the proxy (or fetched through the upstream).
+//!   Implementations' extensions (Misskey's reactions and quotes, a fetch
+//!   refused unsigned) become the exchange's `detail` (module `dialect`).
 //! - [`fault`]: fault rules (delay, a status, a reset, a corrupted body or
 //!   signature, a duplicate) the proxy applies to matching requests; with
 //!   no rule loaded the proxy pays one atomic load.
@@ -31,6 +33,7 @@ mod capture;
 pub mod client;
 pub mod config;
 pub mod decode;
+mod dialect;
 pub mod exchange;
 pub mod fault;
 pub mod filter;

@@ -52,6 +52,7 @@ fn summary_with<U>(
         kind: a.kind,
         federation: a.federation,
         activity: a.activity.clone(),
+        detail: a.detail.clone(),
         actor: a.actor.clone(),
         object: a.object.clone(),
         signature: a.signature.as_ref().map(|s| SignatureSummary {

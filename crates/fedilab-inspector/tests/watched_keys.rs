@@ -191,6 +191,41 @@ async fn a_server_refusing_unsigned_fetches_gets_valid_verdicts_from_watched_key
     assert_eq!(posted["key_source"], "watched");
 }
 
+/// Issue 14: a fetch that a server requiring signed GETs refuses because it
+/// is unsigned is marked as such in the list; a signed one is not.
+#[tokio::test]
+async fn an_unsigned_fetch_refused_by_a_strict_server_is_marked() {
+    let keys: Shared = Arc::new(Mutex::new(Keys {
+        pem: ALICE_PUB.to_owned(),
+        multikey: None,
+    }));
+    let mut lab = strict_lab(Arc::clone(&keys)).await;
+    let accept = vec![("accept".to_owned(), "application/activity+json".to_owned())];
+    let reply = lab
+        .send("GET", M1, "/users/alice", &accept, Vec::new())
+        .await;
+    assert_eq!(reply.status, 401);
+    let refused = lab.next_record_id().await;
+    signed_actor_fetch(&mut lab).await;
+    let list = lab.api("GET", "/api/exchanges").await.json();
+    let rows = list["exchanges"].as_array().expect("exchanges");
+    let detail = |id: u64| {
+        rows.iter()
+            .find(|x| x["id"] == id)
+            .map(|x| x["detail"].clone())
+            .expect("listed")
+    };
+    assert_eq!(
+        detail(refused),
+        "refused unsigned (401): the server requires signed fetches"
+    );
+    let signed = rows
+        .iter()
+        .find(|x| x["id"] != refused)
+        .expect("the signed fetch");
+    assert!(signed["detail"].is_null(), "{signed}");
+}
+
 #[tokio::test]
 async fn a_rotated_key_is_used_from_the_rotation_on() {
     let keys: Shared = Arc::new(Mutex::new(Keys {
