@@ -23,7 +23,6 @@ use k8s_openapi::api::core::v1::{
     ConfigMap, ConfigMapEnvSource, ConfigMapVolumeSource, Container, ContainerPort, EnvFromSource,
     EnvVar, SecurityContext, Volume,
 };
-use k8s_openapi::api::networking::v1::Ingress;
 use serde::Serialize;
 
 use crate::instance::{
@@ -34,7 +33,7 @@ use crate::objects::{InstanceObjects, Manifest};
 use crate::pod::{
     env, env_from_secret, http_probe, mount, resources, restricted_container, s, startup,
 };
-use crate::routing::{self, IngressPath, Proxy};
+use crate::routing::{self, Proxy};
 use crate::secrets::MastodonSecrets;
 use crate::setup::{self, SETUP_DIR};
 use crate::tls::LeafPem;
@@ -133,7 +132,7 @@ pub(crate) fn build(
         app: InstanceKind::Gotosocial.as_str(),
     };
     let route = match proxy {
-        None => vec![Manifest::Ingress(ingress(&b))],
+        None => vec![Manifest::Ingress(b.web_ingress(PORT))],
         Some(proxy) => routing::inspector_route(spec, instance, b.app, proxy, None).into(),
     };
     let db = Db {
@@ -252,19 +251,6 @@ fn web(b: &Base<'_>, g: &GoToSocialSpec) -> Deployment {
     volumes.push(b.media_volume());
     pod.volumes = Some(volumes);
     b.deployment(Component::Web, pod, true)
-}
-
-fn ingress(b: &Base<'_>) -> Ingress {
-    routing::ingress(
-        b.spec,
-        b.instance,
-        b.instance_labels(),
-        vec![IngressPath {
-            prefix: "/",
-            service: b.name(Component::Web),
-            port: PORT,
-        }],
-    )
 }
 
 /// The setup Job: first, in GoToSocial's image, the admin account

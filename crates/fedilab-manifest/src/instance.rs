@@ -17,6 +17,7 @@ use k8s_openapi::api::core::v1::{
     PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource, PodSpec, PodTemplateSpec, Secret,
     Service, ServicePort, ServiceSpec, Volume, VolumeResourceRequirements,
 };
+use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity as K8sQuantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -26,6 +27,7 @@ use crate::pod::{
     env, env_from_secret, exec_probe, init_resources, mount, pod_security, resources,
     restricted_container, s, startup, tcp_probe,
 };
+use crate::routing::{self, IngressPath};
 use crate::secrets::MastodonSecrets;
 use crate::tls::{self, LeafPem};
 
@@ -362,5 +364,20 @@ impl Base<'_> {
             }),
             ..Volume::default()
         }
+    }
+
+    /// The Ingress of a kind whose one server takes every path, on `port`
+    /// of its web Service.
+    pub(crate) fn web_ingress(&self, port: i32) -> Ingress {
+        routing::ingress(
+            self.spec,
+            self.instance,
+            self.instance_labels(),
+            vec![IngressPath {
+                prefix: "/",
+                service: self.name(Component::Web),
+                port,
+            }],
+        )
     }
 }

@@ -20,7 +20,6 @@ use fedilab_profile::{InstanceKind, InstanceSpec, LabSpec, MisskeySpec};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Container, ContainerPort, SecretVolumeSource, Volume};
-use k8s_openapi::api::networking::v1::Ingress;
 use serde::Serialize;
 
 use crate::instance::{Base, CA_DIR, CA_FILE, Db, POSTGRES_PORT, REDIS_PORT, lab_ca_volume};
@@ -28,7 +27,7 @@ use crate::objects::{InstanceObjects, Manifest};
 use crate::pod::{
     env, env_from_secret, http_probe, mount, resources, restricted_container, s, startup, tcp_probe,
 };
-use crate::routing::{self, IngressPath, Proxy};
+use crate::routing::{self, Proxy};
 use crate::secrets::MastodonSecrets;
 use crate::setup;
 use crate::tls::LeafPem;
@@ -152,7 +151,7 @@ pub(crate) fn build(
         app: InstanceKind::Misskey.as_str(),
     };
     let route = match proxy {
-        None => vec![Manifest::Ingress(ingress(&b))],
+        None => vec![Manifest::Ingress(b.web_ingress(PORT))],
         Some(proxy) => routing::inspector_route(spec, instance, b.app, proxy, None).into(),
     };
     let config = Config::new(spec, instance, secrets).to_yaml();
@@ -248,19 +247,6 @@ fn config_volume(b: &Base<'_>) -> Volume {
         }),
         ..Volume::default()
     }
-}
-
-fn ingress(b: &Base<'_>) -> Ingress {
-    routing::ingress(
-        b.spec,
-        b.instance,
-        b.instance_labels(),
-        vec![IngressPath {
-            prefix: "/",
-            service: b.name(Component::Web),
-            port: PORT,
-        }],
-    )
 }
 
 /// The setup Job: waits for the server, creates the admin through the

@@ -3,7 +3,7 @@
 //! report printed.
 
 use std::fmt::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -13,6 +13,8 @@ use fedilab_lab::{
     BackupReport, BackupRequest, ImportRequest, RestoreReport, RestoreRequest, TransferError,
     TransferEvent, TransferProgress,
 };
+use fedilab_orchestrator::Cluster;
+use fedilab_profile::LabName;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::UsageError;
@@ -134,15 +136,14 @@ pub fn backup(args: &BackupArgs) -> anyhow::Result<ExitCode> {
         output: args.output.clone(),
         fedilab_version: env!("CARGO_PKG_VERSION").to_owned(),
     };
-    fedilab_lab::check_instance(&request.data_dir, &request.lab, &request.instance)
-        .map_err(usage_or)?;
-    let report = runtime(Threads::One)?.block_on(async {
-        let cluster = connect_checked(&args.kube).await?;
-        let progress = Bars::default();
-        let outcome = fedilab_lab::backup(&cluster, &request, &progress).await;
-        progress.finish();
-        outcome.map_err(usage_or)
-    })?;
+    let (data_dir, lab, instance) = (&request.data_dir, &request.lab, &request.instance);
+    let report = transfer(
+        &args.kube,
+        data_dir,
+        lab,
+        instance,
+        async |cluster, bars| fedilab_lab::backup(cluster, &request, bars).await,
+    )?;
     print!("{}", backup_text(&report));
     Ok(ExitCode::SUCCESS)
 }
@@ -159,15 +160,14 @@ pub fn restore(args: &RestoreArgs) -> anyhow::Result<ExitCode> {
         archive: args.archive.clone(),
         setup_budget: args.timeout_setup,
     };
-    fedilab_lab::check_instance(&request.data_dir, &request.lab, &request.instance)
-        .map_err(usage_or)?;
-    let report = runtime(Threads::One)?.block_on(async {
-        let cluster = connect_checked(&args.kube).await?;
-        let progress = Bars::default();
-        let outcome = fedilab_lab::restore(&cluster, &request, &progress).await;
-        progress.finish();
-        outcome.map_err(usage_or)
-    })?;
+    let (data_dir, lab, instance) = (&request.data_dir, &request.lab, &request.instance);
+    let report = transfer(
+        &args.kube,
+        data_dir,
+        lab,
+        instance,
+        async |cluster, bars| fedilab_lab::restore(cluster, &request, bars).await,
+    )?;
     print!("{}", restore_text(&report));
     Ok(ExitCode::SUCCESS)
 }
@@ -186,17 +186,35 @@ pub fn import(args: &ImportArgs) -> anyhow::Result<ExitCode> {
         media: args.media.clone(),
         setup_budget: args.timeout_setup,
     };
-    fedilab_lab::check_instance(&request.data_dir, &request.lab, &request.instance)
-        .map_err(usage_or)?;
-    let report = runtime(Threads::One)?.block_on(async {
-        let cluster = connect_checked(&args.kube).await?;
-        let progress = Bars::default();
-        let outcome = fedilab_lab::import(&cluster, &request, &progress).await;
-        progress.finish();
-        outcome.map_err(usage_or)
-    })?;
+    let (data_dir, lab, instance) = (&request.data_dir, &request.lab, &request.instance);
+    let report = transfer(
+        &args.kube,
+        data_dir,
+        lab,
+        instance,
+        async |cluster, bars| fedilab_lab::import(cluster, &request, bars).await,
+    )?;
     print!("{}", restore_text(&report));
     Ok(ExitCode::SUCCESS)
+}
+
+/// The shape of the three commands: refuse an unknown lab or instance
+/// before connecting, then run `go` with progress bars.
+fn transfer<R>(
+    kube: &KubeArgs,
+    data_dir: &Path,
+    lab: &LabName,
+    instance: &str,
+    go: impl AsyncFnOnce(&Cluster, &Bars) -> Result<R, TransferError>,
+) -> anyhow::Result<R> {
+    fedilab_lab::check_instance(data_dir, lab, instance).map_err(usage_or)?;
+    runtime(Threads::One)?.block_on(async {
+        let cluster = connect_checked(kube).await?;
+        let bars = Bars::default();
+        let outcome = go(&cluster, &bars).await;
+        bars.finish();
+        outcome.map_err(usage_or)
+    })
 }
 
 /// A usage error (exit 2) when the input is at fault, else the error.
