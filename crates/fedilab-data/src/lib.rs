@@ -10,6 +10,7 @@
 
 pub mod mastodon;
 pub mod pg;
+pub mod snapshot;
 
 use fedilab_profile::names::Component;
 
