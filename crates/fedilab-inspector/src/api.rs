@@ -1,6 +1,7 @@
 //! The UI listener: the embedded page at `/` and the JSON API documented
 //! in `API.md` (`/api/exchanges`, `/api/exchanges/{id}`, `/api/har`,
-//! `/api/events`, `/api/stats`, `/api/servers`).
+//! `/api/events`, `/api/stats`, `/api/servers`; `/api/markers` from
+//! `markers`).
 //!
 //! Reads the store and the analyzer; never touches the proxy. The
 //! documents are the types of `api_types`. Every request passes the
@@ -58,6 +59,7 @@ pub(crate) async fn serve(
 ) {
     let mut stop = shutdown.clone();
     let guard = Arc::new(Guard::for_addr(addr));
+    let markers = crate::markers::routes(Arc::clone(&api.store));
     let app = Router::new()
         .route("/", get(index))
         .route("/api/exchanges", get(list).delete(clear))
@@ -67,6 +69,7 @@ pub(crate) async fn serve(
         .route("/api/stats", get(stats))
         .route("/api/servers", get(servers))
         .with_state(AppState { api, shutdown })
+        .merge(markers)
         .layer(axum::middleware::from_fn_with_state(guard, guard::layer));
     let result = axum::serve(listener, app)
         .with_graceful_shutdown(async move {
