@@ -10,6 +10,7 @@ pub mod exec;
 pub mod inspect;
 pub mod render;
 pub mod serve;
+pub mod snapshot;
 pub mod status;
 pub mod up;
 pub mod verify;
@@ -40,5 +41,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Tootctl(args) => exec::tootctl(&args),
         Command::Verify(args) => verify::run(&args),
         Command::Bootstrap(args) => bootstrap::run(&args),
+        Command::Reset(args) => snapshot::reset(&args),
+        Command::Snapshot(args) => snapshot::snapshot(&args),
     }
 }
