@@ -28,7 +28,7 @@ use fedilab_profile::{InstanceName, LabName};
 use tokio::sync::watch;
 
 use crate::Cluster;
-use crate::exec::{ExecError, ExecTarget, exec_capture};
+use crate::exec::{ExecError, ExecTarget, capture_in, find_running_pod};
 
 /// Which instance, and where its kind keeps its state.
 #[derive(Clone, Copy)]
@@ -68,7 +68,7 @@ pub struct StateOptions {
 impl Default for StateOptions {
     fn default() -> Self {
         StateOptions {
-            quiet_budget: Duration::from_secs(30),
+            quiet_budget: Duration::from_secs(60),
             drain_budget: Duration::from_secs(60),
             poll: Duration::from_millis(500),
             step_budget: Duration::from_secs(300),
@@ -228,7 +228,12 @@ pub async fn run_step(
         container: Some(step.container.to_owned()),
     };
     let (instance, phase) = SnapshotError::instance_phase(target.instance, phase);
-    let run = exec_capture(cluster, &exec_target, &step.argv, None);
+    // Running is enough: a worker that is still booting (after the last
+    // reset's restart) must be reached to be quieted.
+    let run = async {
+        let pod = find_running_pod(cluster, &exec_target).await?;
+        capture_in(cluster, &pod, &step.argv, None).await
+    };
     let captured = match tokio::time::timeout(budget, run).await {
         Err(_) => {
             return Err(SnapshotError::Timeout {

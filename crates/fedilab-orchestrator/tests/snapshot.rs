@@ -200,12 +200,19 @@ impl Drop for Server {
     }
 }
 
+/// A Running pod of `component`; Sidekiq's is not Ready (still booting
+/// after the last restart): state commands must reach it all the same.
 fn pod(component: &str) -> serde_json::Value {
+    let ready = if component == "sidekiq" {
+        "False"
+    } else {
+        "True"
+    };
     serde_json::json!({
         "metadata": {"name": format!("mastodon1-{component}-0"), "namespace": NS,
                      "creationTimestamp": "2026-01-01T00:00:00Z"},
         "spec": {"containers": [{"name": component, "image": "x"}]},
-        "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]},
+        "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": ready}]},
     })
 }
 

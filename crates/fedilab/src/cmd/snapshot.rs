@@ -44,8 +44,9 @@ pub struct StateFlags {
     pub lab: LabSelect,
 
     /// How long the job workers (Sidekiq) may take to report quiet with no
-    /// job in flight; they report with their heartbeat, every 10 s.
-    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    /// job in flight; they report with their heartbeat, every 10 s (a
+    /// Sidekiq still booting after the last reset takes longer).
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
     pub quiet_timeout: Duration,
 
     /// Print each step's time per instance.
