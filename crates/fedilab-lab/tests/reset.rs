@@ -80,6 +80,7 @@ fn plan(data: &std::path::Path, instances: &[&str]) -> StatePlan {
         instances: instances.iter().map(|i| i.parse().expect("i")).collect(),
         options: StateOptions {
             poll: Duration::from_millis(20),
+            resignal: Duration::ZERO,
             ..StateOptions::default()
         },
     })

@@ -61,6 +61,10 @@ pub struct StateOptions {
     pub drain_budget: Duration,
     /// Pause between two probes.
     pub poll: Duration,
+    /// How often the quiet signal is sent again while a worker does not
+    /// report quiet (one that was booting missed the first; each signal is
+    /// a line in Sidekiq's log).
+    pub resignal: Duration,
     /// Budget of each command.
     pub step_budget: Duration,
 }
@@ -71,6 +75,7 @@ impl Default for StateOptions {
             quiet_budget: Duration::from_secs(60),
             drain_budget: Duration::from_secs(60),
             poll: Duration::from_millis(500),
+            resignal: Duration::from_secs(5),
             step_budget: Duration::from_secs(300),
         }
     }
@@ -336,9 +341,9 @@ async fn probe(
     })
 }
 
-/// Quiets the workers (the signal again on every poll: it also reaches a
-/// process that was booting) until Redis shows every live one quiet with
-/// nothing in flight.
+/// Quiets the workers (the signal again every [`StateOptions::resignal`]
+/// while one does not report quiet: it also reaches a process that was
+/// booting) until Redis shows every live one quiet with nothing in flight.
 async fn quiet(
     cluster: &Cluster,
     target: StateTarget<'_>,
@@ -351,9 +356,14 @@ async fn quiet(
     };
     let signals = snapshot::quiet_workers(target.kind);
     let mut last = WorkersState::default();
+    let mut signalled: Option<Instant> = None;
     loop {
-        for step in &signals {
-            run_step(cluster, target, step, "quiet workers", options.step_budget).await?;
+        let all_quiet = last.processes > 0 && last.quiet == last.processes;
+        if signalled.is_none_or(|at| !all_quiet && at.elapsed() >= options.resignal) {
+            for step in &signals {
+                run_step(cluster, target, step, "quiet workers", options.step_budget).await?;
+            }
+            signalled = Some(Instant::now());
         }
         let state = probe(cluster, target, &probe_step, options).await?;
         if state.quiet_and_idle() {

@@ -38,6 +38,7 @@ fn options() -> StateOptions {
         quiet_budget: Duration::from_secs(60),
         drain_budget: Duration::from_secs(60),
         poll: Duration::from_millis(20),
+        resignal: Duration::ZERO,
         step_budget: Duration::from_secs(60),
     }
 }
@@ -99,7 +100,7 @@ async fn save_then_reset_runs_each_step_in_its_container_and_restores_the_state(
     experiment(&s.backends).await;
     assert_ne!(fingerprints(&s.backends).await.pg, saved.pg);
     s.backends.ran.lock().expect("lock").clear();
-    *s.backends.busy_until_tstp.lock().expect("lock") = 3;
+    *s.backends.busy_probes.lock().expect("lock") = 3;
     let outcome = bounded(reset_instance(
         &s.cluster,
         t,
@@ -133,7 +134,10 @@ async fn save_then_reset_runs_each_step_in_its_container_and_restores_the_state(
     for prepared in ["postgres:prepare", "redis:prepare", "web:prepare"] {
         assert!(before.contains(&prepared), "{before:?}");
     }
-    assert_eq!(before.iter().filter(|r| **r == "sidekiq:tstp").count(), 3);
+    // One signal: the worker reported quiet at once, then idle three
+    // heartbeats later.
+    assert_eq!(before.iter().filter(|r| **r == "sidekiq:tstp").count(), 1);
+    assert_eq!(before.iter().filter(|r| **r == "redis:probe").count(), 3);
     assert!(
         notes
             .0
@@ -277,7 +281,7 @@ async fn workers_that_never_quiet_or_queues_that_never_drain_change_nothing() {
     let (lab, instance) = names();
     let t = target(&lab, &instance);
     let (_, changed) = saved_and_changed(&s).await;
-    *s.backends.busy_until_tstp.lock().expect("lock") = u32::MAX;
+    *s.backends.busy_probes.lock().expect("lock") = u32::MAX;
     let short = StateOptions {
         quiet_budget: Duration::from_millis(200),
         drain_budget: Duration::from_millis(200),
