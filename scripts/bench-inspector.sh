@@ -5,6 +5,9 @@
 #   nginx      wrk -> nginx (plain reverse proxy, keepalive upstream) -> upstream
 #   mitmdump   wrk -> mitmdump --mode reverse -> upstream
 #   inspector  wrk -> fedilab inspect (recording everything) -> upstream
+#   insp+rules the same with three fault rules loaded that match nothing
+#   insp+delay the same with one matching delay rule (DELAY_MS, default 0:
+#              the cost of matching and marking, not of waiting)
 #
 # Every run POSTs a ~1.3 KB Create activity with a Signature header to an
 # inbox path with Host: mastodon2.fediverse.local. The upstream is an nginx
@@ -16,7 +19,8 @@
 # points at a binary.
 #
 # Environment: DURATION (10s), CONNECTIONS (16), THREADS (1), BASE_PORT
-# (19080), BENCH_DIR (/tmp/fedilab-bench), SKIP_MITM=1 to leave mitmdump out.
+# (19080), BENCH_DIR (/tmp/fedilab-bench), SKIP_MITM=1 to leave mitmdump out,
+# SKIP_FAULTS=1 to leave the two fault-rule runs out, DELAY_MS (0).
 set -euo pipefail
 
 DURATION=${DURATION:-10s}
@@ -155,6 +159,23 @@ results+=("$(run nginx $NGINX_PORT)")
 [ "${SKIP_MITM:-0}" != 1 ] && results+=("$(run mitmdump $MITM_PORT)")
 results+=("$(run inspector $INSPECT_PORT)")
 
+fault_api() { # method path [json]
+  local code
+  code=$(curl -s -o /dev/null -w '%{http_code}' -X "$1" "http://127.0.0.1:$UI_PORT$2" \
+    -H 'content-type: application/json' ${3:+--data "$3"})
+  case "$code" in 2*) ;; *) echo "fault API $1 $2 answered $code" >&2; exit 1 ;; esac
+}
+if [ "${SKIP_FAULTS:-0}" != 1 ]; then
+  fault_api POST /api/faults '{"match":{"host":"nowhere.example"},"action":{"status":503}}'
+  fault_api POST /api/faults '{"match":{"path_prefix":"/nothing/here"},"action":{"reset":true}}'
+  fault_api POST /api/faults '{"match":{"method":"DELETE","activity":"Follow"},"action":{"delay_ms":1000}}'
+  results+=("$(run insp+rules $INSPECT_PORT)")
+  fault_api DELETE /api/faults
+  fault_api POST /api/faults "{\"match\":{\"host\":\"mastodon2\",\"path_prefix\":\"/users/bob/inbox\"},\"action\":{\"delay_ms\":${DELAY_MS:-0}}}"
+  results+=("$(run insp+delay $INSPECT_PORT)")
+  fault_api DELETE /api/faults
+fi
+
 recorded=$(curl -s "http://127.0.0.1:$UI_PORT/api/stats" | python3 -c 'import json,sys; print(json.load(sys.stdin)["stats"]["recorded"])')
 
 echo
@@ -166,12 +187,16 @@ for r in "${results[@]}"; do
 done
 nginx_line=$(printf '%s\n' "${results[@]}" | grep '^nginx ')
 insp_line=$(printf '%s\n' "${results[@]}" | grep '^inspector ')
-python3 - "$nginx_line" "$insp_line" "$recorded" <<'EOF'
+variants=$(printf '%s\n' "${results[@]}" | grep '^insp+' || true)
+python3 - "$nginx_line" "$insp_line" "$recorded" "$variants" <<'EOF'
 import sys
 n = sys.argv[1].split(); i = sys.argv[2].split(); recorded = int(sys.argv[3])
 rps = float(i[3]) / float(n[3]); p99 = float(i[5]) / float(n[5])
 print()
 print(f"inspector vs nginx: {rps:.2f}x req/s (target >= 0.8x), p99 {p99:.2f}x (target <= 2x)")
+for line in filter(None, sys.argv[4].splitlines()):
+    v = line.split()
+    print(f"{v[0]} vs nginx: {float(v[3]) / float(n[3]):.2f}x req/s, p99 {float(v[5]) / float(n[5]):.2f}x")
 print(f"inspector recorded {recorded} exchanges (its timed run sent {i[2]} plus warm-up)")
 print("verdict:", "meets the target" if rps >= 0.8 and p99 <= 2.0 else "misses the target")
 EOF

@@ -7,6 +7,8 @@
 #   chromium  - the inspector UI test drives headless Chromium
 #   ruby      - the verify check scripts are syntax-checked and the egress
 #               one run for real (Mastodon's image runs them in the lab)
+#   wget      - the Misskey and GoToSocial setup scripts (busybox wget in
+#               the lab) run against local stand-ins
 #   postgresql, redis-server - the state commands' SQL and Redis steps run
 #               for real against throwaway servers (crates/fedilab-testdb);
 #               the packages' own services are not needed and not used
@@ -23,6 +25,7 @@ command -v chromium >/dev/null || need+=(chromium)
 command -v ruby >/dev/null || need+=(ruby)
 compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null || need+=(postgresql)
 command -v redis-server >/dev/null || need+=(redis-server)
+command -v wget >/dev/null || need+=(wget)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
 if ((${#need[@]})); then
     echo "install-test-deps: installing ${need[*]}"

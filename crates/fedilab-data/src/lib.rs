@@ -8,6 +8,8 @@
 //! module each, like [`mastodon`]), so a new kind adds a module, not a
 //! branch in every command.
 
+pub mod archive;
+pub mod import;
 pub mod mastodon;
 pub mod pg;
 pub mod snapshot;

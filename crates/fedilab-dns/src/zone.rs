@@ -596,13 +596,13 @@ fn name_wire(name: &Name) -> Result<Vec<u8>, ZoneError> {
 
 #[cfg(test)]
 mod tests {
-    use fedilab_profile::{DEFAULT_PROFILE_YAML, Overrides};
+    use fedilab_profile::{DEFAULT_PROFILE_YAML, InstanceCounts, Overrides};
 
     use super::*;
 
     fn spec(instances: usize, domain: &str) -> LabSpec {
         let overrides = Overrides {
-            instances: Some(instances),
+            instances: Some(InstanceCounts::Total(instances)),
             domain: Some(domain.to_owned()),
             ..Overrides::default()
         };

@@ -10,7 +10,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use fedilab_dns::{ServeError, Server, ServerOptions, SharedZone, Stats, Zone, zone};
-use fedilab_profile::{DEFAULT_PROFILE_YAML, LabSpec, Overrides};
+use fedilab_profile::{DEFAULT_PROFILE_YAML, InstanceCounts, LabSpec, Overrides};
 use hickory_net::client::{Client, ClientHandle};
 use hickory_net::runtime::TokioRuntimeProvider;
 use hickory_net::tcp::TcpClientStream;
@@ -34,7 +34,7 @@ async fn within<T>(what: &str, fut: impl Future<Output = T>) -> T {
 
 fn lab(instances: usize) -> LabSpec {
     let overrides = Overrides {
-        instances: Some(instances),
+        instances: Some(InstanceCounts::Total(instances)),
         ..Overrides::default()
     };
     LabSpec::from_yaml(DEFAULT_PROFILE_YAML, "default", &overrides).expect("valid spec")

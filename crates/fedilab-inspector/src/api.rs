@@ -1,9 +1,10 @@
 //! The UI listener: the embedded page at `/` and the JSON API documented
 //! in `API.md` (`/api/exchanges`, `/api/exchanges/{id}`, `/api/har`,
-//! `/api/events`, `/api/stats`, `/api/servers`; `/api/markers` from
-//! `markers`).
+//! `/api/events`, `/api/stats`, `/api/servers`, `/api/faults`,
+//! `/api/exchanges/{id}/replay`; `/api/markers` from `markers`).
 //!
-//! Reads the store and the analyzer; never touches the proxy. The
+//! Reads the store and the analyzer; changes the fault rules; sends
+//! replays through the proxy's client (never through its listener). The
 //! documents are the types of `api_types`. Every request passes the
 //! `guard` layer first (Host, Origin).
 
@@ -16,18 +17,24 @@ use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{delete, get, post};
+use bytes::Bytes;
 use futures_util::Stream;
 use futures_util::future::join_all;
+use http::{HeaderMap, HeaderName, HeaderValue};
 use tokio::net::TcpListener;
 use tokio::sync::{broadcast, watch};
 
 use crate::analysis::Analyzer;
 use crate::api_types::{
-    ApiError, ExchangeList, ExchangeSummary, ServerList, ServerView, StatsView, UpstreamView,
+    ApiError, ExchangeList, ExchangeSummary, FaultChange, FaultList, ReplayAnswer, ReplayRequest,
+    ServerList, ServerView, StatsView, UpstreamView,
 };
+use crate::exchange::Marks;
+use crate::fault::{RuleSpec, RuleView};
 use crate::filter::Filter;
 use crate::guard::{self, Guard};
+use crate::proxy::{Outgoing, ProxyState, send_recorded};
 use crate::routes::SharedRoutes;
 use crate::store::{Entry, Store, StoreEvent};
 use crate::{har, view};
@@ -40,6 +47,7 @@ pub(crate) struct ApiState {
     pub(crate) store: Arc<Store>,
     pub(crate) analyzer: Arc<Analyzer>,
     pub(crate) routes: SharedRoutes,
+    pub(crate) proxy: Arc<ProxyState>,
     pub(crate) proxy_addr: SocketAddr,
 }
 
@@ -64,6 +72,12 @@ pub(crate) async fn serve(
         .route("/", get(index))
         .route("/api/exchanges", get(list).delete(clear))
         .route("/api/exchanges/{id}", get(one))
+        .route("/api/exchanges/{id}/replay", post(replay))
+        .route(
+            "/api/faults",
+            get(list_faults).post(add_fault).delete(clear_faults),
+        )
+        .route("/api/faults/{id}", delete(remove_fault))
         .route("/api/har", get(har_export))
         .route("/api/events", get(events))
         .route("/api/stats", get(stats))
@@ -115,7 +129,7 @@ async fn summaries(api: &ApiState, entries: &[Arc<Entry>]) -> Vec<ExchangeSummar
     join_all(entries.iter().map(|e| async move {
         let a = api.analyzer.analysis(&e.exchange, e.cache());
         let v = api.analyzer.verification(&e.exchange, e.cache()).await;
-        view::summary(&e.exchange, &a, &v)
+        marked(view::summary(&e.exchange, &a, &v), e)
     }))
     .await
 }
@@ -143,7 +157,219 @@ async fn one(State(st): State<AppState>, Path(id): Path<u64>) -> Response {
     };
     let a = st.api.analyzer.analysis(&e.exchange, e.cache());
     let v = st.api.analyzer.verification(&e.exchange, e.cache()).await;
-    axum::Json(view::detail(&e.exchange, &a, &v)).into_response()
+    let mut detail = view::detail(&e.exchange, &a, &v);
+    detail.summary.marks = e.marks.clone();
+    axum::Json(detail).into_response()
+}
+
+/// A summary with its entry's marks.
+fn marked(mut s: ExchangeSummary, e: &Entry) -> ExchangeSummary {
+    s.marks = e.marks.clone();
+    s
+}
+
+fn api_error(status: StatusCode, error: String) -> Response {
+    (status, axum::Json(ApiError { error })).into_response()
+}
+
+/// The timeline entry for an added rule.
+pub(crate) fn change_added(rule: &RuleView) -> FaultChange {
+    change(
+        "added",
+        Some(rule.id),
+        format!(
+            "rule {} added: {}",
+            rule.id,
+            RuleSpec {
+                matcher: rule.matcher.clone(),
+                action: rule.action.clone(),
+            }
+            .describe()
+        ),
+    )
+}
+
+fn change(kind: &str, rule: Option<u64>, text: String) -> FaultChange {
+    FaultChange {
+        seq: 0,
+        at: String::new(),
+        at_us: 0,
+        change: kind.to_owned(),
+        rule,
+        text,
+    }
+}
+
+async fn list_faults(State(st): State<AppState>) -> Response {
+    axum::Json(FaultList {
+        rules: st.api.proxy.faults.list(),
+        changes: st.api.store.changes(),
+    })
+    .into_response()
+}
+
+async fn add_fault(State(st): State<AppState>, body: Bytes) -> Response {
+    let spec: RuleSpec = match serde_json::from_slice(&body) {
+        Ok(s) => s,
+        Err(e) => {
+            return api_error(
+                StatusCode::BAD_REQUEST,
+                format!("not a fault rule ({{\"match\": {{...}}, \"action\": {{...}}}}): {e}"),
+            );
+        }
+    };
+    match st.api.proxy.faults.add(spec) {
+        Ok(rule) => {
+            st.api.store.record_change(change_added(&rule));
+            (StatusCode::CREATED, axum::Json(rule)).into_response()
+        }
+        Err(e) => api_error(StatusCode::BAD_REQUEST, e.to_string()),
+    }
+}
+
+async fn remove_fault(State(st): State<AppState>, Path(id): Path<u64>) -> Response {
+    if st.api.proxy.faults.remove(id) {
+        st.api
+            .store
+            .record_change(change("removed", Some(id), format!("rule {id} removed")));
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        api_error(StatusCode::NOT_FOUND, format!("no fault rule {id}"))
+    }
+}
+
+async fn clear_faults(State(st): State<AppState>) -> Response {
+    let n = st.api.proxy.faults.clear();
+    if n > 0 {
+        st.api.store.record_change(change(
+            "cleared",
+            None,
+            format!("every fault rule removed ({n})"),
+        ));
+    }
+    StatusCode::NO_CONTENT.into_response()
+}
+
+/// Headers that describe a connection, not the request: never re-sent.
+const NOT_REPLAYED: [&str; 7] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+async fn replay(State(st): State<AppState>, Path(id): Path<u64>, body: Bytes) -> Response {
+    let edit: ReplayRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        ReplayRequest::default()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(r) => r,
+            Err(e) => {
+                return api_error(
+                    StatusCode::BAD_REQUEST,
+                    format!("not a replay request ({{\"body\": ..., \"headers\": {{...}}}}): {e}"),
+                );
+            }
+        }
+    };
+    let Some(e) = st.api.store.get(id) else {
+        return api_error(
+            StatusCode::NOT_FOUND,
+            format!("no exchange {id} (never recorded, evicted or deleted)"),
+        );
+    };
+    let ex = &e.exchange;
+    let conflict = |why: &str| api_error(StatusCode::CONFLICT, format!("exchange {id} {why}"));
+    if ex.upgrade.is_some() {
+        return conflict("is a connection upgrade (WebSocket); it cannot be replayed");
+    }
+    let Ok(method) = http::Method::from_bytes(ex.request.method.as_bytes()) else {
+        return conflict("has a method that cannot be sent again");
+    };
+    let mut headers = HeaderMap::new();
+    for (n, v) in &ex.request.headers {
+        if NOT_REPLAYED.contains(&n.as_str()) {
+            continue;
+        }
+        if let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(n.as_bytes()),
+            HeaderValue::from_str(v),
+        ) {
+            headers.append(n, v);
+        }
+    }
+    let edited = edit.body.is_some() || !edit.headers.is_empty();
+    let body = match edit.body {
+        Some(serde_json::Value::String(text)) => Bytes::from(text),
+        Some(other) => Bytes::from(other.to_string()),
+        None => {
+            let b = &ex.request.body;
+            if b.truncated || !b.complete {
+                return conflict(
+                    "has a body that was not captured whole; replay it with an edited body",
+                );
+            }
+            b.captured.clone()
+        }
+    };
+    for (name, value) in &edit.headers {
+        let Ok(name) = HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes()) else {
+            return api_error(
+                StatusCode::BAD_REQUEST,
+                format!("{name:?} is not a header name"),
+            );
+        };
+        match value {
+            serde_json::Value::Null => {
+                headers.remove(&name);
+            }
+            serde_json::Value::String(v) => match HeaderValue::from_str(v) {
+                Ok(v) => {
+                    headers.insert(name, v);
+                }
+                Err(_) => {
+                    return api_error(
+                        StatusCode::BAD_REQUEST,
+                        format!("the value of {name} is not a header value"),
+                    );
+                }
+            },
+            _ => {
+                return api_error(
+                    StatusCode::BAD_REQUEST,
+                    format!("the value of {name} must be a string or null"),
+                );
+            }
+        }
+    }
+    if edited && (!body.is_empty() || headers.contains_key(http::header::CONTENT_LENGTH)) {
+        headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    }
+    let out = Outgoing {
+        host: ex.host.clone(),
+        method,
+        uri: ex.request.uri.clone(),
+        headers,
+        body,
+    };
+    let marks = Marks {
+        fault: None,
+        replay_of: Some(id),
+        edited,
+    };
+    match send_recorded(&st.api.proxy, out, "fedilab-inspector (replay)", marks).await {
+        Ok((new, status)) => axum::Json(ReplayAnswer {
+            id: new,
+            replay_of: id,
+            edited,
+            status,
+        })
+        .into_response(),
+        Err(e) => api_error(StatusCode::BAD_GATEWAY, e.to_string()),
+    }
 }
 
 async fn clear(State(st): State<AppState>) -> Response {
@@ -187,7 +413,7 @@ async fn har_export(State(st): State<AppState>, Query(filter): Query<Filter>) ->
     let items = join_all(entries.iter().map(|e| async move {
         let a = api.analyzer.analysis(&e.exchange, e.cache());
         let v = api.analyzer.verification(&e.exchange, e.cache()).await;
-        har::entry(&e.exchange, Some(&a), Some(&v))
+        har::entry(&e.exchange, &e.marks, Some(&a), Some(&v))
     }))
     .await;
     (
@@ -243,8 +469,9 @@ async fn events(
                         continue;
                     }
                     let v = s.st.api.analyzer.verification(&e.exchange, e.cache()).await;
-                    let data = serde_json::to_string(&view::summary(&e.exchange, &a, &v))
-                        .unwrap_or_default();
+                    let data =
+                        serde_json::to_string(&marked(view::summary(&e.exchange, &a, &v), &e))
+                            .unwrap_or_default();
                     return Some((
                         Ok(Event::default()
                             .event("exchange")
@@ -252,6 +479,13 @@ async fn events(
                             .data(data)),
                         s,
                     ));
+                }
+                Ok(StoreEvent::FaultChange(seq)) => {
+                    let Some(c) = s.st.api.store.change(seq) else {
+                        continue;
+                    };
+                    let data = serde_json::to_string(&c).unwrap_or_default();
+                    return Some((Ok(Event::default().event("fault").data(data)), s));
                 }
                 Ok(StoreEvent::Cleared) => {
                     return Some((Ok(Event::default().event("cleared").data("{}")), s));

@@ -8,9 +8,10 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::analysis::{Analysis, Kind, Verdict, Verification};
+use crate::analysis::{Analysis, KeySource, Kind, Verdict, Verification};
 use crate::config::ServerKind;
-use crate::exchange::{Headers, UpgradeRecord};
+use crate::exchange::{Headers, Marks, UpgradeRecord};
+use crate::fault::RuleView;
 use crate::signature::{Problem, Scheme};
 use crate::store::StoreStats;
 
@@ -64,6 +65,11 @@ pub struct ExchangeSummary<U = bool> {
     pub signature: Option<SignatureSummary>,
     /// The signature verdict.
     pub verdict: Verdict,
+    /// Where the verdict's key came from: `watched` (an actor document
+    /// that crossed the proxy), `fetched`, `cache`; `null` when no key was
+    /// used.
+    #[serde(default)]
+    pub key_source: Option<KeySource>,
     /// Every problem, most severe first.
     pub problems: Vec<Problem>,
     /// Request body bytes that crossed the proxy.
@@ -78,6 +84,13 @@ pub struct ExchangeSummary<U = bool> {
     pub upgrade: U,
     /// Why the exchange failed (upstream down, a peer went away).
     pub error: Option<String>,
+    /// When the request arrived, in microseconds since the Unix epoch (ids
+    /// follow completion; order by this for arrival).
+    #[serde(default)]
+    pub started_us: i64,
+    /// `fault`, `replay_of`, `edited`: what the inspector did with it.
+    #[serde(flatten)]
+    pub marks: Marks,
 }
 
 /// The signature as a summary shows it.
@@ -224,4 +237,55 @@ pub struct UpstreamView {
 pub struct ApiError {
     /// What went wrong.
     pub error: String,
+}
+
+/// `GET /api/faults`: the rules and the timeline of changes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FaultList {
+    /// Every rule, oldest first.
+    pub rules: Vec<RuleView>,
+    /// Rule changes, oldest first (the last 1000).
+    pub changes: Vec<FaultChange>,
+}
+
+/// One change of the fault rules, a marker in the UI's timeline.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FaultChange {
+    /// Increasing.
+    pub seq: u64,
+    /// When (RFC 3339 with milliseconds).
+    pub at: String,
+    /// When, in microseconds since the Unix epoch.
+    pub at_us: i64,
+    /// `added`, `removed` or `cleared`.
+    pub change: String,
+    /// The rule, when one rule changed.
+    pub rule: Option<u64>,
+    /// The change in words (`rule 2 added: status 503 when host=mastodon2`).
+    pub text: String,
+}
+
+/// `POST /api/exchanges/{id}/replay`'s optional body: what to change.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplayRequest {
+    /// The new body: a string is sent as is, other JSON as its text.
+    #[serde(default)]
+    pub body: Option<Value>,
+    /// Headers to set (a string) or remove (`null`).
+    #[serde(default)]
+    pub headers: serde_json::Map<String, Value>,
+}
+
+/// The answer to a replay.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplayAnswer {
+    /// The new exchange.
+    pub id: u64,
+    /// The exchange it re-sent.
+    pub replay_of: u64,
+    /// Whether the body or headers were changed.
+    pub edited: bool,
+    /// The upstream's status, when it answered.
+    pub status: Option<u16>,
 }

@@ -13,7 +13,10 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 
-use crate::exchange::{Body, Exchange, Headers, RequestRecord, ResponseRecord, UpgradeRecord};
+use crate::exchange::{
+    Body, Exchange, Headers, Marks, RequestRecord, ResponseRecord, UpgradeRecord,
+};
+use crate::fault::FaultMark;
 use crate::store::Store;
 
 /// Total bytes of header names and values kept per head; the rest is
@@ -217,6 +220,11 @@ pub(crate) struct Pending {
     headers_at: OnceLock<Duration>,
     error: OnceLock<String>,
     upgrade: OnceLock<UpgradeRecord>,
+    marks: Marks,
+    fault: OnceLock<FaultMark>,
+    /// The request headers as forwarded, when a fault changed them.
+    forwarded_headers: OnceLock<Headers>,
+    notify: Option<tokio::sync::oneshot::Sender<u64>>,
 }
 
 /// The request head, as the proxy read it.
@@ -232,6 +240,10 @@ pub(crate) struct RequestHead {
     pub(crate) headers: Headers,
     /// The request body is known to be empty.
     pub(crate) empty: bool,
+    /// Marks known from the start (a replay).
+    pub(crate) marks: Marks,
+    /// Gets the id once the exchange is stored.
+    pub(crate) notify: Option<tokio::sync::oneshot::Sender<u64>>,
 }
 
 impl Pending {
@@ -254,7 +266,31 @@ impl Pending {
             headers_at: OnceLock::new(),
             error: OnceLock::new(),
             upgrade: OnceLock::new(),
+            marks: head.marks,
+            fault: OnceLock::new(),
+            forwarded_headers: OnceLock::new(),
+            notify: head.notify,
         })
+    }
+
+    /// The request's host.
+    pub(crate) fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// The request headers as received.
+    pub(crate) fn request_headers(&self) -> &Headers {
+        &self.request_headers
+    }
+
+    /// Marks the exchange with the fault rule that touched it.
+    pub(crate) fn set_fault(&self, mark: FaultMark) {
+        let _ = self.fault.set(mark);
+    }
+
+    /// Records the request headers as forwarded, when a fault changed them.
+    pub(crate) fn set_forwarded_headers(&self, headers: Headers) {
+        let _ = self.forwarded_headers.set(headers);
     }
 
     fn empty_ok(&self, side: Side) -> bool {
@@ -311,7 +347,10 @@ impl Drop for Pending {
                 method: std::mem::take(&mut self.method),
                 uri: std::mem::take(&mut self.uri),
                 version: self.version.to_owned(),
-                headers: std::mem::take(&mut self.request_headers),
+                headers: self
+                    .forwarded_headers
+                    .take()
+                    .unwrap_or_else(|| std::mem::take(&mut self.request_headers)),
                 body: self.request_body.take().unwrap_or(Body {
                     complete: self.request_empty,
                     ..Body::default()
@@ -326,6 +365,13 @@ impl Drop for Pending {
             total_us: u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX),
             upgrade: self.upgrade.take(),
         };
-        self.store.push(exchange);
+        let mut marks = std::mem::take(&mut self.marks);
+        if let Some(f) = self.fault.take() {
+            marks.fault = Some(f);
+        }
+        let id = self.store.push_marked(exchange, marks);
+        if let Some(tx) = self.notify.take() {
+            let _ = tx.send(id);
+        }
     }
 }

@@ -306,6 +306,8 @@ pub struct InspectorConfig {
     pub persist: Option<PathBuf>,
     /// Signature-check settings.
     pub signatures: SignatureConfig,
+    /// Fault rules in force from the start (`fedilab inspect --fault`).
+    pub faults: Vec<crate::fault::RuleSpec>,
 }
 
 impl Default for InspectorConfig {
@@ -316,6 +318,7 @@ impl Default for InspectorConfig {
             max_body_bytes: 1024 * 1024,
             persist: None,
             signatures: SignatureConfig::default(),
+            faults: Vec::new(),
         }
     }
 }

@@ -117,6 +117,23 @@ pub struct Exchange {
     pub upgrade: Option<UpgradeRecord>,
 }
 
+/// What the inspector itself did with an exchange: the fault rule that
+/// touched it, the exchange it replays. Kept beside the record in the
+/// store and persisted with it; absent fields are omitted.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Marks {
+    /// The fault rule that touched the exchange, and its action.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fault: Option<crate::fault::FaultMark>,
+    /// The exchange this one re-sent (`POST /api/exchanges/{id}/replay`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay_of: Option<u64>,
+    /// The replay changed the body or headers (a signature no longer
+    /// verifies).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub edited: bool,
+}
+
 impl Exchange {
     /// Roughly how many bytes of memory the record holds; the store's byte
     /// limit counts this.

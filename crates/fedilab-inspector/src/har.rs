@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use crate::analysis::{Analysis, Verification};
 use crate::decode::{MAX_DECODED_BYTES, decode};
-use crate::exchange::{Body, Exchange, Headers, header};
+use crate::exchange::{Body, Exchange, Headers, Marks, header};
 use crate::view::{rfc3339, url_of};
 
 fn headers(h: &Headers) -> Value {
@@ -46,8 +46,14 @@ fn text_of(body: &Body, h: &Headers) -> (String, Option<&'static str>, usize) {
     }
 }
 
-/// One HAR entry.
-pub fn entry(ex: &Exchange, a: Option<&Analysis>, v: Option<&Verification>) -> Value {
+/// One HAR entry; `_fedilab` carries the analysis and the inspector's
+/// marks (`fault`, `replay_of`, `edited`).
+pub fn entry(
+    ex: &Exchange,
+    marks: &Marks,
+    a: Option<&Analysis>,
+    v: Option<&Verification>,
+) -> Value {
     let req = &ex.request;
     let mut request = json!({
         "method": req.method,
@@ -127,6 +133,9 @@ pub fn entry(ex: &Exchange, a: Option<&Analysis>, v: Option<&Verification>) -> V
             "activity": a.and_then(|a| a.activity.clone()),
             "from": a.and_then(|a| a.from.clone()),
             "verdict": v.map(|v| v.verdict),
+            "fault": marks.fault,
+            "replay_of": marks.replay_of,
+            "edited": marks.edited,
         },
     })
 }

@@ -11,9 +11,14 @@
 //!   persisted as JSON lines and reloaded on restart.
 //! - [`analysis`]: classification, `Create(Note)`-style activity names,
 //!   actor/object ids and the HTTP signature verdict (draft-cavage and
-//!   RFC 9421), computed on read and cached, never on the hot path.
+//!   RFC 9421, RSA and Ed25519; FEP-8b32 proofs), computed on read and
+//!   cached, never on the hot path, with actor keys learned by watching
+//!   actor documents cross the proxy (or fetched through the upstream).
+//! - [`fault`]: fault rules (delay, a status, a reset, a corrupted body or
+//!   signature, a duplicate) the proxy applies to matching requests; with
+//!   no rule loaded the proxy pays one atomic load.
 //! - The UI/API listener serves one self-contained page and the API that
-//!   `API.md` documents.
+//!   `API.md` documents, replays included.
 //!
 //! The inspector binds nothing itself: callers pass bound listeners (tests
 //! use `127.0.0.1:0`).
@@ -27,6 +32,7 @@ pub mod client;
 pub mod config;
 pub mod decode;
 pub mod exchange;
+pub mod fault;
 pub mod filter;
 mod guard;
 pub mod har;
@@ -37,6 +43,7 @@ mod routes;
 pub mod signature;
 pub mod store;
 mod view;
+mod watched;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -48,12 +55,15 @@ use tokio::task::JoinHandle;
 
 use crate::routes::{RouteTable, SharedRoutes};
 
-pub use analysis::{Analysis, Analyzer, Kind, Verdict, Verification};
+pub use analysis::{
+    Analysis, Analyzer, KeySource, Kind, ProofCheck, ProofStatus, Verdict, Verification,
+};
 pub use config::{
     ConfigError, InspectorConfig, Route, ServerKind, SignatureConfig, StoreLimits, Upstream,
     check_routes, parse_size,
 };
-pub use exchange::Exchange;
+pub use exchange::{Exchange, Marks};
+pub use fault::{Faults, RuleSpec};
 pub use filter::Filter;
 pub use store::{PersistError, Store, StoreStats};
 
@@ -63,6 +73,15 @@ pub enum StartError {
     /// The configuration is inconsistent.
     #[error("invalid inspector configuration")]
     Config(#[source] ConfigError),
+    /// A fault rule of the configuration is not valid.
+    #[error("invalid fault rule {index}")]
+    Fault {
+        /// Its position in [`InspectorConfig::faults`].
+        index: usize,
+        /// Why.
+        #[source]
+        source: fault::RuleError,
+    },
     /// The persistence file could not be loaded or opened.
     #[error("cannot use the capture file")]
     Persist(#[source] PersistError),
@@ -77,12 +96,26 @@ pub enum StartError {
     },
 }
 
+/// Learns keys from what the store recorded, every 100 ms (off the hot
+/// path: the proxy only sends the store an id), until shutdown.
+async fn learn_keys(analyzer: Arc<Analyzer>, mut shutdown: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => analyzer.learn_keys(),
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
 /// A running inspector: the proxy task, the UI/API task, and the store.
 #[derive(Debug)]
 pub struct Inspector {
     store: Arc<Store>,
     analyzer: Arc<Analyzer>,
     routes: SharedRoutes,
+    faults: Arc<Faults>,
     proxy_addr: SocketAddr,
     ui_addr: Option<SocketAddr>,
     shutdown: watch::Sender<bool>,
@@ -120,14 +153,24 @@ impl Inspector {
             None => Store::new(config.limits),
         };
         let routes = RouteTable::new(&config.routes).shared();
+        let faults = Arc::new(Faults::default());
+        for (index, spec) in config.faults.iter().enumerate() {
+            let rule = faults
+                .add(spec.clone())
+                .map_err(|source| StartError::Fault { index, source })?;
+            store.record_change(api::change_added(&rule));
+        }
         let proxy_state = Arc::new(proxy::ProxyState::new(
             Arc::clone(&routes),
             Arc::clone(&store),
             config.max_body_bytes,
+            Arc::clone(&faults),
+            config.signatures.clone(),
         ));
         let analyzer = Arc::new(Analyzer::new(
             config.signatures.clone(),
             keys::KeyFetcher::new(Arc::clone(&routes), config.signatures.clone()),
+            watched::KeyWatch::new(Arc::clone(&store)),
         ));
         let (shutdown, rx) = watch::channel(false);
         let mut tasks = vec![tokio::spawn(proxy::serve(
@@ -135,11 +178,13 @@ impl Inspector {
             Arc::clone(&proxy_state),
             rx.clone(),
         ))];
+        tasks.push(tokio::spawn(learn_keys(Arc::clone(&analyzer), rx.clone())));
         if let (Some(ui), Some(addr)) = (ui, ui_addr) {
             let state = api::ApiState {
                 store: Arc::clone(&store),
                 analyzer: Arc::clone(&analyzer),
                 routes: Arc::clone(&routes),
+                proxy: Arc::clone(&proxy_state),
                 proxy_addr,
             };
             tasks.push(tokio::spawn(api::serve(ui, addr, state, rx)));
@@ -148,6 +193,7 @@ impl Inspector {
             store,
             analyzer,
             routes,
+            faults,
             proxy_addr,
             ui_addr,
             shutdown,
@@ -182,6 +228,11 @@ impl Inspector {
     /// The exchange store.
     pub fn store(&self) -> &Arc<Store> {
         &self.store
+    }
+
+    /// The fault rules in force (the API changes them too).
+    pub fn faults(&self) -> &Arc<Faults> {
+        &self.faults
     }
 
     /// The analyzer (cached ActivityPub view and signature verdicts).

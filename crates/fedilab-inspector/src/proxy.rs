@@ -8,17 +8,18 @@
 //! Malformed requests get hyper's 400 (a bad request line or header) and
 //! only that connection closes. No ActivityPub parsing happens here.
 
-use std::convert::Infallible;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{Authority, PathAndQuery};
 use http::{Request, Response, StatusCode, Uri};
-use http_body::Body as _;
+use http_body::{Body as _, Frame, SizeHint};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt as _, Empty, Full};
 use hyper::body::Incoming;
@@ -32,7 +33,9 @@ use tokio::sync::watch;
 use crate::capture::{
     Pending, RequestHead, ResponseHead, Side, TeeBody, record_headers, version_str,
 };
-use crate::exchange::UpgradeRecord;
+use crate::config::SignatureConfig;
+use crate::exchange::{Body as ExBody, Exchange, Marks, RequestRecord, UpgradeRecord};
+use crate::fault::{Corrupt, Effect, Faults, Rule};
 use crate::routes::{SharedRoutes, Target};
 use crate::store::Store;
 
@@ -45,13 +48,21 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug)]
 pub(crate) struct ProxyState {
     pub(crate) routes: SharedRoutes,
-    client: Client<HttpConnector, TeeBody<Incoming>>,
+    client: Client<HttpConnector, TeeBody<OutBody>>,
     store: Arc<Store>,
     max_body: usize,
+    pub(crate) faults: Arc<Faults>,
+    signatures: SignatureConfig,
 }
 
 impl ProxyState {
-    pub(crate) fn new(routes: SharedRoutes, store: Arc<Store>, max_body: usize) -> Self {
+    pub(crate) fn new(
+        routes: SharedRoutes,
+        store: Arc<Store>,
+        max_body: usize,
+        faults: Arc<Faults>,
+        signatures: SignatureConfig,
+    ) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
@@ -65,6 +76,127 @@ impl ProxyState {
             client,
             store,
             max_body,
+            faults,
+            signatures,
+        }
+    }
+}
+
+/// The body the proxy forwards: the client's stream as it comes, or read
+/// (partly) first because a fault rule needed it. No allocation for the
+/// stream case.
+#[derive(Debug)]
+pub(crate) enum OutBody {
+    /// The client's body, untouched.
+    Incoming(Incoming),
+    /// Read whole (`None` once sent, or when empty).
+    Full(Option<Bytes>),
+    /// The first bytes, read; then the rest of the stream.
+    Chain(Option<Bytes>, Incoming),
+}
+
+impl OutBody {
+    /// Reads up to `cap` bytes: [`OutBody::Full`] when the body ended
+    /// within them, else [`OutBody::Chain`] of what was read and the rest.
+    async fn read_up_to(self, cap: usize) -> Result<Self, hyper::Error> {
+        let OutBody::Incoming(mut body) = self else {
+            return Ok(self);
+        };
+        let mut buf: Vec<u8> = Vec::new();
+        while let Some(frame) = body.frame().await {
+            if let Ok(data) = frame?.into_data() {
+                buf.extend_from_slice(&data);
+                if buf.len() > cap && !body.is_end_stream() {
+                    return Ok(OutBody::Chain(Some(Bytes::from(buf)), body));
+                }
+            }
+        }
+        Ok(OutBody::Full((!buf.is_empty()).then(|| Bytes::from(buf))))
+    }
+
+    /// The same body with one letter's case flipped (the last letter inside
+    /// a JSON string, so JSON stays JSON), of the same length.
+    fn corrupted(self) -> Self {
+        match self {
+            OutBody::Full(Some(b)) => OutBody::Full(Some(corrupt_bytes(&b))),
+            OutBody::Chain(Some(b), rest) => OutBody::Chain(Some(corrupt_bytes(&b)), rest),
+            other => other,
+        }
+    }
+}
+
+/// Flips the case of the last ASCII letter that sits inside a JSON string
+/// (any last letter when there is no string).
+pub(crate) fn corrupt_bytes(body: &[u8]) -> Bytes {
+    let mut out = body.to_vec();
+    let mut in_string = false;
+    let mut escaped = false;
+    let mut last_in_string = None;
+    let mut last_letter = None;
+    for (i, &c) in body.iter().enumerate() {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if c == b'\\' {
+                escaped = true;
+            } else if c == b'"' {
+                in_string = false;
+            } else if c.is_ascii_alphabetic() {
+                last_in_string = Some(i);
+            }
+        } else if c == b'"' {
+            in_string = true;
+        }
+        if c.is_ascii_alphabetic() {
+            last_letter = Some(i);
+        }
+    }
+    if let Some(c) = last_in_string.or(last_letter).and_then(|i| out.get_mut(i)) {
+        *c ^= 0x20;
+    }
+    Bytes::from(out)
+}
+
+impl http_body::Body for OutBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match &mut *self {
+            OutBody::Incoming(b) => Pin::new(b).poll_frame(cx),
+            OutBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            OutBody::Chain(first, rest) => match first.take() {
+                Some(b) => Poll::Ready(Some(Ok(Frame::data(b)))),
+                None => Pin::new(rest).poll_frame(cx),
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            OutBody::Incoming(b) => b.is_end_stream(),
+            OutBody::Full(b) => b.is_none(),
+            OutBody::Chain(first, rest) => first.is_none() && rest.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            OutBody::Incoming(b) => b.size_hint(),
+            OutBody::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            OutBody::Chain(first, rest) => {
+                let n = first.as_ref().map_or(0, |b| b.len() as u64);
+                let r = rest.size_hint();
+                let mut h = SizeHint::new();
+                h.set_lower(r.lower() + n);
+                if let Some(u) = r.upper() {
+                    h.set_upper(u + n);
+                }
+                h
+            }
         }
     }
 }
@@ -96,7 +228,8 @@ pub(crate) async fn serve(
         tokio::spawn(async move {
             let svc = service_fn(move |req| {
                 let state = Arc::clone(&state);
-                async move { Ok::<_, Infallible>(handle(state, peer, req).await) }
+                // An `Err` (a `reset` fault) ends the connection unanswered.
+                handle(state, peer, req)
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -293,11 +426,16 @@ fn path_and_query(uri: &Uri) -> PathAndQuery {
         .unwrap_or_else(|| PathAndQuery::from_static("/"))
 }
 
+/// The connection ends without an answer: a `reset` fault rule.
+#[derive(Debug, thiserror::Error)]
+#[error("connection closed by fault rule {0}")]
+pub(crate) struct FaultReset(u64);
+
 async fn handle(
     state: Arc<ProxyState>,
     peer: SocketAddr,
     mut req: Request<Incoming>,
-) -> Response<ProxyBody> {
+) -> Result<Response<ProxyBody>, FaultReset> {
     let started = Instant::now();
     let host = request_host(req.uri(), req.headers());
     let target = state.routes.load().lookup(&host, req.uri().path()).cloned();
@@ -315,15 +453,17 @@ async fn handle(
             version: version_str(req.version()),
             headers: record_headers(req.headers()),
             empty: req.body().is_end_stream(),
+            marks: Marks::default(),
+            notify: None,
         },
     );
     let Some(target) = target else {
         let host = request_host(req.uri(), req.headers());
-        return unknown_host(&state, &pending, &host, req.uri().path());
+        return Ok(unknown_host(&state, &pending, &host, req.uri().path()));
     };
     if upgrade {
         let on_upgrade = hyper::upgrade::on(&mut req);
-        return proxy_upgrade(&state, pending, &target, req, on_upgrade, peer, pq).await;
+        return Ok(proxy_upgrade(&state, pending, &target, req, on_upgrade, peer, pq).await);
     }
 
     let (parts, body) = req.into_parts();
@@ -337,8 +477,98 @@ async fn handle(
         .build()
     {
         Ok(u) => u,
-        Err(e) => return bad_gateway(&pending, &target.origin, e.to_string()),
+        Err(e) => return Ok(bad_gateway(&pending, &target.origin, e.to_string())),
     };
+    let mut body = OutBody::Incoming(body);
+    let mut duplicate = None;
+    // The only cost without rules: one relaxed load.
+    if state.faults.any()
+        && state
+            .faults
+            .load()
+            .rules
+            .iter()
+            .any(|r| r.head_matches(pending.host(), parts.method.as_str(), uri.path()))
+    {
+        let decided = match decide(&state, &pending, &parts.method, &uri, body).await {
+            Ok(d) => d,
+            Err(e) => {
+                pending.set_error(format!("reading the request body failed: {e}"));
+                return Ok(local_response(
+                    &pending,
+                    StatusCode::BAD_REQUEST,
+                    "text/plain; charset=utf-8",
+                    "the request body could not be read\n".to_owned(),
+                ));
+            }
+        };
+        body = decided.body;
+        if let Some(rule) = decided.rule {
+            pending.set_fault(rule.mark());
+            match &rule.effect {
+                Effect::Delay(d) if d.is_zero() => {}
+                Effect::Delay(d) => tokio::time::sleep(*d).await,
+                Effect::Status {
+                    status,
+                    body: text,
+                    retry_after,
+                } => {
+                    drain(TeeBody::new(
+                        body,
+                        state.max_body,
+                        Side::Request,
+                        Arc::clone(&pending),
+                    ))
+                    .await;
+                    return Ok(fault_response(
+                        &pending,
+                        rule.id,
+                        *status,
+                        text,
+                        *retry_after,
+                    ));
+                }
+                Effect::Reset => {
+                    drain(TeeBody::new(
+                        body,
+                        state.max_body,
+                        Side::Request,
+                        Arc::clone(&pending),
+                    ))
+                    .await;
+                    pending.set_error(format!("connection closed by fault rule {}", rule.id));
+                    return Err(FaultReset(rule.id));
+                }
+                Effect::Corrupt(Corrupt::Body) => body = body.corrupted(),
+                Effect::Corrupt(Corrupt::Signature) => {
+                    if corrupt_signature(&mut headers) {
+                        let mut recorded = pending.request_headers().clone();
+                        for (n, v) in &mut recorded {
+                            if n == "signature" {
+                                *v = corrupt_b64_run(v);
+                                break;
+                            }
+                        }
+                        pending.set_forwarded_headers(recorded);
+                    }
+                }
+                Effect::Duplicate => {
+                    if let OutBody::Full(whole) = &body {
+                        duplicate = Some((
+                            Outgoing {
+                                host: pending.host().to_owned(),
+                                method: parts.method.clone(),
+                                uri: pending_uri(&uri),
+                                headers: headers.clone(),
+                                body: whole.clone().unwrap_or_default(),
+                            },
+                            rule.mark(),
+                        ));
+                    }
+                }
+            }
+        }
+    }
     let mut out = Request::new(TeeBody::new(
         body,
         state.max_body,
@@ -349,10 +579,310 @@ async fn handle(
     *out.uri_mut() = uri;
     *out.headers_mut() = headers;
 
-    match state.client.request(out).await {
+    let answer = match state.client.request(out).await {
         Ok(resp) => forward_response(&state, pending, resp),
         Err(e) => bad_gateway(&pending, &target.origin, error_chain(&e)),
+    };
+    if let Some((again, mark)) = duplicate {
+        let state = Arc::clone(&state);
+        tokio::spawn(async move {
+            let marks = Marks {
+                fault: Some(mark),
+                ..Marks::default()
+            };
+            if let Err(e) =
+                send_recorded(&state, again, "fedilab-inspector (duplicate)", marks).await
+            {
+                tracing::debug!(error = %e, "the duplicate delivery failed");
+            }
+        });
     }
+    Ok(answer)
+}
+
+fn pending_uri(uri: &Uri) -> String {
+    path_and_query(uri).as_str().to_owned()
+}
+
+/// Reads a body to its end, keeping nothing (a [`TeeBody`] records it).
+async fn drain<B: http_body::Body + Unpin>(mut body: B) {
+    while let Some(frame) = body.frame().await {
+        if frame.is_err() {
+            break;
+        }
+    }
+}
+
+/// A `status` fault's answer, made without forwarding.
+fn fault_response(
+    pending: &Pending,
+    rule: u64,
+    status: StatusCode,
+    text: &Option<String>,
+    retry_after: Option<u64>,
+) -> Response<ProxyBody> {
+    let body = Bytes::from(text.clone().unwrap_or_default());
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    headers.insert("x-fedilab-inspector", HeaderValue::from_static("1"));
+    headers.insert("x-fedilab-fault", HeaderValue::from(rule));
+    if let Some(secs) = retry_after {
+        headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    pending.set_local_response(
+        ResponseHead {
+            status: status.as_u16(),
+            version: "HTTP/1.1",
+            headers: record_headers(&headers),
+            empty: body.is_empty(),
+        },
+        &body,
+    );
+    let mut resp = Response::new(full(body));
+    *resp.status_mut() = status;
+    *resp.headers_mut() = headers;
+    resp
+}
+
+/// What the rules decided for one request: the body to forward (read
+/// whole when a rule needed it) and the rule that applies, if any.
+struct Decision {
+    body: OutBody,
+    rule: Option<Arc<Rule>>,
+}
+
+async fn decide(
+    state: &ProxyState,
+    pending: &Pending,
+    method: &http::Method,
+    uri: &Uri,
+    body: OutBody,
+) -> Result<Decision, hyper::Error> {
+    let set = state.faults.load();
+    let now = state.faults.now();
+    let host = pending.host();
+    let candidates: Vec<&Arc<Rule>> = set
+        .rules
+        .iter()
+        .filter(|r| r.head_matches(host, method.as_str(), uri.path()))
+        .collect();
+    if candidates.is_empty() {
+        return Ok(Decision { body, rule: None });
+    }
+    let wants_body = candidates
+        .iter()
+        .any(|r| r.spec.matches_on_body() || r.spec.acts_on_body());
+    let body = if wants_body {
+        body.read_up_to(state.max_body).await?
+    } else {
+        body
+    };
+    let analysis = if candidates.iter().any(|r| r.spec.matches_on_body()) {
+        Some(analyze_request(state, pending, host, method, uri, &body))
+    } else {
+        None
+    };
+    let rule = candidates.into_iter().find(|r| {
+        let body_ok = !r.spec.matches_on_body()
+            || analysis
+                .as_ref()
+                .is_some_and(|a| r.body_matches(a.from.as_deref(), a.activity.as_deref()));
+        body_ok && r.take(now)
+    });
+    Ok(Decision {
+        body,
+        rule: rule.cloned(),
+    })
+}
+
+/// The sender and the activity of a request, by the same analysis the
+/// list shows (on a record made of the head and the body read so far).
+fn analyze_request(
+    state: &ProxyState,
+    pending: &Pending,
+    host: &str,
+    method: &http::Method,
+    uri: &Uri,
+    body: &OutBody,
+) -> crate::analysis::Analysis {
+    let captured = match body {
+        OutBody::Full(b) | OutBody::Chain(b, _) => b.clone().unwrap_or_default(),
+        OutBody::Incoming(_) => Bytes::new(),
+    };
+    let whole = matches!(body, OutBody::Full(_));
+    let ex = Exchange {
+        id: 0,
+        started_us: 0,
+        client: None,
+        host: host.to_owned(),
+        upstream: None,
+        request: RequestRecord {
+            method: method.as_str().to_owned(),
+            uri: pending_uri(uri),
+            version: "HTTP/1.1".to_owned(),
+            headers: pending.request_headers().clone(),
+            body: ExBody {
+                size: captured.len() as u64,
+                truncated: !whole,
+                complete: whole,
+                captured,
+            },
+        },
+        response: None,
+        error: None,
+        headers_us: None,
+        total_us: 0,
+        upgrade: None,
+    };
+    crate::analysis::analyze(&ex, &state.signatures)
+}
+
+/// Flips one character in the middle of the signature value of the first
+/// `Signature` field; false when there is none.
+fn corrupt_signature(headers: &mut HeaderMap) -> bool {
+    let Some(value) = headers.get("signature").and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    match HeaderValue::from_str(&corrupt_b64_run(value)) {
+        Ok(v) => {
+            headers.insert("signature", v);
+            true
+        }
+        Err(_) => false,
+    }
+}
+
+/// `value` with one character changed in the middle of its longest run of
+/// base64 characters (the signature bytes, in both draft-cavage's
+/// `signature="..."` and RFC 9421's `sig1=:...:`).
+pub(crate) fn corrupt_b64_run(value: &str) -> String {
+    let b64 = |c: u8| c.is_ascii_alphanumeric() || c == b'+' || c == b'/';
+    let bytes = value.as_bytes();
+    let (mut best, mut start) = ((0usize, 0usize), None);
+    for (i, &c) in bytes.iter().chain(std::iter::once(&b'"')).enumerate() {
+        match (b64(c), start) {
+            (true, None) => start = Some(i),
+            (false, Some(s)) => {
+                if i - s > best.1 - best.0 {
+                    best = (s, i);
+                }
+                start = None;
+            }
+            _ => {}
+        }
+    }
+    let mut out = bytes.to_vec();
+    if best.1 > best.0 {
+        let mid = best.0 + (best.1 - best.0) / 2;
+        if let Some(c) = out.get_mut(mid) {
+            *c = if *c == b'A' { b'B' } else { b'A' };
+        }
+    }
+    String::from_utf8(out).unwrap_or_else(|_| value.to_owned())
+}
+
+/// A request the inspector sends itself (a replay, a duplicate delivery).
+#[derive(Debug)]
+pub(crate) struct Outgoing {
+    pub(crate) host: String,
+    pub(crate) method: http::Method,
+    /// Path and query.
+    pub(crate) uri: String,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Bytes,
+}
+
+/// Why the inspector could not send a request of its own.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SendError {
+    /// No route for the host and path any more.
+    #[error("no route for {host}{path}")]
+    NoRoute { host: String, path: String },
+    /// Not a valid request.
+    #[error("cannot build the request: {0}")]
+    Build(String),
+    /// The exchange was not stored in time.
+    #[error("no answer from the upstream within {}s", .0.as_secs())]
+    Timeout(Duration),
+}
+
+const SEND_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Sends `out` to its host's upstream and records it as a new exchange
+/// (client `client`, with `marks`); answers its id and the upstream's
+/// status. Fault rules are not consulted.
+pub(crate) async fn send_recorded(
+    state: &Arc<ProxyState>,
+    out: Outgoing,
+    client: &str,
+    marks: Marks,
+) -> Result<(u64, Option<u16>), SendError> {
+    let path = out.uri.split('?').next().unwrap_or("/").to_owned();
+    let Some(target) = state.routes.load().lookup(&out.host, &path).cloned() else {
+        return Err(SendError::NoRoute {
+            host: out.host,
+            path,
+        });
+    };
+    let uri = Uri::builder()
+        .scheme("http")
+        .authority(target.authority.clone())
+        .path_and_query(out.uri.as_str())
+        .build()
+        .map_err(|e| SendError::Build(e.to_string()))?;
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let status = {
+        let pending = Pending::new(
+            Arc::clone(&state.store),
+            RequestHead {
+                started: Instant::now(),
+                client: Some(client.to_owned()),
+                host: out.host,
+                upstream: Some(target.origin.clone()),
+                method: out.method.as_str().to_owned(),
+                uri: out.uri,
+                version: "HTTP/1.1",
+                headers: record_headers(&out.headers),
+                empty: out.body.is_empty(),
+                marks,
+                notify: Some(tx),
+            },
+        );
+        let mut req = Request::new(TeeBody::new(
+            OutBody::Full((!out.body.is_empty()).then_some(out.body)),
+            state.max_body,
+            Side::Request,
+            Arc::clone(&pending),
+        ));
+        *req.method_mut() = out.method;
+        *req.uri_mut() = uri;
+        *req.headers_mut() = out.headers;
+        let exchange = async {
+            match state.client.request(req).await {
+                Ok(resp) => {
+                    let status = resp.status().as_u16();
+                    drain(forward_response(state, pending, resp).into_body()).await;
+                    Some(status)
+                }
+                Err(e) => {
+                    let _ = bad_gateway(&pending, &target.origin, error_chain(&e));
+                    None
+                }
+            }
+        };
+        tokio::time::timeout(SEND_TIMEOUT, exchange)
+            .await
+            .map_err(|_| SendError::Timeout(SEND_TIMEOUT))?
+    };
+    let id = tokio::time::timeout(SEND_TIMEOUT, rx)
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .ok_or(SendError::Timeout(SEND_TIMEOUT))?;
+    Ok((id, status))
 }
 
 fn forward_response(

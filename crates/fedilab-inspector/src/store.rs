@@ -19,11 +19,14 @@ use std::time::Duration;
 use tokio::sync::broadcast;
 
 use crate::analysis::Cache;
+use crate::api_types::FaultChange;
 use crate::config::StoreLimits;
-use crate::exchange::Exchange;
+use crate::exchange::{Exchange, Marks};
 
 /// Memory charged per entry beyond the record itself: the cached analysis.
 const ENTRY_OVERHEAD: usize = 1024;
+/// Fault rule changes kept for the UI's timeline.
+const MAX_CHANGES: usize = 1000;
 /// Records waiting for the persistence thread; beyond this they are dropped
 /// from the file (never from memory) and counted.
 const PERSIST_QUEUE: usize = 8192;
@@ -34,6 +37,8 @@ const PERSIST_QUEUE: usize = 8192;
 pub struct Entry {
     /// The record.
     pub exchange: Exchange,
+    /// What the inspector did with it (fault rule, replay).
+    pub marks: Marks,
     size: usize,
     cache: Cache,
 }
@@ -57,6 +62,33 @@ pub enum StoreEvent {
     Added(u64),
     /// Everything was deleted.
     Cleared,
+    /// A fault rule change with this sequence number was recorded
+    /// ([`Store::changes`]).
+    FaultChange(u64),
+}
+
+/// A line of the persistence file: the record and its marks side by side.
+#[derive(serde::Serialize)]
+struct LineOut<'a> {
+    #[serde(flatten)]
+    exchange: &'a Exchange,
+    #[serde(flatten)]
+    marks: &'a Marks,
+}
+
+#[derive(serde::Deserialize)]
+struct LineIn {
+    #[serde(flatten)]
+    exchange: Exchange,
+    #[serde(flatten)]
+    marks: Marks,
+}
+
+fn line_of(entry: &Entry) -> Result<Vec<u8>, serde_json::Error> {
+    serde_json::to_vec(&LineOut {
+        exchange: &entry.exchange,
+        marks: &entry.marks,
+    })
 }
 
 /// Counters for `GET /api/stats` and tests.
@@ -110,6 +142,8 @@ pub enum PersistError {
 #[derive(Debug, Default)]
 struct Inner {
     entries: VecDeque<Arc<Entry>>,
+    changes: VecDeque<FaultChange>,
+    next_change: u64,
     bytes: usize,
     next_id: u64,
     evicted: u64,
@@ -183,8 +217,8 @@ impl Store {
                     if line.trim().is_empty() {
                         continue;
                     }
-                    match serde_json::from_str::<Exchange>(&line) {
-                        Ok(ex) => store.push_loaded(ex),
+                    match serde_json::from_str::<LineIn>(&line) {
+                        Ok(l) => store.push_loaded(l.exchange, l.marks),
                         Err(_) => skipped += 1,
                     }
                 }
@@ -229,11 +263,16 @@ impl Store {
     /// Records an exchange, assigning its id (the `id` field is ignored),
     /// evicting the oldest entries beyond the limits. Returns the id.
     pub fn push(&self, exchange: Exchange) -> u64 {
+        self.push_marked(exchange, Marks::default())
+    }
+
+    /// [`Store::push`] with the inspector's marks.
+    pub fn push_marked(&self, exchange: Exchange, marks: Marks) -> u64 {
         let (id, entry) = {
             let mut inner = self.lock();
             let id = inner.next_id;
             inner.next_id += 1;
-            let entry = self.insert(&mut inner, exchange, id);
+            let entry = self.insert(&mut inner, exchange, marks, id);
             (id, entry)
         };
         let _ = self.events.send(StoreEvent::Added(id));
@@ -248,7 +287,7 @@ impl Store {
         id
     }
 
-    fn push_loaded(&self, exchange: Exchange) {
+    fn push_loaded(&self, exchange: Exchange, marks: Marks) {
         let mut inner = self.lock();
         let id = exchange.id;
         // Compaction can race an append, so a file may repeat an id.
@@ -256,14 +295,21 @@ impl Store {
             return;
         }
         inner.next_id = id + 1;
-        self.insert(&mut inner, exchange, id);
+        self.insert(&mut inner, exchange, marks, id);
     }
 
-    fn insert(&self, inner: &mut Inner, mut exchange: Exchange, id: u64) -> Arc<Entry> {
+    fn insert(
+        &self,
+        inner: &mut Inner,
+        mut exchange: Exchange,
+        marks: Marks,
+        id: u64,
+    ) -> Arc<Entry> {
         exchange.id = id;
         let size = exchange.approx_size() + ENTRY_OVERHEAD;
         let entry = Arc::new(Entry {
             exchange,
+            marks,
             size,
             cache: Cache::default(),
         });
@@ -296,11 +342,43 @@ impl Store {
         self.lock().entries.iter().cloned().collect()
     }
 
-    /// Deletes every exchange (and truncates the persistence file).
+    /// Records a fault rule change (its `seq` and time are assigned here)
+    /// for the timeline; the oldest beyond 1000 are forgotten.
+    pub fn record_change(&self, mut change: FaultChange) -> u64 {
+        let seq = {
+            let mut inner = self.lock();
+            inner.next_change += 1;
+            change.seq = inner.next_change;
+            let now = jiff::Timestamp::now();
+            change.at = format!("{now:.3}");
+            change.at_us = now.as_microsecond();
+            inner.changes.push_back(change);
+            while inner.changes.len() > MAX_CHANGES {
+                inner.changes.pop_front();
+            }
+            inner.next_change
+        };
+        let _ = self.events.send(StoreEvent::FaultChange(seq));
+        seq
+    }
+
+    /// The fault rule changes held, oldest first.
+    pub fn changes(&self) -> Vec<FaultChange> {
+        self.lock().changes.iter().cloned().collect()
+    }
+
+    /// The change with sequence number `seq`, if still held.
+    pub fn change(&self, seq: u64) -> Option<FaultChange> {
+        self.lock().changes.iter().find(|c| c.seq == seq).cloned()
+    }
+
+    /// Deletes every exchange and rule change (and truncates the
+    /// persistence file).
     pub fn clear(&self) {
         {
             let mut inner = self.lock();
             inner.entries.clear();
+            inner.changes.clear();
             inner.bytes = 0;
         }
         if let Some(p) = self.persist.get() {
@@ -372,8 +450,8 @@ fn compact(path: &Path, entries: &[Arc<Entry>]) -> Result<BufWriter<File>, Persi
     {
         let mut w = BufWriter::new(File::create(&tmp).map_err(write_err)?);
         for e in entries {
-            serde_json::to_writer(&mut w, &e.exchange)
-                .map_err(|e| write_err(std::io::Error::other(e)))?;
+            let line = line_of(e).map_err(|e| write_err(std::io::Error::other(e)))?;
+            w.write_all(&line).map_err(write_err)?;
             w.write_all(b"\n").map_err(write_err)?;
         }
         w.flush().map_err(write_err)?;
@@ -403,7 +481,7 @@ fn persist_loop(
             match m {
                 PersistMsg::Append(entry) => {
                     if failed.is_none() {
-                        let line = serde_json::to_vec(&entry.exchange).unwrap_or_default();
+                        let line = line_of(&entry).unwrap_or_default();
                         written += line.len() as u64 + 1;
                         if let Err(e) = writer
                             .write_all(&line)
@@ -560,6 +638,34 @@ mod tests {
         store.flush().expect("flush");
         assert_eq!(std::fs::read_to_string(&path).expect("read"), "");
         assert_eq!(store.stats().count, 0);
+    }
+
+    #[test]
+    fn marks_are_persisted_beside_their_record() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("capture.jsonl");
+        let marks = Marks {
+            fault: Some(crate::fault::FaultMark {
+                rule: 3,
+                action: crate::fault::Action {
+                    status: Some(503),
+                    ..crate::fault::Action::default()
+                },
+            }),
+            replay_of: Some(1),
+            edited: true,
+        };
+        {
+            let store = Store::open(StoreLimits::default(), &path).expect("open");
+            store.push(exchange(1));
+            store.push_marked(exchange(2), marks.clone());
+            store.flush().expect("flush");
+        }
+        let store = Store::open(StoreLimits::default(), &path).expect("reopen");
+        let snap = store.snapshot();
+        assert_eq!(snap[0].marks, Marks::default());
+        assert_eq!(snap[1].marks, marks);
+        assert_eq!(snap[1].exchange.request.body.captured.len(), 2);
     }
 
     #[test]

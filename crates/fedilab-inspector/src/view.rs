@@ -60,6 +60,7 @@ fn summary_with<U>(
             algorithm: s.algorithm.clone(),
         }),
         verdict: v.verdict,
+        key_source: v.key_source,
         problems: v.problems.clone(),
         request_size: ex.request.body.size,
         response_size: resp.map(|r| r.body.size),
@@ -69,6 +70,8 @@ fn summary_with<U>(
         duration_ms: ex.total_us as f64 / 1000.0,
         upgrade: upgrade(ex),
         error: ex.error.clone(),
+        started_us: ex.started_us,
+        marks: crate::exchange::Marks::default(), // filled from the store entry
     }
 }
 

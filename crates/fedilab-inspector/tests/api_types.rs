@@ -9,8 +9,11 @@ use std::time::Duration;
 
 use common::*;
 use fedilab_inspector::analysis::{Kind, Verdict};
-use fedilab_inspector::api_types::{ApiError, ExchangeDetail, ServerList, StatsView};
+use fedilab_inspector::api_types::{
+    ApiError, ExchangeDetail, ExchangeList, FaultList, ReplayAnswer, ServerList, StatsView,
+};
 use fedilab_inspector::client;
+use fedilab_inspector::fault::RuleView;
 use fedilab_inspector::signature::ProblemCode;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -86,6 +89,48 @@ async fn every_document_parses_as_its_type_and_api_md_names_every_field() {
     assert!(!servers.servers.is_empty());
     let missing: ApiError = fetch(&lab, "/api/exchanges/999", &mut fields).await;
     assert!(missing.error.contains("999"));
+    // Fault rules, a marked exchange, replays (plain and edited).
+    let rule = lab
+        .api_json(
+            "POST",
+            "/api/faults",
+            r#"{"match": {"host": "mastodon2", "activity": "Create", "count": 1},
+                "action": {"status": 503, "body": "busy", "retry_after": 5}}"#,
+        )
+        .await;
+    let rule: RuleView = serde_json::from_slice(&rule.body).expect("a RuleView");
+    keys(&serde_json::to_value(&rule).expect("json"), &mut fields);
+    let faulted = lab.post_signed_create(ALICE_KEY, 2).await.exchange.id;
+    let replay = lab
+        .api("POST", &format!("/api/exchanges/{create}/replay"))
+        .await;
+    let replay: ReplayAnswer = serde_json::from_slice(&replay.body).expect("a ReplayAnswer");
+    keys(&serde_json::to_value(&replay).expect("json"), &mut fields);
+    let edited = lab
+        .api_json(
+            "POST",
+            &format!("/api/exchanges/{create}/replay"),
+            r#"{"body": "{}", "headers": {"x-a": "b"}}"#,
+        )
+        .await;
+    let edited: ReplayAnswer = serde_json::from_slice(&edited.body).expect("a ReplayAnswer");
+    let faults: FaultList = fetch(&lab, "/api/faults", &mut fields).await;
+    assert_eq!(faults.rules.len(), 1);
+    let marked: ExchangeList = fetch(&lab, "/api/exchanges?all=1", &mut fields).await;
+    let by_id = |id: u64| {
+        marked
+            .exchanges
+            .iter()
+            .find(|x| x.id == id)
+            .expect("listed")
+    };
+    assert_eq!(
+        by_id(faulted).marks.fault.as_ref().map(|f| f.rule),
+        Some(rule.id)
+    );
+    assert_eq!(by_id(replay.id).marks.replay_of, Some(create));
+    assert!(by_id(edited.id).marks.edited);
+
     // A text body, its parsed JSON, and a binary one.
     for optional in ["text", "json", "base64"] {
         fields.insert(optional.to_owned());

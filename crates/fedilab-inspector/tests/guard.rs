@@ -94,3 +94,36 @@ async fn a_delete_without_browser_headers_is_a_curl_and_allowed() {
     assert_eq!(reply.status, 204);
     assert_eq!(lab.inspector.store().snapshot().len(), 0);
 }
+
+#[tokio::test]
+async fn a_cross_site_page_can_neither_add_fault_rules_nor_replay() {
+    let mut lab = lab(|_| {}).await;
+    let id = lab.post_signed_create(ALICE_KEY, 1).await.exchange.id;
+    for path in [
+        "/api/faults".to_owned(),
+        format!("/api/exchanges/{id}/replay"),
+    ] {
+        let reply = lab
+            .api_with("POST", &path, &[("origin", "http://evil.example")])
+            .await;
+        assert_eq!(reply.status, 403, "{path}");
+        let reply = lab
+            .api_with("POST", &path, &[("sec-fetch-site", "cross-site")])
+            .await;
+        assert_eq!(reply.status, 403, "{path} without Origin");
+    }
+    let reply = lab
+        .api_with(
+            "DELETE",
+            "/api/faults",
+            &[("origin", "http://evil.example")],
+        )
+        .await;
+    assert_eq!(reply.status, 403);
+    assert!(lab.inspector.faults().list().is_empty(), "no rule added");
+    assert_eq!(
+        lab.inspector.store().snapshot().len(),
+        1,
+        "nothing replayed"
+    );
+}

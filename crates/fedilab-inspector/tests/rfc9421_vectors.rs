@@ -1,12 +1,16 @@
 //! The RFC 9421 implementation held against the RFC's own test vectors:
 //! the `test-request` of Appendix B.2, the `test-key-rsa-pss` public key of
 //! Appendix B.1.2, and the signatures of B.2.1 (minimal) and B.2.3 (full
-//! coverage with rsa-pss-sha512). Signing and verifying with our own code
+//! coverage with rsa-pss-sha512); the `test-key-ed25519` public key of
+//! B.1.4 and the signature of B.2.6 (ed25519). Signing and verifying with our own code
 //! alone could hide a shared misreading of the signature base; these
 //! cannot.
 
+use base64::Engine as _;
 use fedilab_inspector::exchange::{Body, Exchange, RequestRecord};
-use fedilab_inspector::signature::{DigestStatus, ProblemCode, inspect, verify_rsa};
+use fedilab_inspector::signature::{
+    DigestStatus, ProblemCode, PublicKey, inspect, verify, verify_explained, verify_rsa,
+};
 use fedilab_inspector::{SignatureConfig, signature::Scheme};
 use rsa::RsaPublicKey;
 use rsa::pkcs8::DecodePublicKey as _;
@@ -120,5 +124,51 @@ fn b_2_1_minimal_verifies() {
     assert_eq!(
         codes,
         [ProblemCode::DigestNotSigned, ProblemCode::TargetNotSigned]
+    );
+}
+
+/// RFC 9421 B.1.4 `test-key-ed25519`, the public key (the JWK's `x`).
+fn ed25519_key() -> PublicKey {
+    let x = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode("JrQLj5P_89iXES9-vFgrIy29clF9CC_oPPsw3c5D0bs")
+        .expect("base64url");
+    PublicKey::Ed25519(x.try_into().expect("32 bytes"))
+}
+
+#[test]
+fn b_2_6_ed25519_verifies() {
+    let ex = test_request(
+        r#"sig-b26=("date" "@method" "@path" "@authority" "content-type" "content-length");created=1618884473;keyid="test-key-ed25519""#,
+        "sig-b26=:wqcAqbmYJ2ji2glfAMaRy4gruYYnx2nEFN2HN6jrnDnQCK1u02Gb04v9EDgwUPiu4A0w6vuQv5lIp5WPpBKRCw==:",
+    );
+    let info = inspect(&ex, &SignatureConfig::default()).expect("signed");
+    assert_eq!(info.key_id.as_deref(), Some("test-key-ed25519"));
+    let pending = info.pending.as_ref().expect("pending");
+    // No `alg`: the key decides.
+    assert_eq!(verify(&ed25519_key(), pending), Ok("ed25519"));
+    let mut tampered = pending.clone();
+    tampered.base[3] ^= 1;
+    let err = verify(&ed25519_key(), &tampered).expect_err("tampered base");
+    assert_eq!(err.code, ProblemCode::BadSignature);
+    // The RSA key of B.1.2 does not verify it.
+    let rsa = PublicKey::Rsa(key());
+    assert!(verify(&rsa, pending).is_err());
+
+    // With `alg="ed25519"` in the parameters the base changes, so the RFC's
+    // signature no longer fits; the parameter itself is understood.
+    let ex = test_request(
+        r#"sig-b26=("date" "@method" "@path" "@authority" "content-type" "content-length");created=1618884473;keyid="test-key-ed25519";alg="ed25519""#,
+        "sig-b26=:wqcAqbmYJ2ji2glfAMaRy4gruYYnx2nEFN2HN6jrnDnQCK1u02Gb04v9EDgwUPiu4A0w6vuQv5lIp5WPpBKRCw==:",
+    );
+    let info = inspect(&ex, &SignatureConfig::default()).expect("signed");
+    let codes: Vec<_> = info.problems.iter().map(|p| p.code).collect();
+    assert!(
+        !codes.contains(&ProblemCode::UnsupportedAlgorithm),
+        "{codes:?}"
+    );
+    let pending = info.pending.as_ref().expect("pending");
+    assert_eq!(
+        verify_explained(&ed25519_key(), pending).map_err(|p| p.code),
+        Err(ProblemCode::BadSignature)
     );
 }

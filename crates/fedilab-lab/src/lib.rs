@@ -10,6 +10,7 @@
 //! down(&Cluster, &DownRequest, ..) cluster objects -> serve stopped -> purge
 //! AttachPlan::prepare / attach     leaf, objects, attached.json + lab.json, serve
 //! DetachPlan::prepare / detach     objects, leaf, state, serve
+//! backup / restore / import        one instance's state to and from an archive
 //! reset / snapshot_save|list|delete  per instance through exec, then the inspector's marker
 //! record_fresh                     `up`'s post-setup snapshot `fresh`
 //! ```
@@ -32,6 +33,7 @@ macro_rules! boxed_from {
     };
 }
 
+mod backup;
 mod down;
 mod host;
 mod members;
@@ -39,6 +41,10 @@ mod reset;
 mod tls;
 mod up;
 
+pub use backup::{
+    BackupReport, BackupRequest, ImportRequest, RestoreReport, RestoreRequest, SETUP_BUDGET,
+    TransferError, TransferEvent, TransferProgress, backup, check_instance, import, restore,
+};
 pub use down::{DownError, DownReport, DownRequest, down};
 pub use host::{Daemon, HostSide};
 pub use members::{

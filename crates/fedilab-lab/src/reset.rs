@@ -95,14 +95,13 @@ pub enum StateError {
         /// The lab's instances, comma-separated.
         known: String,
     },
-    /// An attached or external server: its state is not fedilab's.
-    #[error(
-        "{name} is an {kind} server: its state is not in the lab, fedilab cannot snapshot or reset it"
-    )]
+    /// An attached or external server (its state is not fedilab's), or a
+    /// kind without a state module yet.
+    #[error("{name} is {}", not_managed_text(kind))]
     NotManaged {
         /// The instance.
         name: InstanceName,
-        /// `attached` or `external`.
+        /// `attached`, `external`, or the kind (`misskey`...).
         kind: &'static str,
     },
     /// The snapshot is missing on some instances.
@@ -121,6 +120,15 @@ pub enum StateError {
     /// Listing failed on an instance.
     #[error(transparent)]
     Snapshot(#[from] Box<SnapshotError>),
+}
+
+fn not_managed_text(kind: &str) -> String {
+    match kind {
+        "attached" | "external" => format!(
+            "an {kind} server: its state is not in the lab, fedilab cannot snapshot or reset it"
+        ),
+        other => format!("a {other} instance: snapshots and reset support Mastodon only so far"),
+    }
 }
 
 impl StateError {
@@ -175,6 +183,25 @@ impl StatePlan {
     /// The instances it works on.
     pub fn instances(&self) -> Vec<&InstanceName> {
         self.instances.iter().map(|(i, _)| i).collect()
+    }
+
+    /// The lab's in-cluster instances left out because their kind has no
+    /// state module yet (only when no instance was named): `(name, kind)`.
+    pub fn skipped(&self) -> Vec<(&InstanceName, &'static str)> {
+        if !self.request.instances.is_empty() {
+            return Vec::new();
+        }
+        self.state
+            .instances
+            .iter()
+            .filter(|i| {
+                !matches!(
+                    i.kind,
+                    fedilab_state::StoredKind::Attached | fedilab_state::StoredKind::External
+                ) && fedilab_data::for_kind(i.kind.as_str()).is_none()
+            })
+            .map(|i| (&i.name, i.kind.as_str()))
+            .collect()
     }
 }
 

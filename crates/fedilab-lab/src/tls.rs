@@ -81,7 +81,7 @@ pub fn lab_tls(
 
 #[cfg(test)]
 mod tests {
-    use fedilab_profile::{DEFAULT_PROFILE_YAML, Overrides};
+    use fedilab_profile::{DEFAULT_PROFILE_YAML, InstanceCounts, Overrides};
 
     use super::*;
 
@@ -92,7 +92,7 @@ mod tests {
             DEFAULT_PROFILE_YAML,
             "test",
             &Overrides {
-                instances: Some(3),
+                instances: Some(InstanceCounts::Total(3)),
                 ..Overrides::default()
             },
         )

@@ -15,7 +15,7 @@ use fedilab_orchestrator::{
     ApplyError, ApplyReport, Cluster, CredsError, InstanceCredentials, MemberError, Preflight,
     PreflightError, PreflightOptions, PreflightWarning, Timings, WaitError, WaitOptions,
 };
-use fedilab_profile::{Domain, InstanceName, InstanceSpecKind, LabName, LabSpec};
+use fedilab_profile::{Domain, InstanceName, LabName, LabSpec};
 use fedilab_serve::daemon::{DaemonError, ServeStatus};
 use fedilab_state::{
     AttachedServer, LabDir, LabState, ServeSettings, StateError, other_serve_settings,
@@ -329,7 +329,7 @@ pub async fn up(
             .spec
             .instances
             .iter()
-            .filter(|i| matches!(i.kind, InstanceSpecKind::Mastodon(_)))
+            .filter(|i| i.kind.runs_in_cluster())
             .map(|i| i.name.clone())
             .collect();
         progress.event(&Event::Waiting(&ours));

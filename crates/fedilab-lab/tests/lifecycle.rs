@@ -353,3 +353,94 @@ async fn down_with_purge_stops_the_host_side_and_leaves_nothing_here_or_there() 
     assert!(!data.path().join("labs/main").exists());
     assert!(!data.path().join("ca/fediverse.local").exists());
 }
+
+/// Issue 14: a lab of Mastodon, Misskey and GoToSocial applies each kind's
+/// objects, waits for each on its own components (no Redis, streaming or
+/// Sidekiq for GoToSocial), routes each through its web Service's port,
+/// returns credentials for every kind, and `down` leaves nothing.
+#[tokio::test]
+async fn a_mixed_lab_comes_up_per_kind_and_goes_down_without_a_trace() {
+    let fake = Fake::start(Behaviour::default());
+    let data = tempfile::tempdir().expect("temp dir");
+    let host = Host::default();
+    let spec = LabSpec::from_yaml(
+        "instances: [{}, {kind: misskey}, {kind: gotosocial}]\n",
+        "mixed",
+        &fedilab_profile::Overrides::default(),
+    )
+    .expect("valid");
+    let plan = UpPlan::prepare(request(data.path(), spec, true)).expect("prepared");
+    let seen = Seen::default();
+    let timings = Timings::new(fake.cluster.counter.clone());
+    let report = bounded(fedilab_lab::up(
+        &fake.cluster,
+        &plan,
+        &host,
+        &seen,
+        &timings,
+    ))
+    .await
+    .expect("up");
+
+    let events = seen.0.lock().expect("lock").clone();
+    assert!(events.contains(&"waiting 3".to_owned()), "{events:?}");
+    for name in ["mastodon1", "misskey1", "gts1"] {
+        assert!(events.contains(&format!("ready {name}")), "{events:?}");
+    }
+    let ns = Some("fedilab-main");
+    assert!(fake.object("deployments", ns, "misskey1-redis").is_some());
+    for absent in [
+        "gts1-redis",
+        "gts1-streaming",
+        "gts1-sidekiq",
+        "misskey1-sidekiq",
+    ] {
+        assert!(fake.object("deployments", ns, absent).is_none(), "{absent}");
+    }
+    let config = fake
+        .object("secrets", ns, "misskey1-secrets")
+        .expect("Misskey's config Secret");
+    assert!(config["data"]["default.yml"].is_string());
+
+    let state = host.calls()[0].1.clone().expect("state saved");
+    let gts = state.instance("gts1").expect("gts1 in the state");
+    assert_eq!(gts.kind, StoredKind::GoToSocial);
+    assert_eq!(gts.upstreams.len(), 1, "one server, no streaming");
+    assert_eq!(
+        gts.upstreams[0].url.to_string().rsplit(':').next(),
+        Some("8080")
+    );
+    let misskey = state.instance("misskey1").expect("misskey1 in the state");
+    assert_eq!(misskey.kind, StoredKind::Misskey);
+
+    let mut creds: Vec<(String, usize)> = report
+        .credentials
+        .iter()
+        .map(|c| (c.instance.clone(), c.api_token.len()))
+        .collect();
+    creds.sort();
+    assert_eq!(
+        creds,
+        [
+            ("gts1".to_owned(), 43),
+            ("mastodon1".to_owned(), 43),
+            ("misskey1".to_owned(), 16)
+        ],
+        "every kind has credentials; Misskey's token is its native 16 characters"
+    );
+
+    let request = DownRequest {
+        data_dir: data.path().to_owned(),
+        lab: "main".parse().expect("lab"),
+        purge: true,
+        options: DownOptions {
+            timeout: Duration::from_secs(10),
+            poll_interval: Duration::from_millis(5),
+        },
+    };
+    let timings = Timings::new(fake.cluster.counter.clone());
+    bounded(fedilab_lab::down(&fake.cluster, &request, &host, &timings))
+        .await
+        .expect("down");
+    assert_eq!(fake.count_labelled(names::LAB_KEY, "main"), 0);
+}

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use fedilab_profile::{LabSpec, names};
+use fedilab_profile::{InstanceKind, LabSpec, names};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use k8s_openapi::api::networking::v1::{
     IPBlock, NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyPeer, NetworkPolicySpec,
@@ -14,6 +14,7 @@ use k8s_openapi::api::networking::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 
 use crate::ClusterFacts;
+use crate::setup;
 
 /// The setup Job's shell script (runs in the Mastodon image).
 pub(crate) const SETUP_SH: &str = include_str!("../scripts/setup.sh");
@@ -140,21 +141,34 @@ pub(crate) fn ca_configmap(spec: &LabSpec, ca_cert_pem: &str) -> ConfigMap {
 
 /// The setup Job's scripts: fixed files, parameterised only by environment
 /// variables.
+///
+/// The scripts of Misskey and GoToSocial are included only in labs that
+/// have such an instance.
 pub(crate) fn setup_scripts(spec: &LabSpec) -> ConfigMap {
+    let has = |kind: InstanceKind| spec.instances.iter().any(|i| i.kind.kind() == kind);
+    let mut data = BTreeMap::from([
+        ("setup.sh".to_owned(), SETUP_SH.to_owned()),
+        ("credentials.rb".to_owned(), CREDENTIALS_RB.to_owned()),
+        (
+            ALLOW_DOMAINS_FILE.to_owned(),
+            crate::ALLOW_DOMAINS_RB.to_owned(),
+        ),
+    ]);
+    let mut add = |(key, text): (&str, &str)| data.insert(key.to_owned(), text.to_owned());
+    if has(InstanceKind::Misskey) {
+        add(setup::MISSKEY_SCRIPT);
+    }
+    if has(InstanceKind::Gotosocial) {
+        add(setup::GOTOSOCIAL_ADMIN_SCRIPT);
+        add(setup::GOTOSOCIAL_TOKEN_SCRIPT);
+    }
     ConfigMap {
         metadata: lab_meta(
             spec,
             names::SETUP_SCRIPTS_CONFIGMAP,
             names::lab_labels(&spec.name),
         ),
-        data: Some(BTreeMap::from([
-            ("setup.sh".to_owned(), SETUP_SH.to_owned()),
-            ("credentials.rb".to_owned(), CREDENTIALS_RB.to_owned()),
-            (
-                ALLOW_DOMAINS_FILE.to_owned(),
-                crate::ALLOW_DOMAINS_RB.to_owned(),
-            ),
-        ])),
+        data: Some(data),
         ..ConfigMap::default()
     }
 }

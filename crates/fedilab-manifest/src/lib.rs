@@ -12,12 +12,16 @@
 mod external;
 mod facts;
 mod federation;
+mod gotosocial;
+mod instance;
 mod lab;
 mod mastodon;
+mod misskey;
 mod objects;
 mod pod;
 mod routing;
 mod secrets;
+mod setup;
 mod tls;
 
 use std::net::SocketAddr;
@@ -26,11 +30,9 @@ use fedilab_profile::{InstanceName, InstanceSpec, InstanceSpecKind, LabSpec};
 
 pub use facts::ClusterFacts;
 pub use federation::{ALLOW_DOMAINS_ENV, ALLOW_DOMAINS_RB, allow_domains_command, allowed_domains};
+pub use instance::{POSTGRES_IMAGE, REDIS_IMAGE, SYSTEM_BUNDLE_PATH, TRUST_BUNDLE_PATH};
 pub use lab::{corefile_server_block, corefile_server_block_on};
-pub use mastodon::{
-    DB_NAME, DB_USER, MEDIA_DIR, POSTGRES_IMAGE, REDIS_IMAGE, SYSTEM_BUNDLE_PATH,
-    TRUST_BUNDLE_PATH, WEB_PORT, check_pod,
-};
+pub use mastodon::{DB_NAME, DB_USER, MEDIA_DIR, WEB_PORT, check_pod};
 pub use objects::{LabManifests, Manifest, OutputError};
 pub use routing::Routing;
 pub use secrets::{LabSecrets, MastodonSecrets, seed_from_text};
@@ -39,7 +41,7 @@ pub use tls::{LeafPem, TlsMaterial};
 /// What the inputs of [`build`] lack, or why they do not fit together.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BuildError {
-    /// No generated secrets for a Mastodon instance.
+    /// No generated secrets for an instance fedilab runs.
     #[error("no generated secrets for instance {0}")]
     MissingSecrets(InstanceName),
     /// No certificate for an instance.
@@ -115,13 +117,21 @@ pub fn build_on(
                 .get(&instance.name)
                 .ok_or_else(|| BuildError::MissingCertificate(instance.name.clone()))
         };
+        let own_secrets = || {
+            secrets
+                .instances
+                .get(&instance.name)
+                .ok_or_else(|| BuildError::MissingSecrets(instance.name.clone()))
+        };
         let built = match &instance.kind {
             InstanceSpecKind::Mastodon(m) => {
-                let instance_secrets = secrets
-                    .instances
-                    .get(&instance.name)
-                    .ok_or_else(|| BuildError::MissingSecrets(instance.name.clone()))?;
-                mastodon::build(spec, instance, m, instance_secrets, leaf()?, proxy)
+                mastodon::build(spec, instance, m, own_secrets()?, leaf()?, proxy)
+            }
+            InstanceSpecKind::Misskey(m) => {
+                misskey::build(spec, instance, m, own_secrets()?, leaf()?, proxy)
+            }
+            InstanceSpecKind::GoToSocial(g) => {
+                gotosocial::build(spec, instance, g, own_secrets()?, leaf()?, proxy)
             }
             InstanceSpecKind::External(e) => {
                 let proxy = proxy

@@ -17,7 +17,9 @@ use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
 use sha2::{Digest, Sha256};
 
-/// The generated secrets of one Mastodon instance.
+/// The generated secrets of one instance fedilab runs. Named for Mastodon,
+/// which uses every field; Misskey and GoToSocial use the database and
+/// admin fields (Misskey its secret key base as `setupPassword`).
 #[derive(Clone, PartialEq, Eq)]
 pub struct MastodonSecrets {
     /// `SECRET_KEY_BASE`: 128 hex digits.
@@ -38,7 +40,8 @@ pub struct MastodonSecrets {
     pub db_password: String,
     /// The Owner account's password.
     pub admin_password: String,
-    /// The value of the admin's API access token.
+    /// The value of the admin's API access token (Misskey's native tokens
+    /// are 16 characters: [`MastodonSecrets::generate_for`] cuts it).
     pub api_token: String,
 }
 
@@ -57,17 +60,17 @@ pub struct LabSecrets {
 }
 
 impl LabSecrets {
-    /// Generates secrets for every Mastodon instance of `spec` from
-    /// `master_seed` (external instances have none).
+    /// Generates secrets for every instance of `spec` that runs in the
+    /// cluster, from `master_seed` (external instances have none).
     pub fn generate(spec: &LabSpec, master_seed: [u8; 32]) -> Self {
         let instances = spec
             .instances
             .iter()
-            .filter(|i| matches!(i.kind, InstanceSpecKind::Mastodon(_)))
+            .filter(|i| i.kind.runs_in_cluster())
             .map(|i| {
                 (
                     i.name.clone(),
-                    MastodonSecrets::generate(master_seed, &i.name),
+                    MastodonSecrets::generate_for(&i.kind, master_seed, &i.name),
                 )
             })
             .collect();
@@ -80,7 +83,24 @@ pub fn seed_from_text(text: &str) -> [u8; 32] {
     Sha256::digest(text.as_bytes()).into()
 }
 
+/// The length of Misskey's native API tokens (`"user".token`, `char(16)`).
+pub const MISSKEY_TOKEN_LEN: usize = 16;
+
 impl MastodonSecrets {
+    /// [`MastodonSecrets::generate`], with the API token cut to what the
+    /// instance's kind stores (Misskey: 16 characters).
+    pub fn generate_for(
+        kind: &InstanceSpecKind,
+        master_seed: [u8; 32],
+        instance: &InstanceName,
+    ) -> Self {
+        let mut secrets = MastodonSecrets::generate(master_seed, instance);
+        if matches!(kind, InstanceSpecKind::Misskey(_)) {
+            secrets.api_token.truncate(MISSKEY_TOKEN_LEN);
+        }
+        secrets
+    }
+
     /// Generates one instance's secrets from the lab's master seed.
     pub fn generate(master_seed: [u8; 32], instance: &InstanceName) -> Self {
         let mut hasher = Sha256::new();

@@ -8,7 +8,7 @@ use fedilab_manifest::{
     seed_from_text,
 };
 use fedilab_profile::names;
-use fedilab_profile::{LabProfile, LabSpec, Overrides};
+use fedilab_profile::{InstanceCounts, LabProfile, LabSpec, Overrides};
 
 const PROFILES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../lab-profiles");
 
@@ -191,7 +191,7 @@ fn names_are_unique_and_hosts_distinct_for_1_to_50_instances() {
         let spec = spec_from(
             "mastodon-pair.yaml",
             &Overrides {
-                instances: Some(n),
+                instances: Some(InstanceCounts::Total(n)),
                 ..Overrides::default()
             },
         );

@@ -11,7 +11,7 @@ use kube::Api;
 use kube::api::ListParams;
 
 use crate::Cluster;
-use fedilab_state::{LabDir, LabState, StateError, StoredKind};
+use fedilab_state::{LabDir, LabState, StateError};
 
 /// One instance's way in.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -68,11 +68,8 @@ pub fn credentials_from_state(
     };
     let mut out = Vec::new();
     // Servers outside the cluster have no admin that fedilab created.
-    let mastodons = state
-        .instances
-        .iter()
-        .filter(|i| i.kind == StoredKind::Mastodon);
-    for instance in mastodons {
+    let ours = state.instances.iter().filter(|i| i.kind.runs_in_cluster());
+    for instance in ours {
         if let Some((password, api_token)) = dir.admin_secrets(instance.name.as_str())? {
             out.push(InstanceCredentials {
                 instance: instance.name.to_string(),

@@ -10,6 +10,7 @@
 //! instance_upstreams / attach / detach          the inspector's routes, host servers
 //! verify(&Cluster, &LabSpec, &VerifyPlan, ..)  check pods + host queries -> VerifyReport
 //! exec::exec / exec::exec_capture               a command in an instance's pod -> exit code
+//! backup::*                                     pg_dump / pg_restore / tar streamed over exec
 //! snapshot::reset_instance / save_instance ..    fedilab-data's snapshot plans through exec
 //! ```
 //!
@@ -23,6 +24,7 @@
 #![warn(missing_docs, clippy::print_stdout, clippy::dbg_macro)]
 
 mod apply;
+pub mod backup;
 pub mod bootstrap;
 mod cluster;
 mod coredns;

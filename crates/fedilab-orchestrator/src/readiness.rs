@@ -265,6 +265,10 @@ pub struct InstanceObjects<'a> {
     pub streaming: Option<&'a Deployment>,
     /// `<instance>-sidekiq`.
     pub sidekiq: Option<&'a Deployment>,
+    /// The components the instance's kind runs
+    /// ([`fedilab_profile::names::components_of`]); `None` waits for all
+    /// (Mastodon's). The others are never waited for.
+    pub runs: Option<&'static [fedilab_profile::names::Component]>,
 }
 
 impl InstanceObjects<'_> {
@@ -273,18 +277,23 @@ impl InstanceObjects<'_> {
     pub fn pending_in(&self, phase: Phase) -> Vec<fedilab_profile::names::Component> {
         use fedilab_profile::names::Component;
         let mut out = Vec::new();
+        let mut push = |c: Component| {
+            if self.runs.is_none_or(|runs| runs.contains(&c)) {
+                out.push(c);
+            }
+        };
         match phase {
             Phase::Database => {
                 if !is_statefulset_ready(self.postgres) {
-                    out.push(Component::Postgres);
+                    push(Component::Postgres);
                 }
                 if !is_deployment_available(self.redis) {
-                    out.push(Component::Redis);
+                    push(Component::Redis);
                 }
             }
             Phase::Setup => {
                 if !is_job_complete(self.setup) {
-                    out.push(Component::Setup);
+                    push(Component::Setup);
                 }
             }
             Phase::Services => {
@@ -294,7 +303,7 @@ impl InstanceObjects<'_> {
                     (Component::Sidekiq, self.sidekiq),
                 ] {
                     if !is_deployment_available(d) {
-                        out.push(c);
+                        push(c);
                     }
                 }
             }

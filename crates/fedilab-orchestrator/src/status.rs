@@ -331,7 +331,14 @@ fn instances(objects: &LabObjects, now: jiff::Timestamp) -> Vec<InstanceStatus> 
             continue;
         };
         let object = |c| names::component_object(&instance, c);
+        // The kind, from the database's `app.kubernetes.io/name`: what to
+        // wait for (Misskey and GoToSocial run fewer components).
+        let kind = statefulsets
+            .get(object(Component::Postgres).as_str())
+            .and_then(|o| o.metadata.labels.as_ref()?.get(names::APP_NAME_KEY))
+            .and_then(|app| app.parse::<fedilab_profile::InstanceKind>().ok());
         let own = InstanceObjects {
+            runs: kind.map(names::components_of),
             postgres: statefulsets
                 .get(object(Component::Postgres).as_str())
                 .copied(),

@@ -269,11 +269,9 @@ impl Runner<'_> {
             .instance(&step.instance)
             .ok_or_else(|| format!("instance {} is not in the lab", step.instance))?;
         // Only Mastodon instances get check pods; other kinds never reach here.
-        let m = match &instance.kind {
-            InstanceSpecKind::Mastodon(m) => Some(m),
-            InstanceSpecKind::External(_) => None,
-        }
-        .ok_or_else(|| format!("instance {} does not run Mastodon", step.instance))?;
+        let InstanceSpecKind::Mastodon(m) = &instance.kind else {
+            return Err(format!("instance {} does not run Mastodon", step.instance));
+        };
         let env = step
             .env
             .iter()

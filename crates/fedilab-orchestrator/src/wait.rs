@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use fedilab_profile::names::{self, Component};
-use fedilab_profile::{InstanceName, InstanceSpecKind, LabSpec};
+use fedilab_profile::{InstanceKind, InstanceName, LabSpec};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
@@ -193,9 +193,10 @@ impl Snapshot {
         instance_pull_failure(&self.pods, instance)
     }
 
-    fn instance(&self, instance: &InstanceName) -> InstanceObjects<'_> {
+    fn instance(&self, instance: &InstanceName, kind: InstanceKind) -> InstanceObjects<'_> {
         let name = |c| names::component_object(instance, c);
         InstanceObjects {
+            runs: Some(names::components_of(kind)),
             postgres: self.statefulsets.get(&name(Component::Postgres)),
             redis: self.deployments.get(&name(Component::Redis)),
             setup: self.jobs.get(&name(Component::Setup)),
@@ -242,12 +243,9 @@ pub async fn wait_ready(
         let now = Instant::now();
         let mut all_ready = true;
         // External instances run nothing in the cluster: nothing to wait for.
-        let in_cluster = spec
-            .instances
-            .iter()
-            .filter(|i| matches!(i.kind, InstanceSpecKind::Mastodon(_)));
+        let in_cluster = spec.instances.iter().filter(|i| i.kind.runs_in_cluster());
         for instance in in_cluster {
-            let objects = snapshot.instance(&instance.name);
+            let objects = snapshot.instance(&instance.name, instance.kind.kind());
             let current = instance_progress(&objects);
             let tracker = trackers.entry(instance.name.clone()).or_insert_with(|| {
                 progress.update(&instance.name, &current);

@@ -130,6 +130,51 @@ fn instance_phases_follow_the_first_unready_object() {
     ));
 }
 
+/// Each kind is waited for on its own components: a GoToSocial instance
+/// has no Redis, streaming or Sidekiq, a Misskey one no streaming or
+/// Sidekiq; Mastodon's are all required.
+#[test]
+fn each_kind_waits_only_for_the_components_it_runs() {
+    use fedilab_profile::InstanceKind;
+    use fedilab_profile::names::components_of;
+    let pg: StatefulSet = fixture("statefulset-ready");
+    let up: Deployment = fixture("deployment-available");
+    let done: Job = fixture("job-complete");
+    let gts = InstanceObjects {
+        postgres: Some(&pg),
+        setup: Some(&done),
+        web: Some(&up),
+        runs: Some(components_of(InstanceKind::Gotosocial)),
+        ..InstanceObjects::default()
+    };
+    assert_eq!(instance_progress(&gts), InstanceProgress::Ready);
+    let misskey = InstanceObjects {
+        runs: Some(components_of(InstanceKind::Misskey)),
+        ..gts
+    };
+    assert_eq!(
+        instance_progress(&misskey),
+        InstanceProgress::Waiting {
+            phase: Phase::Database
+        },
+        "Misskey needs its Redis"
+    );
+    let misskey = InstanceObjects {
+        redis: Some(&up),
+        ..misskey
+    };
+    assert_eq!(instance_progress(&misskey), InstanceProgress::Ready);
+    let mastodon = InstanceObjects {
+        runs: Some(components_of(InstanceKind::Mastodon)),
+        ..misskey
+    };
+    assert_eq!(
+        mastodon.pending_in(Phase::Services).len(),
+        2,
+        "streaming and Sidekiq"
+    );
+}
+
 /// Issue 12: a tag that does not exist must fail `up` at once, naming the
 /// image, not after the phase's budget.
 #[test]

@@ -440,3 +440,41 @@ async fn verify_a_live_lab() {
             .collect::<Vec<_>>()
     );
 }
+
+/// Issue 14: the objects of Misskey and GoToSocial instances beside a
+/// Mastodon are accepted by a real API server, a second apply changes
+/// nothing, and `down` leaves nothing.
+#[tokio::test]
+#[ignore = "needs a cluster: FEDILAB_TEST_KUBECONFIG=… cargo test -p fedilab-orchestrator --test real_cluster -- --ignored --test-threads 1"]
+async fn a_mixed_lab_applies_and_goes() {
+    let Some(path) = kubeconfig() else {
+        return;
+    };
+    let cluster = cluster(&path).await;
+    let spec = LabSpec::from_yaml(
+        "name: itest-mixed\ndomain: itest-mixed.test\n\
+         instances: [{}, {kind: misskey}, {kind: gotosocial}]\n",
+        "mixed",
+        &fedilab_profile::Overrides::default(),
+    )
+    .expect("valid");
+    let _cleanup = DownOnDrop::new(&path, &spec);
+    tokio::time::timeout(Duration::from_secs(300), async {
+        let m = objects_for(&cluster, &spec).await;
+        let first = up(&cluster, &spec, &m).await;
+        assert_eq!(first.objects.len(), m.objects.len());
+        let second = up(&cluster, &spec, &m).await;
+        assert!(
+            second.objects.iter().all(|o| o.outcome == Outcome::Applied),
+            "nothing replaced: {:?}",
+            second.objects
+        );
+        let report = down(&cluster, &spec.name, &quick_down())
+            .await
+            .expect("down");
+        assert!(report.existed);
+        assert_eq!(labelled(&cluster, &spec).await, 0);
+    })
+    .await
+    .expect("within 5 minutes");
+}

@@ -22,14 +22,16 @@ pub use profile::{
 };
 pub use quantity::parse_quantity;
 pub use spec::{
-    ComponentResources, DEFAULT_DOMAIN, DEFAULT_EGRESS_CIDR, DEFAULT_LAB_NAME,
-    DEFAULT_MASTODON_IMAGE, DEFAULT_MASTODON_VERSION, ExternalSpec, InstanceSpec, InstanceSpecKind,
-    LabSpec, MAX_INSTANCES, MastodonResources, MastodonSpec, Overrides, ParseOrValidationError,
-    ValidationError, ValidationErrors,
+    AppResources, ComponentResources, DEFAULT_DOMAIN, DEFAULT_EGRESS_CIDR,
+    DEFAULT_GOTOSOCIAL_IMAGE, DEFAULT_GOTOSOCIAL_VERSION, DEFAULT_LAB_NAME, DEFAULT_MASTODON_IMAGE,
+    DEFAULT_MASTODON_VERSION, DEFAULT_MISSKEY_IMAGE, DEFAULT_MISSKEY_VERSION, ExternalSpec,
+    GoToSocialSpec, InstanceCounts, InstanceSpec, InstanceSpecKind, LabSpec, MAX_INSTANCES,
+    MastodonResources, MastodonSpec, MisskeySpec, OLDEST_GOTOSOCIAL, OLDEST_MISSKEY, Overrides,
+    ParseOrValidationError, ValidationError, ValidationErrors,
 };
 pub use types::{
     Cidr, CidrError, Domain, ExternalUrl, Fqdn, InstanceName, LabName, MastodonVersion, NameError,
-    Quantity,
+    Quantity, Release,
 };
 
 /// The default lab profile (two Mastodon servers), as shipped in

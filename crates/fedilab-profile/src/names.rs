@@ -176,6 +176,20 @@ impl Component {
     }
 }
 
+/// The components an instance of `kind` runs in the cluster, in start
+/// order: Mastodon all of them; Misskey its server (`web`) with PostgreSQL,
+/// Redis and setup; GoToSocial its server with PostgreSQL and setup; an
+/// external server none.
+pub fn components_of(kind: crate::InstanceKind) -> &'static [Component] {
+    use Component::{Postgres, Redis, Setup, Web};
+    match kind {
+        crate::InstanceKind::Mastodon => &Component::ALL,
+        crate::InstanceKind::Misskey => &[Postgres, Redis, Setup, Web],
+        crate::InstanceKind::Gotosocial => &[Postgres, Setup, Web],
+        crate::InstanceKind::External => &[],
+    }
+}
+
 /// The name of a component's workload and Service: `<instance>-<component>`.
 pub fn component_object(instance: &InstanceName, component: Component) -> String {
     format!("{instance}-{}", component.as_str())
@@ -184,6 +198,12 @@ pub fn component_object(instance: &InstanceName, component: Component) -> String
 /// The instance's non-secret environment ConfigMap.
 pub fn env_configmap(instance: &InstanceName) -> String {
     format!("{instance}-env")
+}
+
+/// The instance's configuration-file ConfigMap (GoToSocial's
+/// `config.yaml`).
+pub fn config_configmap(instance: &InstanceName) -> String {
+    format!("{instance}-config")
 }
 
 /// The instance's Secret of generated application secrets (environment).

@@ -30,7 +30,9 @@ pub struct LabProfile {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mastodon: Option<MastodonProfile>,
     /// The servers of the lab, at least one. `--instances N` keeps the first
-    /// N and adds default Mastodon instances up to N.
+    /// N and adds default Mastodon instances up to N; `--instances
+    /// mastodon=2,misskey=1` keeps, per kind, the first ones listed here and
+    /// adds default ones up to the count.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instances: Option<Vec<InstanceProfile>>,
 }
@@ -51,11 +53,11 @@ pub struct NetworkProfile {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum InstanceKind {
-    /// Mastodon (supported).
+    /// Mastodon.
     Mastodon,
-    /// Misskey (planned).
+    /// Misskey (Node.js; its own API beside ActivityPub).
     Misskey,
-    /// GoToSocial (planned).
+    /// GoToSocial (Go; requires signed fetches).
     Gotosocial,
     /// A server running outside the cluster, such as the one you are
     /// developing on the host: set `url`. Reachable from the lab only
@@ -73,6 +75,36 @@ impl InstanceKind {
             InstanceKind::External => "external",
         }
     }
+
+    /// Every kind, in the order `--instances KIND=N` lists them in help.
+    pub const ALL: [InstanceKind; 4] = [
+        InstanceKind::Mastodon,
+        InstanceKind::Misskey,
+        InstanceKind::Gotosocial,
+        InstanceKind::External,
+    ];
+
+    /// The start of an unnamed instance's default name, followed by its
+    /// number among the lab's instances of the kind: `mastodon1`,
+    /// `misskey1`, `gts1`.
+    pub fn name_prefix(self) -> &'static str {
+        match self {
+            InstanceKind::Gotosocial => "gts",
+            other => other.as_str(),
+        }
+    }
+}
+
+impl std::str::FromStr for InstanceKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        InstanceKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s || k.name_prefix() == s)
+            .ok_or_else(|| {
+                format!("{s:?} is not a server kind; use mastodon, misskey or gotosocial")
+            })
+    }
 }
 
 /// One server of the lab.
@@ -87,20 +119,25 @@ pub struct InstanceProfile {
     /// What the instance runs. Default: `mastodon`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kind: Option<InstanceKind>,
-    /// The release to run, such as `v4.4.8`. Default: the lab's
-    /// `mastodon.version`, else the release fedilab is tested with.
+    /// The release to run: a Mastodon tag such as `v4.5.18`, a Misskey one
+    /// such as `2026.6.0`, a GoToSocial one such as `0.20.2`. Default: for
+    /// Mastodon the lab's `mastodon.version`; else the release fedilab is
+    /// tested with.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
     /// The image repository, without a tag (the tag is the version). For
     /// Mastodon the streaming server's image is this repository with
-    /// `-streaming` appended. Default: the lab's `mastodon.image`, else
-    /// `ghcr.io/mastodon/mastodon`.
+    /// `-streaming` appended. Default: for Mastodon the lab's
+    /// `mastodon.image`, else `ghcr.io/mastodon/mastodon`;
+    /// `docker.io/misskey/misskey`; `docker.io/superseriousbusiness/gotosocial`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
     /// Mastodon settings for this instance (kind `mastodon` only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mastodon: Option<MastodonProfile>,
     /// CPU and memory per component, replacing the defaults field by field.
+    /// Misskey has `web` (the Node.js server), `postgres` and `redis`;
+    /// GoToSocial `web` and `postgres`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourcesProfile>,
     /// Where the server listens, for kind `external` only (and required

@@ -12,7 +12,7 @@ use crate::profile::{
     ComponentResourcesProfile, InstanceKind, InstanceProfile, LabProfile, MastodonProfile,
 };
 use crate::types::{
-    Cidr, Domain, ExternalUrl, Fqdn, InstanceName, LabName, MastodonVersion, Quantity,
+    Cidr, Domain, ExternalUrl, Fqdn, InstanceName, LabName, MastodonVersion, Quantity, Release,
 };
 
 /// The lab name when a profile names none.
@@ -28,6 +28,25 @@ pub const DEFAULT_EGRESS_CIDR: &str = "10.42.0.0/15";
 pub const DEFAULT_MASTODON_VERSION: &str = "v4.5.18";
 /// The Mastodon image repository (the streaming image appends `-streaming`).
 pub const DEFAULT_MASTODON_IMAGE: &str = "ghcr.io/mastodon/mastodon";
+/// The Misskey release fedilab's manifests were written for: 2026.6.0 (the
+/// `misskey/misskey` Docker tag a Renovate update moved to, with its
+/// release notes: walnuts1018/infra#3591). 2026.5.2's container start was
+/// broken.
+pub const DEFAULT_MISSKEY_VERSION: &str = "2026.6.0";
+/// Misskey's image repository.
+pub const DEFAULT_MISSKEY_IMAGE: &str = "docker.io/misskey/misskey";
+/// The oldest Misskey with `setupPassword` (2024.10), which the first
+/// admin's creation needs.
+pub const OLDEST_MISSKEY: (u32, u32, u32) = (2024, 10, 0);
+/// The GoToSocial release fedilab's manifests were written for: 0.20.2
+/// (release notes in openSUSE's gotosocial.changes, 2025-11-17; the image
+/// tag carries no `v`, gotosocial PR #3832).
+pub const DEFAULT_GOTOSOCIAL_VERSION: &str = "0.20.2";
+/// GoToSocial's image repository.
+pub const DEFAULT_GOTOSOCIAL_IMAGE: &str = "docker.io/superseriousbusiness/gotosocial";
+/// The oldest GoToSocial fedilab configures (0.19: the config keys and
+/// admin commands it uses).
+pub const OLDEST_GOTOSOCIAL: (u32, u32, u32) = (0, 19, 0);
 /// The most instances one lab may have. Each Mastodon needs about 1 GiB, so
 /// the node runs out long before this; `up` checks the node's capacity.
 pub const MAX_INSTANCES: usize = 256;
@@ -49,9 +68,118 @@ pub struct Overrides {
     pub lab: Option<String>,
     /// `--domain D`.
     pub domain: Option<String>,
-    /// `--instances N`: keep the profile's first N instances and add default
-    /// Mastodon instances up to N.
-    pub instances: Option<usize>,
+    /// `--instances N` or `--instances KIND=N,...`.
+    pub instances: Option<InstanceCounts>,
+}
+
+/// How many instances `--instances` asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InstanceCounts {
+    /// `N`: the profile's first N instances, then default Mastodon ones up
+    /// to N.
+    Total(usize),
+    /// `mastodon=2,misskey=1,gotosocial=1`: for each kind in this order, the
+    /// profile's first instances of that kind, then default ones up to the
+    /// count. Kinds not named are left out.
+    PerKind(Vec<(InstanceKind, usize)>),
+}
+
+impl From<usize> for InstanceCounts {
+    fn from(n: usize) -> Self {
+        InstanceCounts::Total(n)
+    }
+}
+
+impl std::str::FromStr for InstanceCounts {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if let Ok(n) = s.trim().parse::<usize>() {
+            return Ok(InstanceCounts::Total(n));
+        }
+        let mut counts: Vec<(InstanceKind, usize)> = Vec::new();
+        for part in s.split(',') {
+            let Some((kind, n)) = part.split_once('=') else {
+                return Err(format!(
+                    "{part:?} is neither a number nor KIND=N; write --instances 2 or \
+                     --instances mastodon=2,misskey=1,gotosocial=1"
+                ));
+            };
+            let kind: InstanceKind = kind.trim().parse()?;
+            if kind == InstanceKind::External {
+                return Err(
+                    "external servers join a lab with `fedilab attach NAME --url URL`, \
+                     not --instances"
+                        .to_owned(),
+                );
+            }
+            let n: usize = n
+                .trim()
+                .parse()
+                .map_err(|_| format!("{n:?} in {part:?} is not a count"))?;
+            if counts.iter().any(|(k, _)| *k == kind) {
+                return Err(format!("{} is counted twice", kind.as_str()));
+            }
+            counts.push((kind, n));
+        }
+        Ok(InstanceCounts::PerKind(counts))
+    }
+}
+
+impl InstanceCounts {
+    /// The number of instances asked for.
+    pub fn total(&self) -> usize {
+        match self {
+            InstanceCounts::Total(n) => *n,
+            InstanceCounts::PerKind(counts) => counts.iter().map(|(_, n)| n).sum(),
+        }
+    }
+
+    /// The instances to resolve, each with the path its errors name: the
+    /// profile's `listed` ones kept, then defaults.
+    fn select(&self, listed: &[InstanceProfile]) -> Vec<(String, InstanceProfile)> {
+        let kept = |i: usize, p: &InstanceProfile| (format!("instances[{i}]"), p.clone());
+        match self {
+            InstanceCounts::Total(n) => {
+                let mut out: Vec<_> = listed
+                    .iter()
+                    .take(*n)
+                    .enumerate()
+                    .map(|(i, p)| kept(i, p))
+                    .collect();
+                for i in out.len()..*n {
+                    out.push((
+                        format!("--instances (instance {})", i + 1),
+                        InstanceProfile::default(),
+                    ));
+                }
+                out
+            }
+            InstanceCounts::PerKind(counts) => {
+                let mut out = Vec::new();
+                for &(kind, n) in counts {
+                    let mut of_kind: Vec<_> = listed
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, p)| p.kind.unwrap_or(InstanceKind::Mastodon) == kind)
+                        .take(n)
+                        .map(|(i, p)| kept(i, p))
+                        .collect();
+                    let have = of_kind.len();
+                    out.append(&mut of_kind);
+                    for j in have..n {
+                        out.push((
+                            format!("--instances ({} {})", kind.as_str(), j + 1),
+                            InstanceProfile {
+                                kind: Some(kind),
+                                ..InstanceProfile::default()
+                            },
+                        ));
+                    }
+                }
+                out
+            }
+        }
+    }
 }
 
 /// One problem in a profile, at a path such as `instances[1].name` or, for a
@@ -113,8 +241,7 @@ pub struct InstanceSpec {
     pub kind: InstanceSpecKind,
 }
 
-/// What an instance runs. New kinds (Misskey, GoToSocial) become new
-/// variants.
+/// What an instance runs: one variant per server kind.
 #[derive(Debug, Clone, PartialEq)]
 // One value per instance, built once: boxing Mastodon's settings would only
 // make every match on them noisier.
@@ -122,6 +249,10 @@ pub struct InstanceSpec {
 pub enum InstanceSpecKind {
     /// A Mastodon server.
     Mastodon(MastodonSpec),
+    /// A Misskey server.
+    Misskey(MisskeySpec),
+    /// A GoToSocial server.
+    GoToSocial(GoToSocialSpec),
     /// A server outside the cluster (profile `kind: external`, or added by
     /// `fedilab attach`): no pods, no generated secrets; the cluster reaches
     /// it only through the inspector.
@@ -133,8 +264,61 @@ impl InstanceSpecKind {
     pub fn kind(&self) -> InstanceKind {
         match self {
             InstanceSpecKind::Mastodon(_) => InstanceKind::Mastodon,
+            InstanceSpecKind::Misskey(_) => InstanceKind::Misskey,
+            InstanceSpecKind::GoToSocial(_) => InstanceKind::Gotosocial,
             InstanceSpecKind::External(_) => InstanceKind::External,
         }
+    }
+
+    /// Whether fedilab runs the server in the cluster (and generates its
+    /// secrets): every kind but `external`.
+    pub fn runs_in_cluster(&self) -> bool {
+        !matches!(self, InstanceSpecKind::External(_))
+    }
+}
+
+/// A Misskey instance's resolved settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MisskeySpec {
+    /// The release.
+    pub version: Release,
+    /// The image, with its tag.
+    pub image: String,
+    /// CPU and memory: `web` is the Node.js server; `redis` is set.
+    pub resources: AppResources,
+}
+
+/// A GoToSocial instance's resolved settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GoToSocialSpec {
+    /// The release.
+    pub version: Release,
+    /// The image, with its tag.
+    pub image: String,
+    /// CPU and memory: `web` is the server; no `redis`.
+    pub resources: AppResources,
+}
+
+/// CPU and memory of a server that is one process beside its database
+/// (Misskey, GoToSocial).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AppResources {
+    /// The server.
+    pub web: ComponentResources,
+    /// PostgreSQL.
+    pub postgres: ComponentResources,
+    /// Redis, for kinds that use one.
+    pub redis: Option<ComponentResources>,
+}
+
+impl AppResources {
+    /// The summed memory requests, in bytes.
+    pub fn memory_requests(&self) -> f64 {
+        [Some(&self.web), Some(&self.postgres), self.redis.as_ref()]
+            .into_iter()
+            .flatten()
+            .map(|c| c.memory.value())
+            .sum()
     }
 }
 
@@ -215,21 +399,29 @@ pub struct ComponentResources {
     pub memory_limit: Quantity,
 }
 
+impl ComponentResources {
+    /// Quantities from constants of fedilab's own.
+    ///
+    /// # Panics
+    /// A constant is not a quantity (a bug caught by every test).
+    fn new(cpu: &str, memory: &str, limit: &str) -> Self {
+        let q = |text: &str| {
+            text.parse()
+                .unwrap_or_else(|e| panic!("fedilab's constant {text:?}: {e}"))
+        };
+        ComponentResources {
+            cpu: q(cpu),
+            memory: q(memory),
+            memory_limit: q(limit),
+        }
+    }
+}
+
 impl MastodonResources {
     /// The defaults, sized for a developer VM: about 1.1 GiB of requests per
     /// instance.
     pub fn defaults() -> Self {
-        let r = |cpu: &str, memory: &str, limit: &str| ComponentResources {
-            cpu: cpu
-                .parse()
-                .unwrap_or_else(|_| unreachable!("valid constant")),
-            memory: memory
-                .parse()
-                .unwrap_or_else(|_| unreachable!("valid constant")),
-            memory_limit: limit
-                .parse()
-                .unwrap_or_else(|_| unreachable!("valid constant")),
-        };
+        let r = ComponentResources::new;
         MastodonResources {
             web: r("250m", "512Mi", "1Gi"),
             streaming: r("50m", "64Mi", "256Mi"),
@@ -290,22 +482,8 @@ impl LabSpec {
         }
 
         let listed = profile.instances.clone().unwrap_or_default();
-        let instances: Vec<(String, InstanceProfile)> = match overrides.instances {
-            Some(n) => {
-                let mut kept: Vec<_> = listed
-                    .into_iter()
-                    .take(n)
-                    .enumerate()
-                    .map(|(i, p)| (format!("instances[{i}]"), p))
-                    .collect();
-                for i in kept.len()..n {
-                    kept.push((
-                        format!("--instances (instance {})", i + 1),
-                        InstanceProfile::default(),
-                    ));
-                }
-                kept
-            }
+        let instances: Vec<(String, InstanceProfile)> = match &overrides.instances {
+            Some(counts) => counts.select(&listed),
             None => listed
                 .into_iter()
                 .enumerate()
@@ -333,7 +511,12 @@ impl LabSpec {
         let mut seen: BTreeMap<String, String> = BTreeMap::new();
         for (index, (path, instance)) in instances.iter().enumerate() {
             let kind = instance.kind.unwrap_or(InstanceKind::Mastodon);
-            let default_name = format!("{}{}", kind.as_str(), index + 1);
+            let nth = instances[..index]
+                .iter()
+                .filter(|(_, p)| p.kind.unwrap_or(InstanceKind::Mastodon) == kind)
+                .count()
+                + 1;
+            let default_name = format!("{}{nth}", kind.name_prefix());
             let raw_name = instance.name.clone().unwrap_or(default_name);
             let inst_name = errs.check(&format!("{path}.name"), raw_name.parse::<InstanceName>());
             if let Some(first) = seen.get(&raw_name) {
@@ -461,17 +644,134 @@ fn resolve_kind(
         InstanceKind::External => {
             resolve_external(path, instance, errs).map(InstanceSpecKind::External)
         }
-        InstanceKind::Misskey | InstanceKind::Gotosocial => {
-            errs.push(
-                &format!("{path}.kind"),
-                format!(
-                    "{} is not supported yet; use mastodon, or external for a server you run yourself",
-                    kind.as_str()
-                ),
-            );
-            None
+        InstanceKind::Misskey => {
+            let app = resolve_app(path, instance, &MISSKEY, errs)?;
+            Some(InstanceSpecKind::Misskey(MisskeySpec {
+                version: app.0,
+                image: app.1,
+                resources: app.2,
+            }))
+        }
+        InstanceKind::Gotosocial => {
+            let app = resolve_app(path, instance, &GOTOSOCIAL, errs)?;
+            Some(InstanceSpecKind::GoToSocial(GoToSocialSpec {
+                version: app.0,
+                image: app.1,
+                resources: app.2,
+            }))
         }
     }
+}
+
+/// What resolving a one-process server kind needs to know about it.
+struct AppKind {
+    server: &'static str,
+    default_version: &'static str,
+    oldest: (u32, u32, u32),
+    default_image: &'static str,
+    /// Default (cpu, memory, limit) of the server, PostgreSQL and Redis.
+    web: (&'static str, &'static str, &'static str),
+    redis: bool,
+}
+
+const MISSKEY: AppKind = AppKind {
+    server: "Misskey",
+    default_version: DEFAULT_MISSKEY_VERSION,
+    oldest: OLDEST_MISSKEY,
+    default_image: DEFAULT_MISSKEY_IMAGE,
+    // Migrations run on every start and want about 2 GB.
+    web: ("250m", "1Gi", "3Gi"),
+    redis: true,
+};
+
+const GOTOSOCIAL: AppKind = AppKind {
+    server: "GoToSocial",
+    default_version: DEFAULT_GOTOSOCIAL_VERSION,
+    oldest: OLDEST_GOTOSOCIAL,
+    default_image: DEFAULT_GOTOSOCIAL_IMAGE,
+    web: ("100m", "256Mi", "1Gi"),
+    redis: false,
+};
+
+fn resolve_app(
+    path: &str,
+    instance: &InstanceProfile,
+    kind: &AppKind,
+    errs: &mut Errors,
+) -> Option<(Release, String, AppResources)> {
+    let misplaced = [
+        (
+            "url",
+            instance.url.is_some(),
+            "only an instance of kind external has a url",
+        ),
+        (
+            "mastodon",
+            instance.mastodon.is_some(),
+            "mastodon settings apply to kind mastodon only",
+        ),
+    ];
+    for (field, set, why) in misplaced {
+        if set {
+            errs.push(
+                &format!("{path}.{field}"),
+                format!("{why}; remove the field"),
+            );
+        }
+    }
+    let version = errs.check(
+        &format!("{path}.version"),
+        Release::parse(
+            instance.version.as_deref().unwrap_or(kind.default_version),
+            kind.server,
+            kind.default_version,
+            kind.oldest,
+        ),
+    );
+    let image = match &instance.image {
+        Some(i) => errs.check(&format!("{path}.image"), check_image(i)),
+        None => Some(kind.default_image.to_owned()),
+    };
+    let resources = resolve_app_resources(path, instance, kind, errs);
+    let (version, image, resources) = (version?, image?, resources?);
+    let image = format!("{image}:{}", version.tag());
+    Some((version, image, resources))
+}
+
+fn resolve_app_resources(
+    path: &str,
+    instance: &InstanceProfile,
+    kind: &AppKind,
+    errs: &mut Errors,
+) -> Option<AppResources> {
+    let given = instance.resources.clone().unwrap_or_default();
+    let before = errs.0.len();
+    let mut foreign = vec![
+        ("streaming", given.streaming.is_some()),
+        ("sidekiq", given.sidekiq.is_some()),
+    ];
+    if !kind.redis {
+        foreign.push(("redis", given.redis.is_some()));
+    }
+    for (field, set) in foreign {
+        if set {
+            errs.push(
+                &format!("{path}.resources.{field}"),
+                format!("{} has no {field}; remove it", kind.server),
+            );
+        }
+    }
+    let defaults = MastodonResources::defaults();
+    let (cpu, memory, limit) = kind.web;
+    let web_default = ComponentResources::new(cpu, memory, limit);
+    let resources = AppResources {
+        web: resolve_component(path, "web", &given.web, web_default, errs),
+        postgres: resolve_component(path, "postgres", &given.postgres, defaults.postgres, errs),
+        redis: kind
+            .redis
+            .then(|| resolve_component(path, "redis", &given.redis, defaults.redis, errs)),
+    };
+    (errs.0.len() == before).then_some(resources)
 }
 
 fn resolve_external(
@@ -603,41 +903,55 @@ fn resolve_resources(
         return Some(defaults);
     };
     let before = errs.0.len();
-    let mut one =
-        |name: &str, given: &Option<ComponentResourcesProfile>, default: ComponentResources| {
-            let Some(given) = given else { return default };
-            let p = format!("{path}.resources.{name}");
-            let mut q = |field: &str, text: &Option<String>, default: crate::Quantity| match text {
-                Some(t) => errs
-                    .check(&format!("{p}.{field}"), t.parse())
-                    .unwrap_or(default),
-                None => default,
-            };
-            let resolved = ComponentResources {
-                cpu: q("cpu", &given.cpu, default.cpu),
-                memory: q("memory", &given.memory, default.memory),
-                memory_limit: q("memory_limit", &given.memory_limit, default.memory_limit),
-            };
-            if resolved.memory_limit.value() < resolved.memory.value() {
-                errs.push(
-                    &format!("{p}.memory_limit"),
-                    format!(
-                        "{} is below the memory request {}; raise the limit or lower the request",
-                        resolved.memory_limit.as_str(),
-                        resolved.memory.as_str()
-                    ),
-                );
-            }
-            resolved
-        };
     let resources = MastodonResources {
-        web: one("web", &given.web, defaults.web),
-        streaming: one("streaming", &given.streaming, defaults.streaming),
-        sidekiq: one("sidekiq", &given.sidekiq, defaults.sidekiq),
-        postgres: one("postgres", &given.postgres, defaults.postgres),
-        redis: one("redis", &given.redis, defaults.redis),
+        web: resolve_component(path, "web", &given.web, defaults.web, errs),
+        streaming: resolve_component(
+            path,
+            "streaming",
+            &given.streaming,
+            defaults.streaming,
+            errs,
+        ),
+        sidekiq: resolve_component(path, "sidekiq", &given.sidekiq, defaults.sidekiq, errs),
+        postgres: resolve_component(path, "postgres", &given.postgres, defaults.postgres, errs),
+        redis: resolve_component(path, "redis", &given.redis, defaults.redis, errs),
     };
     (errs.0.len() == before).then_some(resources)
+}
+
+/// One component's quantities: the given ones over `default`, the limit at
+/// least the request.
+fn resolve_component(
+    path: &str,
+    name: &str,
+    given: &Option<ComponentResourcesProfile>,
+    default: ComponentResources,
+    errs: &mut Errors,
+) -> ComponentResources {
+    let Some(given) = given else { return default };
+    let p = format!("{path}.resources.{name}");
+    let mut q = |field: &str, text: &Option<String>, default: crate::Quantity| match text {
+        Some(t) => errs
+            .check(&format!("{p}.{field}"), t.parse())
+            .unwrap_or(default),
+        None => default,
+    };
+    let resolved = ComponentResources {
+        cpu: q("cpu", &given.cpu, default.cpu),
+        memory: q("memory", &given.memory, default.memory),
+        memory_limit: q("memory_limit", &given.memory_limit, default.memory_limit),
+    };
+    if resolved.memory_limit.value() < resolved.memory.value() {
+        errs.push(
+            &format!("{p}.memory_limit"),
+            format!(
+                "{} is below the memory request {}; raise the limit or lower the request",
+                resolved.memory_limit.as_str(),
+                resolved.memory.as_str()
+            ),
+        );
+    }
+    resolved
 }
 
 #[derive(Default)]

@@ -480,6 +480,71 @@ impl fmt::Display for MastodonVersion {
     }
 }
 
+/// A release of a server other than Mastodon, as its image is tagged:
+/// numbers separated by dots, no `v` (Misskey `2026.6.0`, GoToSocial
+/// `0.20.2`). [`Release::parse`] checks the shape and the oldest release
+/// fedilab supports for the kind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Release {
+    tag: String,
+    parts: (u32, u32, u32),
+}
+
+impl Release {
+    /// Parses `text` as a release of `server` (for messages) with
+    /// `example` as a well-formed one, refusing anything older than
+    /// `oldest`.
+    ///
+    /// # Errors
+    /// A message for the user: not a release tag, or too old.
+    pub fn parse(
+        text: &str,
+        server: &str,
+        example: &str,
+        oldest: (u32, u32, u32),
+    ) -> Result<Release, String> {
+        let bad = || format!("{text:?} is not a {server} release tag such as {example}");
+        let numbers: Vec<&str> = text.split('.').collect();
+        let [a, b, c] = numbers.as_slice() else {
+            return Err(bad());
+        };
+        let num = |p: &str| {
+            if p.is_empty() || p.len() > 9 || !p.bytes().all(|b| b.is_ascii_digit()) {
+                Err(bad())
+            } else {
+                p.parse::<u32>().map_err(|_| bad())
+            }
+        };
+        let parts = (num(a)?, num(b)?, num(c)?);
+        if parts < oldest {
+            return Err(format!(
+                "{text:?} is older than {server} {}.{}.{}, the oldest release fedilab supports",
+                oldest.0, oldest.1, oldest.2
+            ));
+        }
+        Ok(Release {
+            tag: text.to_owned(),
+            parts,
+        })
+    }
+
+    /// The image tag.
+    pub fn tag(&self) -> &str {
+        &self.tag
+    }
+
+    /// The three numbers.
+    pub fn parts(&self) -> (u32, u32, u32) {
+        self.parts
+    }
+}
+
+impl fmt::Display for Release {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.tag)
+    }
+}
+
 /// Where a server outside the cluster listens, as the inspector reaches it
 /// from the host: `http://HOST:PORT`, such as `http://127.0.0.1:3000`. The
 /// scheme is `http` (Traefik terminates TLS with the lab's certificate; the
@@ -595,6 +660,21 @@ impl fmt::Display for ExternalUrl {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn releases_are_three_numbers_no_older_than_the_kinds_oldest() {
+        let parse = |t: &str| Release::parse(t, "Misskey", "2026.6.0", (2024, 10, 0));
+        let r = parse("2026.6.0").expect("valid");
+        assert_eq!((r.tag(), r.parts()), ("2026.6.0", (2026, 6, 0)));
+        assert!(parse("v2026.6.0").is_err());
+        assert!(parse("2026.6").is_err());
+        assert!(parse("latest").is_err());
+        assert!(
+            parse("2024.9.0")
+                .expect_err("too old")
+                .contains("older than Misskey 2024.10.0")
+        );
+    }
+
     use super::*;
 
     #[test]

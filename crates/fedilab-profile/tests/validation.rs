@@ -1,8 +1,8 @@
 //! Validation of lab profiles: every error at once, each with its path.
 
 use fedilab_profile::{
-    DEFAULT_PROFILE_YAML, Domain, InstanceSpec, InstanceSpecKind, LabProfile, LabSpec,
-    MAX_INSTANCES, Overrides, ParseOrValidationError, ValidationErrors,
+    DEFAULT_PROFILE_YAML, Domain, InstanceCounts, InstanceSpec, InstanceSpecKind, LabProfile,
+    LabSpec, MAX_INSTANCES, Overrides, ParseOrValidationError, ValidationErrors,
 };
 
 fn resolve(yaml: &str, overrides: &Overrides) -> Result<LabSpec, ValidationErrors> {
@@ -67,7 +67,7 @@ fn empty_profile_gets_every_default_but_needs_instances() {
     let spec = resolve(
         "{}",
         &Overrides {
-            instances: Some(3),
+            instances: Some(InstanceCounts::Total(3)),
             ..NONE
         },
     )
@@ -82,7 +82,7 @@ fn flags_override_the_profile() {
     let overrides = Overrides {
         lab: Some("exp".into()),
         domain: Some("fediverse.test".into()),
-        instances: Some(1),
+        instances: Some(InstanceCounts::Total(1)),
     };
     let spec = resolve(DEFAULT_PROFILE_YAML, &overrides).expect("valid");
     assert_eq!(spec.name.as_str(), "exp");
@@ -96,7 +96,7 @@ fn instances_flag_keeps_listed_instances_and_adds_defaults() {
     let spec = resolve(
         yaml,
         &Overrides {
-            instances: Some(3),
+            instances: Some(InstanceCounts::Total(3)),
             ..NONE
         },
     )
@@ -123,6 +123,7 @@ instances:
   - name: mastodon1
   - name: 9lives
   - kind: misskey
+    version: "2026"
   - name: ok
     version: latest
     image: "ghcr.io/x/y:tag"
@@ -140,7 +141,7 @@ instances:
             "mastodon.version",
             "instances[1].name",
             "instances[2].name",
-            "instances[3].kind",
+            "instances[3].version",
             "instances[4].version",
             "instances[4].image",
             "instances[4].resources.web.cpu",
@@ -164,8 +165,64 @@ fn messages_say_what_to_do() {
     assert!(
         message_at(yaml, &NONE, "instances[1].name").contains("already the name of instances[0]")
     );
-    let yaml = "instances: [{kind: gotosocial}]\n";
-    assert!(message_at(yaml, &NONE, "instances[0].kind").contains("not supported yet"));
+    let yaml = "instances: [{kind: gotosocial, version: 0.17.0}]\n";
+    assert!(
+        message_at(yaml, &NONE, "instances[0].version")
+            .contains("older than GoToSocial 0.19.0, the oldest release fedilab supports")
+    );
+    let yaml = "instances: [{kind: gotosocial, resources: {redis: {cpu: 1}}}]\n";
+    assert!(
+        message_at(yaml, &NONE, "instances[0].resources.redis").contains("GoToSocial has no redis")
+    );
+}
+
+#[test]
+fn a_mixed_lab_names_each_kind_from_one_and_pins_each_release() {
+    let yaml = "instances:\n  - {}\n  - kind: misskey\n  - kind: gotosocial\n    version: 0.19.2\n  - {}\n  - kind: misskey\n";
+    let spec = resolve(yaml, &NONE).expect("valid");
+    let names: Vec<&str> = spec.instances.iter().map(|i| i.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["mastodon1", "misskey1", "gts1", "mastodon2", "misskey2"]
+    );
+    let InstanceSpecKind::Misskey(m) = &spec.instances[1].kind else {
+        panic!("misskey1 is a Misskey");
+    };
+    assert_eq!(m.image, "docker.io/misskey/misskey:2026.6.0");
+    assert!(m.resources.redis.is_some());
+    let InstanceSpecKind::GoToSocial(g) = &spec.instances[2].kind else {
+        panic!("gts1 is a GoToSocial");
+    };
+    assert_eq!(g.image, "docker.io/superseriousbusiness/gotosocial:0.19.2");
+    assert_eq!(g.resources.redis, None);
+}
+
+#[test]
+fn instances_per_kind_keep_the_profiles_own_first_then_add_defaults() {
+    let yaml = "instances:\n  - name: first\n  - {name: mk, kind: misskey}\n  - name: second\n";
+    let counts: InstanceCounts = "gotosocial=1, mastodon=1,misskey=2".parse().expect("valid");
+    let overrides = Overrides {
+        instances: Some(counts),
+        ..Overrides::default()
+    };
+    let spec = resolve(yaml, &overrides).expect("valid");
+    let names: Vec<&str> = spec.instances.iter().map(|i| i.name.as_str()).collect();
+    assert_eq!(names, ["gts1", "first", "mk", "misskey2"]);
+    assert_eq!(
+        "2".parse::<InstanceCounts>(),
+        Ok(InstanceCounts::Total(2)),
+        "a bare number stays the Mastodon count"
+    );
+}
+
+#[test]
+fn instance_counts_say_what_is_wrong() {
+    let err = |text: &str| text.parse::<InstanceCounts>().expect_err(text);
+    assert!(err("mastodon").contains("neither a number nor KIND=N"));
+    assert!(err("pleroma=1").contains("not a server kind"));
+    assert!(err("external=1").contains("fedilab attach"));
+    assert!(err("misskey=1,misskey=2").contains("counted twice"));
+    assert!(err("gts=x").contains("not a count"));
 }
 
 #[test]
@@ -173,7 +230,7 @@ fn flag_values_are_reported_as_flags() {
     let overrides = Overrides {
         lab: Some("UPPER".into()),
         domain: Some("nodots".into()),
-        instances: Some(0),
+        instances: Some(InstanceCounts::Total(0)),
     };
     assert_eq!(
         error_paths(DEFAULT_PROFILE_YAML, &overrides),
@@ -186,7 +243,7 @@ fn too_many_instances_is_an_error() {
     let msg = message_at(
         "{}",
         &Overrides {
-            instances: Some(MAX_INSTANCES + 1),
+            instances: Some(InstanceCounts::Total(MAX_INSTANCES + 1)),
             ..NONE
         },
         "--instances",
@@ -196,7 +253,7 @@ fn too_many_instances_is_an_error() {
         resolve(
             "{}",
             &Overrides {
-                instances: Some(MAX_INSTANCES),
+                instances: Some(InstanceCounts::Total(MAX_INSTANCES)),
                 ..NONE
             }
         )
@@ -218,7 +275,7 @@ fn instance_names_are_unique_for_1_to_50() {
         let spec = resolve(
             "{}",
             &Overrides {
-                instances: Some(n),
+                instances: Some(InstanceCounts::Total(n)),
                 ..NONE
             },
         )
@@ -290,8 +347,8 @@ instances:
 "#;
     let spec = resolve(yaml, &NONE).expect("valid");
     let names: Vec<_> = spec.instances.iter().map(|i| i.name.to_string()).collect();
-    assert_eq!(names, ["mastodon1", "external2", "v6"]);
-    assert_eq!(spec.instances[1].host.as_str(), "external2.fediverse.local");
+    assert_eq!(names, ["mastodon1", "external1", "v6"]);
+    assert_eq!(spec.instances[1].host.as_str(), "external1.fediverse.local");
     let InstanceSpecKind::External(e) = &spec.instances[1].kind else {
         panic!("an external instance")
     };

@@ -84,7 +84,9 @@ impl ServePlan {
         let mut routes = Vec::new();
         for instance in &state.instances {
             let kind = match instance.kind {
-                StoredKind::Mastodon => ServerKind::Instance,
+                StoredKind::Mastodon | StoredKind::Misskey | StoredKind::GoToSocial => {
+                    ServerKind::Instance
+                }
                 StoredKind::External => ServerKind::External,
                 StoredKind::Attached => ServerKind::Attached,
             };

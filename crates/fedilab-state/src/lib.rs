@@ -27,7 +27,7 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use fedilab_manifest::{LabSecrets, MastodonSecrets};
-use fedilab_profile::{Domain, InstanceName, InstanceSpecKind, LabName, LabSpec};
+use fedilab_profile::{Domain, InstanceName, LabName, LabSpec};
 use rand_core::{OsRng, RngCore};
 use serde::Serialize;
 
@@ -120,15 +120,12 @@ impl LabDir {
         let mut file: SecretsFile = self.read_json(&path)?.unwrap_or_default();
         let mut changed = false;
         // External instances have no generated secrets.
-        let mastodons = spec
-            .instances
-            .iter()
-            .filter(|i| matches!(i.kind, InstanceSpecKind::Mastodon(_)));
+        let mastodons = spec.instances.iter().filter(|i| i.kind.runs_in_cluster());
         for instance in mastodons.clone() {
             if !file.instances.contains_key(instance.name.as_str()) {
                 let mut seed = [0u8; 32];
                 fill(&mut seed);
-                let generated = MastodonSecrets::generate(seed, &instance.name);
+                let generated = MastodonSecrets::generate_for(&instance.kind, seed, &instance.name);
                 file.instances
                     .insert(instance.name.to_string(), StoredSecrets::from(&generated));
                 changed = true;
@@ -155,6 +152,34 @@ impl LabDir {
         Ok(file
             .and_then(|f| f.instances.get(instance).cloned())
             .map(|s| (s.admin_password, s.api_token)))
+    }
+
+    /// The saved secrets of `instance`, if any (backup and restore).
+    ///
+    /// # Errors
+    /// [`StateError`] when the file cannot be read or parsed.
+    pub fn instance_secrets(&self, instance: &str) -> Result<Option<MastodonSecrets>, StateError> {
+        let file: Option<SecretsFile> = self.read_json(&self.dir.join(SECRETS_FILE))?;
+        Ok(file
+            .and_then(|mut f| f.instances.remove(instance))
+            .map(MastodonSecrets::from))
+    }
+
+    /// Replaces the saved secrets of `instance` (restore and import: the
+    /// restored data's keys); the other instances' stay.
+    ///
+    /// # Errors
+    /// [`StateError`] when the file cannot be read, parsed or written.
+    pub fn set_instance_secrets(
+        &self,
+        instance: &str,
+        secrets: &MastodonSecrets,
+    ) -> Result<(), StateError> {
+        let path = self.dir.join(SECRETS_FILE);
+        let mut file: SecretsFile = self.read_json(&path)?.unwrap_or_default();
+        file.instances
+            .insert(instance.to_owned(), StoredSecrets::from(secrets));
+        self.write_json(&path, &file)
     }
 
     /// Saves what `status`, `creds` and `down` need.
@@ -409,7 +434,7 @@ pub fn other_serve_settings(data_dir: &Path, except: &LabName) -> Vec<ServeSetti
 #[cfg(test)]
 mod tests {
     use super::*;
-    use fedilab_profile::Overrides;
+    use fedilab_profile::{InstanceCounts, Overrides};
     use std::net::IpAddr;
 
     fn spec(n: usize) -> LabSpec {
@@ -417,7 +442,7 @@ mod tests {
             fedilab_profile::DEFAULT_PROFILE_YAML,
             "test",
             &Overrides {
-                instances: Some(n),
+                instances: Some(InstanceCounts::Total(n)),
                 ..Overrides::default()
             },
         )
@@ -452,6 +477,28 @@ mod tests {
             .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
             .collect();
         assert!(leftovers.is_empty());
+    }
+
+    #[test]
+    fn one_instances_secrets_are_replaced_and_the_others_kept() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let lab = LabDir::new(tmp.path(), &"main".parse().expect("valid"));
+        let all = lab
+            .secrets_with(&spec(2), |s| s.fill(1))
+            .expect("generated");
+        assert_eq!(lab.instance_secrets("nope").expect("read"), None);
+        let restored = MastodonSecrets::generate([9; 32], &"mastodon1".parse().expect("name"));
+        lab.set_instance_secrets("mastodon1", &restored)
+            .expect("saved");
+        assert!(lab.instance_secrets("mastodon1").expect("read") == Some(restored.clone()));
+        let other: InstanceName = "mastodon2".parse().expect("name");
+        assert!(
+            lab.instance_secrets("mastodon2").expect("read").as_ref() == all.instances.get(&other)
+        );
+        assert_eq!(
+            lab.admin_secrets("mastodon1").expect("read"),
+            Some((restored.admin_password, restored.api_token))
+        );
     }
 
     #[test]

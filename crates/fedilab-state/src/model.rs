@@ -63,6 +63,11 @@ pub enum StoredKind {
     /// Mastodon in the cluster.
     #[default]
     Mastodon,
+    /// Misskey in the cluster.
+    Misskey,
+    /// GoToSocial in the cluster.
+    #[serde(rename = "gotosocial")]
+    GoToSocial,
     /// A server outside the cluster, declared in the profile
     /// (`kind: external`).
     External,
@@ -71,10 +76,22 @@ pub enum StoredKind {
 }
 
 impl StoredKind {
-    /// `mastodon`, `external` or `attached`, as saved.
+    /// Whether fedilab runs the server in the cluster (and holds its
+    /// admin's credentials).
+    pub fn runs_in_cluster(self) -> bool {
+        matches!(
+            self,
+            StoredKind::Mastodon | StoredKind::Misskey | StoredKind::GoToSocial
+        )
+    }
+
+    /// `mastodon`, `misskey`, `gotosocial`, `external` or `attached`, as
+    /// saved.
     pub fn as_str(self) -> &'static str {
         match self {
             StoredKind::Mastodon => "mastodon",
+            StoredKind::Misskey => "misskey",
+            StoredKind::GoToSocial => "gotosocial",
             StoredKind::External => "external",
             StoredKind::Attached => "attached",
         }
@@ -205,6 +222,8 @@ impl LabState {
                     url: format!("https://{}/", i.host),
                     kind: match i.kind {
                         InstanceSpecKind::Mastodon(_) => StoredKind::Mastodon,
+                        InstanceSpecKind::Misskey(_) => StoredKind::Misskey,
+                        InstanceSpecKind::GoToSocial(_) => StoredKind::GoToSocial,
                         InstanceSpecKind::External(_) => StoredKind::External,
                     },
                     limited_federation: matches!(
@@ -212,7 +231,9 @@ impl LabState {
                         InstanceSpecKind::Mastodon(m) if m.limited_federation
                     ),
                     upstreams: match &i.kind {
-                        InstanceSpecKind::Mastodon(_) => Vec::new(),
+                        InstanceSpecKind::Mastodon(_)
+                        | InstanceSpecKind::Misskey(_)
+                        | InstanceSpecKind::GoToSocial(_) => Vec::new(),
                         InstanceSpecKind::External(e) => vec![StoredUpstream {
                             path_prefix: "/".to_owned(),
                             url: e.url.clone(),
@@ -234,7 +255,7 @@ impl LabState {
     ) {
         for instance in &mut self.instances {
             if let Some(u) = upstreams.get(&instance.name)
-                && instance.kind == StoredKind::Mastodon
+                && instance.kind.runs_in_cluster()
             {
                 instance.upstreams.clone_from(u);
             }

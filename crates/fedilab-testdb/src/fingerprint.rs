@@ -46,7 +46,7 @@ pub fn pg(pg: &TempPostgres, db: &str) -> io::Result<String> {
 /// # Errors
 /// redis-cli failed.
 pub fn redis(redis: &TempRedis, db: u8) -> io::Result<String> {
-    const SCRIPT: &str = "
+    const SCRIPT: &str = r"
         local out = {}
         for _, k in ipairs(redis.call('KEYS', '*')) do
           local ttl = redis.call('PTTL', k) > 0 and 'ttl' or 'persistent'

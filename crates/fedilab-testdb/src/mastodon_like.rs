@@ -22,7 +22,7 @@ pub const SATELLITE_ROWS: usize = 20;
 /// The schema and rows, as one SQL script.
 pub fn sql() -> String {
     let mut sql = format!(
-        "CREATE TABLE accounts (
+        r"CREATE TABLE accounts (
             id bigserial PRIMARY KEY,
             username text NOT NULL,
             domain text,
@@ -49,11 +49,12 @@ pub fn sql() -> String {
          INSERT INTO statuses (account_id, uri, text, visibility, created_at, updated_at)
            SELECT 1 + i % {ACCOUNTS}, 'https://lab.example/statuses/' || i, 'status ' || md5(i::text),
                   i % 4, timestamptz '2026-02-01' + i * interval '1 second', now()
-           FROM generate_series(1, {STATUSES}) i;\n"
+           FROM generate_series(1, {STATUSES}) i;
+"
     );
     for n in 0..SATELLITES {
         sql.push_str(&format!(
-            "CREATE TABLE satellite_{n:02} (
+            r"CREATE TABLE satellite_{n:02} (
                 id bigserial PRIMARY KEY,
                 account_id bigint REFERENCES accounts (id) ON DELETE CASCADE,
                 status_id bigint REFERENCES statuses (id) ON DELETE SET NULL,
@@ -65,7 +66,8 @@ pub fn sql() -> String {
              INSERT INTO satellite_{n:02} (account_id, status_id, value, data, created_at)
                SELECT 1 + (i * {n} + i) % {ACCOUNTS}, 1 + (i * 31 + {n}) % {STATUSES}, 'v' || i,
                       jsonb_build_object('i', i, 't', {n}), timestamptz '2026-03-01' + i * interval '1 hour'
-               FROM generate_series(1, {SATELLITE_ROWS}) i;\n"
+               FROM generate_series(1, {SATELLITE_ROWS}) i;
+"
         ));
     }
     sql
@@ -87,7 +89,7 @@ pub fn load(pg: &TempPostgres, db: &str) -> io::Result<()> {
 pub fn change(pg: &TempPostgres, db: &str) -> io::Result<()> {
     pg.psql(
         db,
-        "INSERT INTO accounts (username, note, created_at, updated_at)
+        r"INSERT INTO accounts (username, note, created_at, updated_at)
            VALUES ('alice', 'made during the experiment', now(), now());
          INSERT INTO statuses (account_id, text, created_at, updated_at)
            SELECT id, 'hello', now(), now() FROM accounts WHERE username = 'alice';
@@ -105,12 +107,12 @@ pub fn change(pg: &TempPostgres, db: &str) -> io::Result<()> {
 /// # Errors
 /// redis-cli failed or Redis answered an error.
 pub fn load_redis(redis: &TempRedis, db: u8) -> io::Result<()> {
-    const SCRIPT: &str = "
+    const SCRIPT: &str = r#"
         for i = 1, 100 do
-          redis.call('RPUSH', 'queue:push', '{\"class\":\"ActivityPub::DeliveryWorker\",\"jid\":\"p' .. i .. '\"}')
-          redis.call('RPUSH', 'queue:default', '{\"class\":\"LinkCrawlWorker\",\"jid\":\"d' .. i .. '\"}')
-          redis.call('ZADD', 'retry', 1790000000 + i, '{\"jid\":\"r' .. i .. '\",\"retry_count\":' .. (i % 5) .. '}')
-          redis.call('ZADD', 'schedule', 1790000000 + i, '{\"jid\":\"s' .. i .. '\"}')
+          redis.call('RPUSH', 'queue:push', '{"class":"ActivityPub::DeliveryWorker","jid":"p' .. i .. '"}')
+          redis.call('RPUSH', 'queue:default', '{"class":"LinkCrawlWorker","jid":"d' .. i .. '"}')
+          redis.call('ZADD', 'retry', 1790000000 + i, '{"jid":"r' .. i .. '","retry_count":' .. (i % 5) .. '}')
+          redis.call('ZADD', 'schedule', 1790000000 + i, '{"jid":"s' .. i .. '"}')
           redis.call('SET', 'cache:statuses/' .. i, string.rep('x', i), 'EX', 86400)
           redis.call('HSET', 'feed:meta:' .. (i % 10), 'k' .. i, i)
         end
@@ -118,7 +120,7 @@ pub fn load_redis(redis: &TempRedis, db: u8) -> io::Result<()> {
         redis.call('SADD', 'queues', 'push', 'default', 'ingress')
         redis.call('HSET', 'web-1:1:abc', 'busy', 0, 'beat', 1790000000)
         redis.call('SADD', 'processes', 'web-1:1:abc')
-        return 'OK'";
+        return 'OK'"#;
     let reply = redis.cli(&["-n", &db.to_string(), "EVAL", SCRIPT, "0"])?;
     if reply.trim() != "OK" {
         return Err(io::Error::other(format!("loading Redis keys: {reply}")));

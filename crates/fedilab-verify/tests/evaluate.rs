@@ -1,7 +1,7 @@
 //! Judging checks from what their steps printed: a pass, and each failure
 //! with the likely cause it names.
 
-use fedilab_profile::{LabSpec, Overrides};
+use fedilab_profile::{InstanceCounts, LabSpec, Overrides};
 use fedilab_verify::{
     Check, CheckId, HostSide, Outcome, PlanInputs, StepOutput, StepStatus, VerifyPlan, evaluate,
     plan,
@@ -12,7 +12,7 @@ fn the_plan(n: usize) -> VerifyPlan {
         fedilab_profile::DEFAULT_PROFILE_YAML,
         "test",
         &Overrides {
-            instances: Some(n),
+            instances: Some(InstanceCounts::Total(n)),
             ..Overrides::default()
         },
     )

@@ -1,6 +1,6 @@
 //! The check plan as data: which pods, where, with what; its JSON form.
 
-use fedilab_profile::{LabSpec, Overrides};
+use fedilab_profile::{InstanceCounts, LabSpec, Overrides};
 use fedilab_verify::{CheckId, EnvSource, HostSide, PlanInputs, Script, StepRun, VerifyPlan, plan};
 
 fn spec(n: usize) -> LabSpec {
@@ -8,7 +8,7 @@ fn spec(n: usize) -> LabSpec {
         fedilab_profile::DEFAULT_PROFILE_YAML,
         "test",
         &Overrides {
-            instances: Some(n),
+            instances: Some(InstanceCounts::Total(n)),
             ..Overrides::default()
         },
     )

@@ -6,7 +6,7 @@
 use std::net::{TcpListener, UdpSocket};
 use std::process::Command;
 
-use fedilab_profile::{LabSpec, Overrides};
+use fedilab_profile::{InstanceCounts, LabSpec, Overrides};
 use fedilab_verify::{
     Check, CheckId, EnvSource, Outcome, PlanInputs, PodStep, Script, StepOutput, StepRun,
     StepStatus, evaluate, plan,
@@ -50,7 +50,7 @@ fn egress_check(blocked_tcp: &str, blocked_dns: &str, allowed_tcp: &str) -> Chec
         fedilab_profile::DEFAULT_PROFILE_YAML,
         "test",
         &Overrides {
-            instances: Some(2),
+            instances: Some(InstanceCounts::Total(2)),
             ..Overrides::default()
         },
     )
@@ -293,7 +293,7 @@ fn run_federation(port: u16) -> (Check, Vec<StepOutput>) {
         fedilab_profile::DEFAULT_PROFILE_YAML,
         "test",
         &Overrides {
-            instances: Some(2),
+            instances: Some(InstanceCounts::Total(2)),
             ..Overrides::default()
         },
     )

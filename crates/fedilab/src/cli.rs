@@ -3,7 +3,9 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
-use fedilab_profile::{DEFAULT_PROFILE_YAML, LabSpec, Overrides, ParseOrValidationError};
+use fedilab_profile::{
+    DEFAULT_PROFILE_YAML, InstanceCounts, LabSpec, Overrides, ParseOrValidationError,
+};
 
 use crate::UsageError;
 
@@ -41,6 +43,10 @@ pub enum Command {
     /// Run the recording proxy and its live UI in front of fediverse
     /// servers, without a lab.
     Inspect(crate::cmd::inspect::InspectArgs),
+    /// Delay, fail, reset, corrupt or duplicate matching requests in a
+    /// running inspector (add, list, remove, clear fault rules).
+    #[command(long_about = crate::cmd::fault::LONG_ABOUT)]
+    Fault(crate::cmd::fault::FaultArgs),
     /// Run a lab's DNS and inspector in the foreground, from its state
     /// (`fedilab up` starts it in the background).
     #[command(long_about = crate::cmd::serve::LONG_ABOUT)]
@@ -65,6 +71,15 @@ pub enum Command {
     Exec(crate::cmd::exec::ExecArgs),
     /// Run Mastodon's tootctl in an instance's web pod.
     Tootctl(crate::cmd::exec::TootctlArgs),
+    /// Write one instance's state (database, media, secrets) to an archive
+    /// file.
+    Backup(crate::cmd::backup::BackupArgs),
+    /// Bring an instance back to the state of an archive of `fedilab
+    /// backup`.
+    Restore(crate::cmd::backup::RestoreArgs),
+    /// Bring a real Mastodon's data (env file secrets, pg_dump, media) into
+    /// a lab instance.
+    Import(crate::cmd::backup::ImportArgs),
     /// Check in the live lab that it is isolated, named, trusted and
     /// federating; print a checklist with evidence (`--plan`: only print
     /// the checks).
@@ -110,10 +125,12 @@ pub struct LabArgs {
     #[arg(short, long, value_name = "FILE")]
     pub profile: Option<PathBuf>,
 
-    /// The number of instances. Keeps the profile's first N and adds Mastodon
-    /// instances named mastodonK up to N.
-    #[arg(short = 'n', long, value_name = "N")]
-    pub instances: Option<usize>,
+    /// How many instances: N keeps the profile's first N and adds Mastodon
+    /// instances named mastodonK up to N; KIND=N,... (kinds mastodon,
+    /// misskey, gotosocial), such as mastodon=2,misskey=1,gotosocial=1, does
+    /// the same per kind (names mastodonK, misskeyK, gtsK).
+    #[arg(short = 'n', long, value_name = "N|KIND=N,...")]
+    pub instances: Option<InstanceCounts>,
 
     /// The lab's DNS domain (default fediverse.local; fediverse.test avoids
     /// mDNS on hosts that claim .local).
@@ -136,7 +153,7 @@ impl LabArgs {
         let overrides = Overrides {
             lab: self.lab.clone(),
             domain: self.domain.clone(),
-            instances: self.instances,
+            instances: self.instances.clone(),
         };
         let (text, origin) = match &self.profile {
             Some(path) => {

@@ -146,3 +146,110 @@ fn inspect_rejects_a_bad_route_with_usage_exit_code() {
         stderr(&out)
     );
 }
+
+#[test]
+fn inspect_starts_with_fault_rules_and_fault_changes_them() {
+    let t = TestDir::new();
+    let upstream = one_shot_upstream();
+    let route = format!("mastodon2.fediverse.local=http://{upstream}");
+    let mut child = t
+        .fedilab(&[
+            "inspect",
+            "--listen",
+            "127.0.0.1:0",
+            "--ui",
+            "127.0.0.1:0",
+            "--route",
+            &route,
+            "--fault",
+            "host=mastodon2,path_prefix=/users,status=418,body=teapot",
+        ])
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start fedilab inspect");
+    let err = child.stderr.take().expect("stderr");
+    let child = Running(child);
+    let mut line = String::new();
+    BufReader::new(err).read_line(&mut line).expect("banner");
+    let addr = |after: &str, end: char| -> SocketAddr {
+        line.split(after)
+            .nth(1)
+            .and_then(|r| r.split(end).next())
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("no address after {after:?} in {line:?}"))
+    };
+    let proxy = addr("proxy on ", ' ');
+    let ui = addr("UI on http://", '/').to_string();
+
+    let reply = http(
+        proxy,
+        "POST /users/bob/inbox HTTP/1.1\r\nHost: mastodon2.fediverse.local\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}",
+    );
+    assert!(reply.starts_with("HTTP/1.1 418"), "{reply}");
+    assert!(reply.ends_with("teapot"), "{reply}");
+
+    let ok = |args: &[&str]| {
+        let out = t.run(args);
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        crate::common::stdout(&out)
+    };
+    let list = ok(&["fault", "list", "--ui", &ui]);
+    assert!(
+        list.contains("1  active") && list.contains("answer 418 when host=mastodon2"),
+        "{list}"
+    );
+    let added = ok(&[
+        "fault",
+        "add",
+        "--ui",
+        &ui,
+        r#"{"match": {"method": "GET"}, "action": {"delay_ms": 5}}"#,
+    ]);
+    assert_eq!(added.trim(), "rule 2 added: delay 5 ms when method=GET");
+    assert_eq!(
+        ok(&["fault", "remove", "1", "--ui", &ui]).trim(),
+        "rule 1 removed"
+    );
+    let out = t.run(&["fault", "remove", "1", "--ui", &ui]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("no fault rule 1"), "{}", stderr(&out));
+    assert_eq!(
+        ok(&["fault", "clear", "--ui", &ui]).trim(),
+        "every fault rule removed"
+    );
+    assert!(ok(&["fault", "list", "--ui", &ui]).contains("no fault rules"));
+    drop(child);
+}
+
+#[test]
+fn fault_refuses_bad_rules_and_says_when_no_inspector_runs() {
+    let t = TestDir::new();
+    let out = t.run(&["fault", "add", "colour=red", "--ui", "127.0.0.1:9"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("unknown rule field"),
+        "{}",
+        stderr(&out)
+    );
+    let out = t.run(&[
+        "inspect",
+        "--route",
+        "a.test=http://127.0.0.1:1",
+        "--fault",
+        "status=503,reset",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("exactly one action"),
+        "{}",
+        stderr(&out)
+    );
+    let out = t.run(&["fault", "list", "--lab", "nolab"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("not running for lab nolab"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -60,7 +60,7 @@ fn broken_profile_prints_every_error_with_its_path_and_exits_2() {
     let t = TestDir::new();
     let profile = t.write(
         "broken.yaml",
-        "name: Bad_Lab\nnetwork:\n  egress_cidrs: [10.43.0.0/15]\ninstances:\n  - name: mastodon1\n  - name: mastodon1\n  - kind: misskey\n",
+        "name: Bad_Lab\nnetwork:\n  egress_cidrs: [10.43.0.0/15]\ninstances:\n  - name: mastodon1\n  - name: mastodon1\n  - kind: misskey\n    version: \"2024.9.0\"\n",
     );
     let out = t.run(&["render", "--profile", profile.to_str().expect("utf-8 path")]);
     assert_eq!(out.status.code(), Some(2));
@@ -71,7 +71,7 @@ fn broken_profile_prints_every_error_with_its_path_and_exits_2() {
         "  name: \"Bad_Lab\" is not a valid name",
         "  network.egress_cidrs[0]: \"10.43.0.0/15\" has host bits set; did you mean 10.42.0.0/15?",
         "  instances[1].name: \"mastodon1\" is already the name of instances[0]",
-        "  instances[2].kind: misskey is not supported yet",
+        "  instances[2].version: \"2024.9.0\" is older than Misskey 2024.10.0",
         "nothing was rendered or applied",
     ] {
         assert!(err.contains(expected), "missing {expected:?} in:\n{err}");

@@ -4,6 +4,7 @@
 
 mod common;
 
+mod cli_backup;
 mod cli_ca;
 mod cli_dns;
 mod cli_exec;

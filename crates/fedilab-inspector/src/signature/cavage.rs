@@ -5,8 +5,8 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 
-use super::{Pending, ProblemCode, RsaAlg, Scheme, SignatureInfo};
-use crate::exchange::{Exchange, header_joined};
+use super::{Pending, ProblemCode, Scheme, SigAlg, SignatureInfo};
+use crate::exchange::{Exchange, header, header_joined};
 
 /// Splits `k="v", k2=token` (cavage parameters) into pairs.
 fn cavage_params(s: &str) -> Result<Vec<(String, String)>, String> {
@@ -97,9 +97,9 @@ pub(super) fn parse(ex: &Exchange, value: &str) -> SignatureInfo {
         .map(str::to_ascii_lowercase)
         .as_deref()
     {
-        None | Some("hs2019") => RsaAlg::ByKey,
-        Some("rsa-sha256") => RsaAlg::Pkcs1Sha256,
-        Some("rsa-sha512") => RsaAlg::Pkcs1Sha512,
+        None | Some("hs2019") => SigAlg::ByKey,
+        Some("rsa-sha256") => SigAlg::Pkcs1Sha256,
+        Some("rsa-sha512") => SigAlg::Pkcs1Sha512,
         Some(other) => {
             info.problem(
                 ProblemCode::UnsupportedAlgorithm,
@@ -110,37 +110,82 @@ pub(super) fn parse(ex: &Exchange, value: &str) -> SignatureInfo {
             return info;
         }
     };
-    let mut lines = Vec::with_capacity(info.components.len());
-    for name in &info.components {
-        let value = match name.as_str() {
-            "(request-target)" => Some(format!(
-                "{} {}",
-                ex.request.method.to_ascii_lowercase(),
-                ex.request.uri
-            )),
-            "(created)" => get("created"),
-            "(expires)" => get("expires"),
-            h => header_joined(&ex.request.headers, h),
-        };
-        match value {
-            Some(v) => lines.push(format!("{name}: {v}")),
-            None => {
-                info.problem(
-                    ProblemCode::MissingComponent,
-                    format!("signed header {name:?} is not in the request"),
-                );
-                return info;
+    let base = match signing_string(ex, &info.components, &get, None, None) {
+        Ok(b) => b,
+        Err(name) => {
+            info.problem(
+                ProblemCode::MissingComponent,
+                format!("signed header {name:?} is not in the request"),
+            );
+            return info;
+        }
+    };
+    let mut variants = Vec::new();
+    let signed = |c: &str| info.components.iter().any(|x| x == c);
+    if signed("host")
+        && let Some(host) = header(&ex.request.headers, "host")
+    {
+        let scheme = header(&ex.request.headers, "x-forwarded-proto")
+            .and_then(|v| v.split(',').next())
+            .map_or("https", str::trim)
+            .to_ascii_lowercase();
+        for other in super::other_authorities(host, &scheme) {
+            if let Ok(b) = signing_string(ex, &info.components, &get, Some(&other), None) {
+                variants.push((super::port_cause(host, &other), b.into_bytes()));
             }
         }
     }
-    let base = lines.join("\n");
+    if signed("(request-target)") {
+        for frag in super::fragment_candidates(ex, info.key_id.as_deref()) {
+            if let Ok(b) = signing_string(ex, &info.components, &get, None, Some(&frag)) {
+                variants.push((
+                    format!(
+                        "(request-target) ends in #{frag}: the signer signed the URL with its fragment, which HTTP never sends"
+                    ),
+                    b.into_bytes(),
+                ));
+            }
+        }
+    }
     info.base = Some(base.clone());
     info.pending = Some(Pending {
         base: base.into_bytes(),
         signature: sig,
         alg,
+        variants,
     });
     info
+}
+
+/// The signing string, optionally with another `host` value or a fragment
+/// on the request target. `Err` names a signed header that is absent.
+fn signing_string(
+    ex: &Exchange,
+    components: &[String],
+    param: &dyn Fn(&str) -> Option<String>,
+    host: Option<&str>,
+    fragment: Option<&str>,
+) -> Result<String, String> {
+    let mut lines = Vec::with_capacity(components.len());
+    for name in components {
+        let value = match name.as_str() {
+            "(request-target)" => Some(format!(
+                "{} {}{}",
+                ex.request.method.to_ascii_lowercase(),
+                ex.request.uri,
+                fragment.map(|f| format!("#{f}")).unwrap_or_default()
+            )),
+            "(created)" => param("created"),
+            "(expires)" => param("expires"),
+            "host" if host.is_some() => host.map(str::to_owned),
+            h => header_joined(&ex.request.headers, h),
+        };
+        match value {
+            Some(v) => lines.push(format!("{name}: {v}")),
+            None => return Err(name.clone()),
+        }
+    }
+    Ok(lines.join("\n"))
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 
-use super::{Pending, ProblemCode, RsaAlg, Scheme, SignatureInfo};
+use super::{Pending, ProblemCode, Scheme, SigAlg, SignatureInfo};
 use crate::exchange::{Exchange, header, header_joined};
 
 /// Splits a structured-field dictionary into `(key, raw member text)` at
@@ -176,13 +176,16 @@ pub(super) fn parse(ex: &Exchange, input: &str) -> SignatureInfo {
         return info;
     }
     let alg = match info.algorithm.as_deref() {
-        None => RsaAlg::ByKey,
-        Some("rsa-v1_5-sha256") => RsaAlg::Pkcs1Sha256,
-        Some("rsa-pss-sha512") => RsaAlg::PssSha512,
+        None => SigAlg::ByKey,
+        Some("rsa-v1_5-sha256") => SigAlg::Pkcs1Sha256,
+        Some("rsa-pss-sha512") => SigAlg::PssSha512,
+        Some("ed25519") => SigAlg::Ed25519,
         Some(other) => {
             info.problem(
                 ProblemCode::UnsupportedAlgorithm,
-                format!("alg {other:?} is not supported (rsa-v1_5-sha256 and rsa-pss-sha512 are)"),
+                format!(
+                    "alg {other:?} is not supported (rsa-v1_5-sha256, rsa-pss-sha512 and ed25519 are)"
+                ),
             );
             return info;
         }
@@ -195,47 +198,113 @@ pub(super) fn parse(ex: &Exchange, input: &str) -> SignatureInfo {
         .and_then(|v| v.split(',').next())
         .map_or("http", str::trim)
         .to_ascii_lowercase();
-    let uri = &ex.request.uri;
-    let (path, query) = match uri.split_once('?') {
-        Some((p, q)) => (p, Some(q)),
-        None => (uri.as_str(), None),
+    let plain = Shape {
+        authority: &authority,
+        host_header: None,
+        fragment: None,
     };
-    let mut base = String::new();
-    for c in &list.components {
-        let value = match c.as_str() {
-            "@method" => Some(ex.request.method.clone()),
-            "@target-uri" => Some(format!("{scheme}://{authority}{uri}")),
-            "@authority" => Some(authority.clone()),
-            "@scheme" => Some(scheme.clone()),
-            "@request-target" => Some(uri.clone()),
-            "@path" => Some(path.to_owned()),
-            "@query" => Some(format!("?{}", query.unwrap_or(""))),
-            d if d.starts_with('@') => {
-                info.problem(
-                    ProblemCode::UnsupportedComponent,
-                    format!("derived component {d:?} is not supported"),
-                );
-                return info;
-            }
-            h => header_joined(headers, h),
-        };
-        let Some(value) = value else {
-            info.problem(
-                ProblemCode::MissingComponent,
-                format!("signed component {c:?} is not in the request"),
-            );
+    let base = match base_of(ex, &list.components, raw_input.trim(), &scheme, &plain) {
+        Ok(b) => b,
+        Err((code, message)) => {
+            info.problem(code, message);
             return info;
-        };
-        base.push_str(&format!("\"{c}\": {value}\n"));
+        }
+    };
+    let mut variants = Vec::new();
+    let uses = |c: &str| list.components.iter().any(|x| x == c);
+    if uses("@authority") || uses("@target-uri") || uses("host") {
+        for other in super::other_authorities(&authority, &scheme) {
+            let shape = Shape {
+                authority: &other,
+                host_header: Some(&other),
+                fragment: None,
+            };
+            if let Ok(b) = base_of(ex, &list.components, raw_input.trim(), &scheme, &shape) {
+                variants.push((super::port_cause(&authority, &other), b.into_bytes()));
+            }
+        }
     }
-    base.push_str(&format!("\"@signature-params\": {}", raw_input.trim()));
+    if uses("@target-uri") {
+        for frag in super::fragment_candidates(ex, info.key_id.as_deref()) {
+            let shape = Shape {
+                authority: &authority,
+                host_header: None,
+                fragment: Some(&frag),
+            };
+            if let Ok(b) = base_of(ex, &list.components, raw_input.trim(), &scheme, &shape) {
+                variants.push((
+                    format!(
+                        "@target-uri ends in #{frag}: the signer signed the URL with its fragment, which HTTP never sends"
+                    ),
+                    b.into_bytes(),
+                ));
+            }
+        }
+    }
     info.base = Some(base.clone());
     info.pending = Some(Pending {
         base: base.into_bytes(),
         signature: sig,
         alg,
+        variants,
     });
     info
+}
+
+/// How a signature base is rebuilt: from what arrived, or with one known
+/// difference (another authority, a fragment on the target URI).
+struct Shape<'a> {
+    authority: &'a str,
+    host_header: Option<&'a str>,
+    fragment: Option<&'a str>,
+}
+
+fn base_of(
+    ex: &Exchange,
+    components: &[String],
+    raw_input: &str,
+    scheme: &str,
+    shape: &Shape<'_>,
+) -> Result<String, (ProblemCode, String)> {
+    let headers = &ex.request.headers;
+    let uri = &ex.request.uri;
+    let authority = shape.authority;
+    let (path, query) = match uri.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (uri.as_str(), None),
+    };
+    let mut base = String::new();
+    for c in components {
+        let value = match c.as_str() {
+            "@method" => Some(ex.request.method.clone()),
+            "@target-uri" => Some(match shape.fragment {
+                Some(f) => format!("{scheme}://{authority}{uri}#{f}"),
+                None => format!("{scheme}://{authority}{uri}"),
+            }),
+            "@authority" => Some(authority.to_owned()),
+            "@scheme" => Some(scheme.to_owned()),
+            "@request-target" => Some(uri.clone()),
+            "@path" => Some(path.to_owned()),
+            "@query" => Some(format!("?{}", query.unwrap_or(""))),
+            d if d.starts_with('@') => {
+                return Err((
+                    ProblemCode::UnsupportedComponent,
+                    format!("derived component {d:?} is not supported"),
+                ));
+            }
+            "host" if shape.host_header.is_some() => shape.host_header.map(str::to_owned),
+            h => header_joined(headers, h),
+        };
+        let Some(value) = value else {
+            return Err((
+                ProblemCode::MissingComponent,
+                format!("signed component {c:?} is not in the request"),
+            ));
+        };
+        base.push_str(&format!("\"{c}\": {value}\n"));
+    }
+    base.push_str(&format!("\"@signature-params\": {raw_input}"));
+    Ok(base)
 }
 #[cfg(test)]
 mod tests {

@@ -3,6 +3,8 @@
 //! front of it, a client, and request signers for draft-cavage and RFC 9421.
 #![allow(dead_code)]
 
+pub mod receiver;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -267,6 +269,17 @@ impl Lab {
         self.call(req).await
     }
 
+    /// Calls the UI/API listener with a JSON body.
+    pub async fn api_json(&self, method: &str, path: &str, json: &str) -> Reply {
+        let req = http::Request::builder()
+            .method(method)
+            .uri(format!("http://{}{path}", self.ui()))
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(json.to_owned())))
+            .expect("request");
+        self.call(req).await
+    }
+
     async fn call(&self, req: http::Request<Full<Bytes>>) -> Reply {
         within("request", async {
             let resp = self.client.request(req).await.expect("send");
@@ -313,7 +326,7 @@ impl Lab {
                     StoreEvent::Added(id) => {
                         return self.inspector.store().get(id).expect("entry present");
                     }
-                    StoreEvent::Cleared => {}
+                    StoreEvent::Cleared | StoreEvent::FaultChange(_) => {}
                 }
             }
         })

@@ -36,7 +36,7 @@ use fedilab_manifest::{
     LabManifests, LabSecrets, LeafPem, Routing, TlsMaterial, build, seed_from_text,
 };
 use fedilab_orchestrator::Cluster;
-use fedilab_profile::{LabSpec, Overrides};
+use fedilab_profile::{InstanceCounts, LabSpec, Overrides};
 use http::{Request, Response};
 use http_body_util::BodyExt;
 use kube::client::Body;
@@ -352,7 +352,7 @@ pub fn spec(lab: &str, domain: &str, instances: usize) -> LabSpec {
         &Overrides {
             lab: Some(lab.to_owned()),
             domain: Some(domain.to_owned()),
-            instances: Some(instances),
+            instances: Some(InstanceCounts::Total(instances)),
         },
     )
     .expect("valid spec")

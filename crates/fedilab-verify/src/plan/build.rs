@@ -15,12 +15,14 @@ const BLOCKED_TCP: &[&str] = &["1.1.1.1:443", "9.9.9.9:443"];
 /// A public resolver a lab pod must not get an answer from.
 const BLOCKED_DNS: &[&str] = &["8.8.8.8:53"];
 
-/// The Mastodon settings of `instance`; other kinds (servers outside the
-/// cluster) get no check pods.
+/// The Mastodon settings of `instance`; other kinds get no check pods yet
+/// (the checks run Ruby in Mastodon's image).
 fn mastodon(instance: &InstanceSpec) -> Option<&MastodonSpec> {
     match &instance.kind {
         InstanceSpecKind::Mastodon(m) => Some(m),
-        InstanceSpecKind::External(_) => None,
+        InstanceSpecKind::Misskey(_)
+        | InstanceSpecKind::GoToSocial(_)
+        | InstanceSpecKind::External(_) => None,
     }
 }
 

@@ -133,7 +133,7 @@ pub fn exec(args: &ExecArgs) -> anyhow::Result<ExitCode> {
 /// # Errors
 /// As [`exec`].
 pub fn tootctl(args: &TootctlArgs) -> anyhow::Result<ExitCode> {
-    let target = target(&args.lab.lab, &args.instance, Component::Web, "tootctl")?;
+    let target = target(&args.lab.lab, &args.instance, Component::Web, TOOTCTL)?;
     let command = std::iter::once("tootctl".to_owned())
         .chain(args.args.iter().cloned())
         .collect();
@@ -149,8 +149,11 @@ fn default_shell(component: Component) -> &'static str {
     }
 }
 
-/// The pod to run in, from the lab's state: only the lab's own Mastodon
-/// instances have pods.
+/// What the tootctl shorthand calls itself in messages.
+const TOOTCTL: &str = "tootctl";
+
+/// The pod to run in, from the lab's state: only the instances fedilab
+/// runs have pods.
 fn target(
     lab: &LabName,
     instance: &str,
@@ -174,7 +177,8 @@ fn target(
     })
 }
 
-/// `instance` when it is a Mastodon instance of `state`, else what to say.
+/// `instance` when it runs in the cluster (and, for tootctl, is a
+/// Mastodon), else what to say.
 fn pick_instance(state: &LabState, instance: &str, what: &str) -> Result<InstanceName, String> {
     let lab = &state.lab;
     let Some(stored) = state.instance(instance) else {
@@ -195,14 +199,20 @@ fn pick_instance(state: &LabState, instance: &str, what: &str) -> Result<Instanc
         .unwrap_or_default();
     match stored.kind {
         StoredKind::Mastodon => Ok(stored.name.clone()),
+        StoredKind::Misskey | StoredKind::GoToSocial if what != TOOTCTL => Ok(stored.name.clone()),
+        StoredKind::Misskey | StoredKind::GoToSocial => Err(format!(
+            "{instance} runs {}, not Mastodon: tootctl is Mastodon's; use `fedilab exec \
+             {instance} -- COMMAND` for the server's own tools",
+            stored.kind.as_str()
+        )),
         StoredKind::External => Err(format!(
             "{instance} is an external server of lab {lab} (`kind: external`{at}), not a pod \
-             in the cluster: {what} runs only in the lab's Mastodon instances; run the command \
+             in the cluster: {what} runs only in the instances fedilab runs; run the command \
              where that server runs"
         )),
         StoredKind::Attached => Err(format!(
             "{instance} is a server on this host attached to lab {lab} (`fedilab attach`{at}), \
-             not a pod in the cluster: {what} runs only in the lab's Mastodon instances; run \
+             not a pod in the cluster: {what} runs only in the instances fedilab runs; run \
              the command where that server runs"
         )),
     }

@@ -54,6 +54,12 @@ pub struct InspectArgs {
     /// Append every exchange to this JSON-lines file and reload it on start.
     #[arg(long, value_name = "FILE")]
     pub persist: Option<PathBuf>,
+
+    /// A fault rule in force from the start: JSON, or key=value pairs such
+    /// as host=mastodon2,activity=Create,status=503 (see `fedilab fault
+    /// --help`). Repeat for several; `fedilab fault` changes them later.
+    #[arg(long = "fault", value_name = "RULE")]
+    pub faults: Vec<fedilab_inspector::RuleSpec>,
 }
 
 fn parse_size(s: &str) -> Result<u64, String> {
@@ -78,6 +84,7 @@ pub fn run(args: &InspectArgs) -> anyhow::Result<ExitCode> {
         },
         max_body_bytes: to_usize(args.max_body, "--max-body")?,
         persist: args.persist.clone(),
+        faults: args.faults.clone(),
         ..InspectorConfig::default()
     };
     config.validate().map_err(|e| UsageError(e.to_string()))?;

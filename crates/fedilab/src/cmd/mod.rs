@@ -1,12 +1,14 @@
 //! One module per subcommand; [`run`] dispatches.
 
 pub mod attach;
+pub mod backup;
 pub mod bootstrap;
 pub mod ca;
 pub mod creds;
 pub mod dns;
 pub mod down;
 pub mod exec;
+pub mod fault;
 pub mod inspect;
 pub mod render;
 pub mod serve;
@@ -30,6 +32,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Ca(args) => ca::run(&args),
         Command::Dns(args) => dns::run(&args),
         Command::Inspect(args) => inspect::run(&args),
+        Command::Fault(args) => fault::run(&args),
         Command::Serve(args) => serve::run(&args),
         Command::Up(args) => up::run(&args),
         Command::Status(args) => status::run(&args),
@@ -39,6 +42,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Down(args) => down::run(&args),
         Command::Exec(args) => exec::exec(&args),
         Command::Tootctl(args) => exec::tootctl(&args),
+        Command::Backup(args) => backup::backup(&args),
+        Command::Restore(args) => backup::restore(&args),
+        Command::Import(args) => backup::import(&args),
         Command::Verify(args) => verify::run(&args),
         Command::Bootstrap(args) => bootstrap::run(&args),
         Command::Reset(args) => snapshot::reset(&args),

@@ -161,7 +161,13 @@ fn plan(
         instances,
         options,
     };
-    StatePlan::prepare(request).map_err(usage_or)
+    let plan = StatePlan::prepare(request).map_err(usage_or)?;
+    for (name, kind) in plan.skipped() {
+        eprintln!(
+            "warning: {name} ({kind}) is left out: snapshots and reset support Mastodon only so far"
+        );
+    }
+    Ok(plan)
 }
 
 fn usage_or(e: StateError) -> anyhow::Error {
