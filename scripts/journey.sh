@@ -3,6 +3,7 @@
 #
 #   1. `fedilab bootstrap` when k3s is not installed yet;
 #   2. `fedilab up --instances 2 --timings`, `fedilab verify -o json`,
+#      `fedilab reset --timings -o json` and verify again,
 #      `fedilab down --timings`, and what was left behind;
 #   3. the same again with a user's own Traefik HelmChartConfig and a
 #      user's own `coredns-custom` key in place, checking with kubectl that
@@ -82,12 +83,15 @@ leftovers() {
     fi
 }
 
-# round NAME [KEEP...]: up, verify, down, leftovers.
+# round NAME [KEEP...]: up, verify, reset, verify, down, leftovers.
 round() {
     local name=$1
     shift
     phase "$name-up" "$FEDILAB" up --lab "$LAB" --instances 2 --timings
     phase "$name-verify" "$FEDILAB" verify --lab "$LAB" -o json
+    # Back to `fresh` (issue 15: under 10 s), then everything works again.
+    phase "$name-reset" "$FEDILAB" reset --lab "$LAB" --timings -o json
+    phase "$name-verify-after-reset" "$FEDILAB" verify --lab "$LAB" -o json
     phase "$name-down" "$FEDILAB" down --lab "$LAB" --timings
     leftovers "$name" "$@"
 }
@@ -191,6 +195,12 @@ for line in read("phases.tsv").splitlines():
     phases.append({"phase": name, "wall_seconds": float(seconds), "exit_code": int(code),
                    **({"fedilab_timings": timings} if timings else {})})
 
+def load_json(name):
+    try:
+        return json.loads(read(name, "null") or "null")
+    except json.JSONDecodeError:
+        return None
+
 def checklist(name):
     try:
         report = json.loads(read(name + "-verify.out", "{}") or "{}")
@@ -208,6 +218,7 @@ summary = {
     "versions": {"fedilab": read("fedilab.version"), "k3s": read("k3s.version"), "kubernetes": kube},
     "phases": phases,
     "verify": {r: checklist(r) for r in ("plain", "user-config")},
+    "reset": {r: load_json(r + "-reset.out") for r in ("plain", "user-config")},
     "left_behind": {r: read(r + ".leftovers").splitlines() for r in ("plain", "user-config")},
     "user_objects_untouched": {"traefik_helmchartconfig": traefik == "true",
                                "coredns_custom_key": coredns == "true"},

@@ -12,6 +12,7 @@ pub mod archive;
 pub mod import;
 pub mod mastodon;
 pub mod pg;
+pub mod snapshot;
 
 use fedilab_profile::names::Component;
 

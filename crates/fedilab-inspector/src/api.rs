@@ -1,7 +1,7 @@
 //! The UI listener: the embedded page at `/` and the JSON API documented
 //! in `API.md` (`/api/exchanges`, `/api/exchanges/{id}`, `/api/har`,
 //! `/api/events`, `/api/stats`, `/api/servers`, `/api/faults`,
-//! `/api/exchanges/{id}/replay`).
+//! `/api/exchanges/{id}/replay`; `/api/markers` from `markers`).
 //!
 //! Reads the store and the analyzer; changes the fault rules; sends
 //! replays through the proxy's client (never through its listener). The
@@ -67,6 +67,7 @@ pub(crate) async fn serve(
 ) {
     let mut stop = shutdown.clone();
     let guard = Arc::new(Guard::for_addr(addr));
+    let markers = crate::markers::routes(Arc::clone(&api.store));
     let app = Router::new()
         .route("/", get(index))
         .route("/api/exchanges", get(list).delete(clear))
@@ -82,6 +83,7 @@ pub(crate) async fn serve(
         .route("/api/stats", get(stats))
         .route("/api/servers", get(servers))
         .with_state(AppState { api, shutdown })
+        .merge(markers)
         .layer(axum::middleware::from_fn_with_state(guard, guard::layer));
     let result = axum::serve(listener, app)
         .with_graceful_shutdown(async move {

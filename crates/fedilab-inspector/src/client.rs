@@ -1,7 +1,8 @@
 //! A small client of a running inspector's API: `GET /api/exchanges` into
-//! [`ExchangeList`], and the fault rules (`/api/faults`), with the same
-//! types the inspector serves. For other programs (`fedilab verify`,
-//! `fedilab fault`); the inspector itself never calls it.
+//! [`ExchangeList`], the fault rules (`/api/faults`), with the same types
+//! the inspector serves, and [`mark`] / [`clear`] for `fedilab reset`'s
+//! markers. For other programs (`fedilab verify`, `fedilab fault`,
+//! `fedilab reset`); the inspector itself never calls it.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -181,4 +182,68 @@ async fn call(
     tokio::time::timeout(timeout, fetch)
         .await
         .map_err(|_| ClientError::Timeout(timeout))?
+}
+
+/// Sends `request` and reads the answer's status (the body is dropped).
+async fn send_only(
+    request: Request<http_body_util::Full<Bytes>>,
+    timeout: Duration,
+) -> Result<(), ClientError> {
+    let client = Client::builder(TokioExecutor::new()).build_http();
+    let fetch = async {
+        let response = client
+            .request(request)
+            .await
+            .map_err(ClientError::Request)?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(ClientError::Status(status));
+        }
+        Ok(())
+    };
+    tokio::time::timeout(timeout, fetch)
+        .await
+        .map_err(|_| ClientError::Timeout(timeout))?
+}
+
+/// `POST http://{api}/api/markers`: a marker on the recording's timeline
+/// (`kind` such as `reset`, `text` for the reader).
+///
+/// # Errors
+/// [`ClientError`] when the inspector cannot be reached or refuses.
+///
+/// # Caveats
+/// Bounded by `timeout`.
+pub async fn mark(
+    api: SocketAddr,
+    kind: &str,
+    text: &str,
+    timeout: Duration,
+) -> Result<(), ClientError> {
+    let uri = format!("http://{api}/api/markers");
+    let body = serde_json::to_vec(&crate::markers::NewMarker {
+        kind: kind.to_owned(),
+        text: text.to_owned(),
+    })
+    .map_err(ClientError::Json)?;
+    let request = Request::post(&uri)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(http_body_util::Full::new(Bytes::from(body)))
+        .map_err(|source| ClientError::Uri { uri, source })?;
+    send_only(request, timeout).await
+}
+
+/// `DELETE http://{api}/api/exchanges`: every recorded exchange goes.
+///
+/// # Errors
+/// [`ClientError`] when the inspector cannot be reached or refuses.
+///
+/// # Caveats
+/// Bounded by `timeout`.
+pub async fn clear(api: SocketAddr, timeout: Duration) -> Result<(), ClientError> {
+    let uri = format!("http://{api}/api/exchanges");
+    let request = Request::delete(&uri)
+        .body(http_body_util::Full::new(Bytes::new()))
+        .map_err(|source| ClientError::Uri { uri, source })?;
+    send_only(request, timeout).await
 }

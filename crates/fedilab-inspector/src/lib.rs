@@ -40,6 +40,7 @@ pub mod filter;
 mod guard;
 pub mod har;
 mod keys;
+pub mod markers;
 mod proxy;
 mod routes;
 pub mod signature;

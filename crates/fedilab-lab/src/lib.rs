@@ -11,6 +11,8 @@
 //! AttachPlan::prepare / attach     leaf, objects, attached.json + lab.json, serve
 //! DetachPlan::prepare / detach     objects, leaf, state, serve
 //! backup / restore / import        one instance's state to and from an archive
+//! reset / snapshot_save|list|delete  per instance through exec, then the inspector's marker
+//! record_fresh                     `up`'s post-setup snapshot `fresh`
 //! ```
 //!
 //! Each `prepare` does the local checks first, so a refusal never needs a
@@ -35,6 +37,7 @@ mod backup;
 mod down;
 mod host;
 mod members;
+mod reset;
 mod tls;
 mod up;
 
@@ -47,6 +50,11 @@ pub use host::{Daemon, HostSide};
 pub use members::{
     AttachError, AttachPlan, AttachReport, AttachRequest, DetachError, DetachPlan, DetachReport,
     NotUp, attach, detach, with_attached,
+};
+pub use reset::{
+    Recordings, SnapshotRow, StateError, StatePlan, StateReport, StateRequest,
+    delete as snapshot_delete, list as snapshot_list, record_fresh, reset, rows as snapshot_rows,
+    save as snapshot_save,
 };
 pub use tls::{TlsError, lab_tls};
 pub use up::{Event, Progress, UpError, UpPlan, UpReport, UpRequest, up};

@@ -48,7 +48,7 @@ pub fn with_attached(mut spec: LabSpec, attached: &[AttachedServer]) -> Result<L
 }
 
 /// The lab's saved state, or the refusal that says to run `up`.
-fn lab_state(dir: &LabDir, lab: &LabName) -> Result<LabState, NotUp> {
+pub(crate) fn lab_state(dir: &LabDir, lab: &LabName) -> Result<LabState, NotUp> {
     match dir.load_state() {
         Ok(Some(state)) => Ok(state),
         Ok(None) => Err(NotUp::Missing {

@@ -4,6 +4,7 @@
 //!
 //! ```text
 //! find_pod(&Cluster, &ExecTarget)                 a Ready, non-terminating pod -> ExecPod
+//! find_running_pod(&Cluster, &ExecTarget)         Running, Ready or not (state commands)
 //! exec(&Cluster, &ExecPod, &ExecOptions, ExecIo)  streams stdin/stdout/stderr -> exit code
 //! exec_capture(&Cluster, &ExecTarget, argv, stdin) collected output -> Captured
 //! exit_code(&Status)                              the error channel's Status -> exit code (pure)
@@ -273,6 +274,28 @@ pub fn pick_pod(mut pods: Vec<Pod>) -> Result<Pod, usize> {
     pods.into_iter().next().ok_or(found)
 }
 
+/// The pod to run in when readiness does not matter (a worker that is
+/// still booting, or fails its probe): Running and not terminating, Ready
+/// ones first, then the newest; the number of pods that matched otherwise.
+pub fn pick_running_pod(mut pods: Vec<Pod>) -> Result<Pod, usize> {
+    let found = pods.len();
+    pods.retain(|p| {
+        p.metadata.deletion_timestamp.is_none()
+            && p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+    });
+    pods.sort_by(|a, b| {
+        is_pod_ready(Some(b))
+            .cmp(&is_pod_ready(Some(a)))
+            .then_with(|| {
+                b.metadata
+                    .creation_timestamp
+                    .cmp(&a.metadata.creation_timestamp)
+            })
+            .then_with(|| a.metadata.name.cmp(&b.metadata.name))
+    });
+    pods.into_iter().next().ok_or(found)
+}
+
 /// Finds the pod of `target`'s component by its labels
 /// ([`names::component_selector`]) and picks its container.
 ///
@@ -281,6 +304,26 @@ pub fn pick_pod(mut pods: Vec<Pod>) -> Result<Pod, usize> {
 /// no pod is Ready, [`ExecError::NoContainer`] when the container asked
 /// for does not exist.
 pub async fn find_pod(cluster: &Cluster, target: &ExecTarget) -> Result<ExecPod, ExecError> {
+    find_pod_with(cluster, target, pick_pod).await
+}
+
+/// As [`find_pod`], with a Running pod that is not Ready accepted too
+/// ([`pick_running_pod`]).
+///
+/// # Errors
+/// As [`find_pod`].
+pub async fn find_running_pod(
+    cluster: &Cluster,
+    target: &ExecTarget,
+) -> Result<ExecPod, ExecError> {
+    find_pod_with(cluster, target, pick_running_pod).await
+}
+
+async fn find_pod_with(
+    cluster: &Cluster,
+    target: &ExecTarget,
+    pick: fn(Vec<Pod>) -> Result<Pod, usize>,
+) -> Result<ExecPod, ExecError> {
     let namespace = names::namespace(&target.lab);
     let selector = names::component_selector(&target.lab, &target.instance, target.component)
         .iter()
@@ -297,7 +340,7 @@ pub async fn find_pod(cluster: &Cluster, target: &ExecTarget) -> Result<ExecPod,
             source,
         })?
         .items;
-    let pod = pick_pod(pods).map_err(|found| ExecError::NoPod {
+    let pod = pick(pods).map_err(|found| ExecError::NoPod {
         target: describe(target),
         lab: target.lab.clone(),
         namespace: namespace.clone(),
@@ -534,6 +577,22 @@ pub async fn exec_capture(
     stdin: Option<&[u8]>,
 ) -> Result<Captured, ExecError> {
     let pod = find_pod(cluster, target).await?;
+    capture_in(cluster, &pod, argv, stdin).await
+}
+
+/// As [`exec_capture`], in a pod already found.
+///
+/// # Errors
+/// What [`exec`] returns.
+///
+/// # Caveats
+/// As [`exec_capture`].
+pub async fn capture_in(
+    cluster: &Cluster,
+    pod: &ExecPod,
+    argv: &[String],
+    stdin: Option<&[u8]>,
+) -> Result<Captured, ExecError> {
     let mut stdout = Vec::new();
     let mut stderr = Vec::new();
     let io = ExecIo {
@@ -546,7 +605,7 @@ pub async fn exec_capture(
         command: argv.to_vec(),
         tty: false,
     };
-    let code = exec(cluster, &pod, &options, io).await?;
+    let code = exec(cluster, pod, &options, io).await?;
     Ok(Captured {
         code,
         stdout,
@@ -630,5 +689,28 @@ mod tests {
             pod("starting", "2026-01-01T00:00:04Z", false, false),
         ];
         assert_eq!(pick_pod(none).map(|p| p.metadata.name), Err(2));
+    }
+
+    #[test]
+    fn a_running_pod_does_for_state_commands_ready_ones_first() {
+        let running = |name: &str, created: &str, ready: bool, terminating: bool| {
+            let mut p = pod(name, created, ready, terminating);
+            if let Some(status) = p.status.as_mut() {
+                status.phase = Some("Running".to_owned());
+            }
+            p
+        };
+        let booting = running("booting", "2026-01-01T00:00:05Z", false, false);
+        let pending = pod("pending", "2026-01-01T00:00:06Z", false, false);
+        let picked = pick_running_pod(vec![pending.clone(), booting.clone()]).expect("a pod");
+        assert_eq!(picked.metadata.name.as_deref(), Some("booting"));
+        let ready = running("ready", "2026-01-01T00:00:01Z", true, false);
+        let gone = running("gone", "2026-01-01T00:00:09Z", true, true);
+        let picked = pick_running_pod(vec![booting, gone.clone(), ready]).expect("a pod");
+        assert_eq!(picked.metadata.name.as_deref(), Some("ready"));
+        assert_eq!(
+            pick_running_pod(vec![pending, gone]).map(|p| p.metadata.name),
+            Err(2)
+        );
     }
 }

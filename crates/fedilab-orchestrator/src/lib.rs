@@ -11,6 +11,7 @@
 //! verify(&Cluster, &LabSpec, &VerifyPlan, ..)  check pods + host queries -> VerifyReport
 //! exec::exec / exec::exec_capture               a command in an instance's pod -> exit code
 //! backup::*                                     pg_dump / pg_restore / tar streamed over exec
+//! snapshot::reset_instance / save_instance ..    fedilab-data's snapshot plans through exec
 //! ```
 //!
 //! Pure parts (kubeconfig choice, readiness predicates, capacity sums, the
@@ -36,6 +37,7 @@ mod metrics;
 mod preflight;
 pub mod readiness;
 mod resources;
+pub mod snapshot;
 mod status;
 mod teardown;
 mod verify;
@@ -64,6 +66,9 @@ pub use preflight::{
     cluster_facts, lab_memory_requests, node_address, parse_quantity, preflight, reachable,
 };
 pub use resources::{ResourceError, ResourceMap};
+pub use snapshot::{
+    InstanceOutcome, PhaseTime, SnapshotError, StateOptions, StateProgress, StateTarget,
+};
 pub use status::{
     InstancePhase, InstanceStatus, LabObjectStatus, LabObjects, LabStatus, StatusError,
     fetch_lab_objects, list_labs, status, summarize,

@@ -86,6 +86,12 @@ pub enum Command {
     Verify(crate::cmd::verify::VerifyArgs),
     /// Install k3s on a fresh VM, with the settings fedilab needs.
     Bootstrap(crate::cmd::bootstrap::BootstrapArgs),
+    /// Return instances to the state right after setup (`fresh`) or to a
+    /// named snapshot: database, Redis, media; in seconds, pods kept.
+    Reset(crate::cmd::snapshot::ResetArgs),
+    /// Save, list and delete named snapshots of the lab's state (kept in
+    /// the cluster; `down` removes them).
+    Snapshot(crate::cmd::snapshot::SnapshotArgs),
 }
 
 /// Which cluster: found like kubectl finds it.

@@ -12,5 +12,6 @@ mod cli_inspect;
 mod cli_orchestrator;
 mod cli_render;
 mod cli_serve;
+mod cli_snapshot;
 mod cli_verify;
 mod messages;

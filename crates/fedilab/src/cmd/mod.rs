@@ -12,6 +12,7 @@ pub mod fault;
 pub mod inspect;
 pub mod render;
 pub mod serve;
+pub mod snapshot;
 pub mod status;
 pub mod up;
 pub mod verify;
@@ -46,5 +47,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Import(args) => backup::import(&args),
         Command::Verify(args) => verify::run(&args),
         Command::Bootstrap(args) => bootstrap::run(&args),
+        Command::Reset(args) => snapshot::reset(&args),
+        Command::Snapshot(args) => snapshot::snapshot(&args),
     }
 }

@@ -82,7 +82,7 @@ pub fn run(args: &UpArgs) -> anyhow::Result<ExitCode> {
     let spec = args.lab.load()?;
     let daemon = serve_daemon(&spec.name, &data_dir)?;
     let request = UpRequest {
-        data_dir,
+        data_dir: data_dir.clone(),
         spec,
         inspector: !args.no_inspector,
         force: args.force,
@@ -100,6 +100,9 @@ pub fn run(args: &UpArgs) -> anyhow::Result<ExitCode> {
         let progress = UpProgress::new(plan.spec().name.clone(), cluster.server.clone());
         let outcome = fedilab_lab::up(&cluster, &plan, &daemon, &progress, &timings).await;
         progress.finish();
+        if outcome.as_ref().is_ok_and(|r| r.waited) {
+            crate::cmd::snapshot::fresh_after_up(&cluster, &data_dir, &plan.spec().name).await;
+        }
         if args.timings {
             print_timings(&timings, &cluster);
         }
