@@ -425,7 +425,7 @@ pub async fn fresh_after_up(cluster: &Cluster, data_dir: &Path, lab: &LabName) {
     let plan = match StatePlan::prepare(req) {
         Ok(plan) => plan,
         Err(e) => {
-            eprintln!("warning: no fresh snapshot: {e}");
+            no_fresh(&e.to_string());
             return;
         }
     };
@@ -440,11 +440,19 @@ pub async fn fresh_after_up(cluster: &Cluster, data_dir: &Path, lab: &LabName) {
                 );
             }
             for e in &report.failed {
-                eprintln!("warning: no fresh snapshot: {}", error_chain(e));
+                no_fresh(&error_chain(e));
             }
         }
-        Err(e) => eprintln!("warning: no fresh snapshot: {e}"),
+        Err(e) => no_fresh(&e.to_string()),
     }
+}
+
+/// The warning when `up` could not save `fresh`, with the way out.
+fn no_fresh(why: &str) {
+    eprintln!(
+        "warning: no fresh snapshot: {why}; `fedilab reset` needs one: \
+         `fedilab snapshot save fresh` saves it once the lab works"
+    );
 }
 
 #[cfg(test)]
