@@ -4,6 +4,8 @@
 
 use std::io::{self, Write as _};
 use std::process::{Child, Stdio};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
 
 use fedilab_data::pg;
 use fedilab_testdb::{TempPostgres, fingerprint, mastodon_like};
@@ -40,14 +42,37 @@ fn run_script(server: &TempPostgres, statements: &[String]) -> io::Result<String
     }
 }
 
-/// A client that keeps a connection to `db` open (as the server's pool does).
-fn hold_connection(server: &TempPostgres, db: &str) -> io::Result<Child> {
-    server
+/// A client that keeps a connection to `db` open (as the server's pool
+/// does), returned once the server lists the connection; killed on drop.
+fn hold_connection(server: &TempPostgres, db: &str) -> io::Result<Held> {
+    let child = server
         .command("psql")
-        .args(["-X", "-q", "-d", db, "-c", "SELECT pg_sleep(600)"])
+        .args(["-X", "-q", "-d", db, "-c", "SELECT pg_sleep(120)"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
-        .spawn()
+        .spawn()?;
+    let held = Held(child);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let query = format!(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = '{db}' AND query LIKE '%pg_sleep%'"
+    );
+    while server.psql("postgres", &query)?.trim() != "1" {
+        if Instant::now() > deadline {
+            return Err(io::Error::other("the held connection never showed up"));
+        }
+        sleep(Duration::from_millis(20));
+    }
+    Ok(held)
+}
+
+/// A process killed when dropped (a failed test leaves no client behind).
+struct Held(Child);
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 fn prepared() -> io::Result<(TempPostgres, String, String)> {
@@ -79,7 +104,7 @@ fn swap_puts_the_new_data_under_the_live_name_despite_open_connections() -> io::
         !dbs.contains("mastodon_old") && !dbs.contains("mastodon_next"),
         "{dbs}"
     );
-    let status = held.wait()?;
+    let status = held.0.wait()?;
     assert!(!status.success(), "the held connection was ended");
     Ok(())
 }

@@ -51,7 +51,7 @@ impl From<ExecComponent> for Component {
 #[command(
     after_help = "Runs CMD in the Ready pod of the instance's component, like `kubectl exec`, \
 with a terminal when stdin and stdout are terminals (Ctrl-C then goes to the command). \
-Without CMD: a shell (/bin/bash; /bin/sh for postgres and redis). The command's exit code \
+Without CMD: a shell (/bin/bash; /bin/sh for postgres, redis and GoToSocial). The command's exit code \
 becomes fedilab's (1 and 2 are also fedilab's own errors).\n\n\
 Examples:\n  \
 fedilab exec mastodon1                                  # a shell in mastodon1's web pod\n  \
@@ -119,9 +119,9 @@ pub struct TootctlArgs {
 /// connection failed with.
 pub fn exec(args: &ExecArgs) -> anyhow::Result<ExitCode> {
     let component = Component::from(args.component);
-    let target = target(&args.lab.lab, &args.instance, component, "fedilab exec")?;
+    let (target, kind) = target(&args.lab.lab, &args.instance, component, "fedilab exec")?;
     let command = if args.command.is_empty() {
-        vec![default_shell(component).to_owned()]
+        vec![default_shell(component, kind).to_owned()]
     } else {
         args.command.clone()
     };
@@ -133,18 +133,19 @@ pub fn exec(args: &ExecArgs) -> anyhow::Result<ExitCode> {
 /// # Errors
 /// As [`exec`].
 pub fn tootctl(args: &TootctlArgs) -> anyhow::Result<ExitCode> {
-    let target = target(&args.lab.lab, &args.instance, Component::Web, TOOTCTL)?;
+    let (target, _) = target(&args.lab.lab, &args.instance, Component::Web, TOOTCTL)?;
     let command = std::iter::once("tootctl".to_owned())
         .chain(args.args.iter().cloned())
         .collect();
     run_in_pod(&args.kube, &target, command)
 }
 
-/// The shell when no command is given: the Mastodon images have bash, the
-/// Alpine-based Postgres and Redis images only sh.
-fn default_shell(component: Component) -> &'static str {
-    match component {
-        Component::Postgres | Component::Redis => "/bin/sh",
+/// The shell when no command is given: the Mastodon and Misskey images
+/// have bash; the Alpine-based PostgreSQL, Redis and GoToSocial images
+/// only sh.
+fn default_shell(component: Component, kind: StoredKind) -> &'static str {
+    match (component, kind) {
+        (Component::Postgres | Component::Redis, _) | (_, StoredKind::GoToSocial) => "/bin/sh",
         _ => "/bin/bash",
     }
 }
@@ -159,7 +160,7 @@ fn target(
     instance: &str,
     component: Component,
     what: &str,
-) -> anyhow::Result<ExecTarget> {
+) -> anyhow::Result<(ExecTarget, StoredKind)> {
     let dir = LabDir::new(&crate::paths::data_dir()?, lab);
     let Some(state) = dir.load_state()? else {
         return Err(UsageError(format!(
@@ -169,12 +170,16 @@ fn target(
         .into());
     };
     let instance = pick_instance(&state, instance, what).map_err(UsageError)?;
-    Ok(ExecTarget {
+    let kind = state
+        .instance(instance.as_str())
+        .map_or(StoredKind::Mastodon, |i| i.kind);
+    let target = ExecTarget {
         lab: lab.clone(),
         instance,
         component,
         container: None,
-    })
+    };
+    Ok((target, kind))
 }
 
 /// `instance` when it runs in the cluster (and, for tootctl, is a
@@ -347,7 +352,17 @@ mod tests {
 
     #[test]
     fn the_default_shell_fits_the_image() {
-        assert_eq!(default_shell(Component::Web), "/bin/bash");
-        assert_eq!(default_shell(Component::Redis), "/bin/sh");
+        assert_eq!(
+            default_shell(Component::Web, StoredKind::Mastodon),
+            "/bin/bash"
+        );
+        assert_eq!(
+            default_shell(Component::Web, StoredKind::GoToSocial),
+            "/bin/sh"
+        );
+        assert_eq!(
+            default_shell(Component::Redis, StoredKind::Mastodon),
+            "/bin/sh"
+        );
     }
 }
