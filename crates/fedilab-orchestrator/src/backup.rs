@@ -598,21 +598,9 @@ pub async fn restart(
 ) -> Result<(), BackupError> {
     let namespace = names::namespace(lab);
     let api: Api<Deployment> = Api::namespaced(cluster.client.clone(), &namespace);
-    let now = jiff::Timestamp::now()
-        .round(jiff::Unit::Second)
-        .unwrap_or_else(|_| jiff::Timestamp::now());
-    let patch = serde_json::json!({
-        "spec": { "template": { "metadata": { "annotations": {
-            names::RESTARTED_AT_ANNOTATION: now.to_string()
-        }}}}
-    });
-    let params = PatchParams {
-        field_manager: Some(names::FIELD_MANAGER.to_owned()),
-        ..PatchParams::default()
-    };
     for component in components {
         let name = names::component_object(instance, *component);
-        api.patch(&name, &params, &Patch::Merge(&patch))
+        crate::rollout::restart(&api, &name)
             .await
             .map_err(|source| BackupError::Api {
                 what: format!("cannot restart Deployment {name} in {namespace}"),

@@ -336,22 +336,7 @@ pub(crate) async fn log_tail(cluster: &Cluster) -> String {
 /// without k3s's CoreDNS Deployment is not an error: `Ok(false)`.
 pub(crate) async fn restart(cluster: &Cluster) -> Result<bool, kube::Error> {
     let api: Api<Deployment> = Api::namespaced(cluster.client.clone(), names::KUBE_SYSTEM);
-    let now = jiff::Timestamp::now()
-        .round(jiff::Unit::Second)
-        .unwrap_or_else(|_| jiff::Timestamp::now());
-    let patch = serde_json::json!({
-        "spec": { "template": { "metadata": { "annotations": {
-            names::RESTARTED_AT_ANNOTATION: now.to_string()
-        }}}}
-    });
-    let params = PatchParams {
-        field_manager: Some(names::FIELD_MANAGER.to_owned()),
-        ..PatchParams::default()
-    };
-    match api
-        .patch(names::COREDNS_DEPLOYMENT, &params, &Patch::Merge(&patch))
-        .await
-    {
+    match crate::rollout::restart(&api, names::COREDNS_DEPLOYMENT).await {
         Ok(_) => Ok(true),
         Err(kube::Error::Api(s)) if s.code == 404 => Ok(false),
         Err(e) => Err(e),

@@ -37,6 +37,7 @@ mod metrics;
 mod preflight;
 pub mod readiness;
 mod resources;
+mod rollout;
 pub mod snapshot;
 mod status;
 mod teardown;
