@@ -250,10 +250,10 @@ def wait_for
   end
 end
 
-# Only Mastodon reads ALLOWED_PRIVATE_ADDRESSES, and only a Mastodon A's
-# pod has its environment; other kinds keep the setting in a config file.
 a = api_for(A_KIND, A, ENV.fetch("FEDILAB_FROM_TOKEN"))
 b = api_for(B_KIND, B, ENV.fetch("FEDILAB_TO_TOKEN"))
+# Only Mastodon reads ALLOWED_PRIVATE_ADDRESSES, and only a Mastodon A's
+# pod has its environment; other kinds keep the setting in a config file.
 env = { from_kind: A_KIND, to_kind: B_KIND }
 env[:allowed_private_addresses] = ENV.fetch("ALLOWED_PRIVATE_ADDRESSES", "") if A_KIND == "mastodon"
 emit("env", true, env)

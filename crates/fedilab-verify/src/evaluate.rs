@@ -423,14 +423,10 @@ fn judge_trust(j: &mut Judgment<'_>, pod: &PodStep, evidence: &[Evidence]) {
     }
 }
 
-/// The pair a federation step id names (`federation@mastodon1>misskey1`)
-/// as `mastodon1 -> misskey1`; the id itself when it names none.
+/// The pair a federation step id names (`mastodon1 -> misskey1`); the id
+/// itself when it names none.
 fn pair_of(step_id: &str) -> String {
-    let tail = step_id.rsplit_once(['@', ':']).map_or(step_id, |(_, t)| t);
-    match tail.split_once('>') {
-        Some((from, to)) => format!("{from} -> {to}"),
-        None => step_id.to_owned(),
-    }
+    crate::plan::pair_of(step_id).unwrap_or_else(|| step_id.to_owned())
 }
 
 /// Judges one pair's round trip; every line and cause names the pair.

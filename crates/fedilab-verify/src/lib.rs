@@ -36,5 +36,6 @@ pub use evidence::{
 };
 pub use plan::{
     Cause, Check, CheckId, EnvSource, EnvVar, FEDERATION_ACTIVITIES, HostDnsStep, HostSide,
-    InspectorQuery, InspectorStep, PlanInputs, PodStep, Script, Step, StepRun, VerifyPlan, plan,
+    InspectorQuery, InspectorStep, PlanInputs, PodStep, Script, Step, StepRun, VerifyPlan, pair_of,
+    plan,
 };

@@ -328,6 +328,15 @@ pub struct InspectorQuery {
     pub text: Option<String>,
 }
 
+/// The pair a federation step id names, `mastodon1 -> misskey1` for
+/// `federation@mastodon1>misskey1` or `federation@inspector:mastodon1>misskey1`;
+/// `None` for a step of no pair.
+pub fn pair_of(step_id: &str) -> Option<String> {
+    let tail = step_id.rsplit_once(['@', ':']).map_or(step_id, |(_, t)| t);
+    let (from, to) = tail.split_once('>')?;
+    Some(format!("{from} -> {to}"))
+}
+
 impl InspectorQuery {
     /// The API path and query for exchanges recorded after id `after`.
     /// `activity` is a substring filter (`Follow` also matches
