@@ -906,3 +906,33 @@ fn issue_14_a_failing_pair_is_named() {
     assert!(why.contains("misskey1 -> gts1: resolve: HTTP 401"), "{why}");
     assert!(why.contains("token was rejected"), "{why}");
 }
+
+/// Issue 14: a locked Misskey admin (not Misskey's default) approves the
+/// follow through Misskey's own API, as a GoToSocial admin does through
+/// its Mastodon-compatible one.
+#[test]
+fn issue_14_a_locked_misskey_admin_approves_through_its_api() {
+    if !ruby() {
+        return;
+    }
+    let spec = lab(&[(InstanceKind::Misskey, 1), (InstanceKind::Gotosocial, 1)]);
+    let mut world = World::of(&spec);
+    let k = world.index("misskey1.fediverse.local").expect("misskey1");
+    world.servers[k].locked = true;
+    let world = std::sync::Arc::new(std::sync::Mutex::new(world));
+    let check = federation_check(&spec, serve_world(world.clone()));
+    let outputs = run(&check);
+    let result = evaluate(&check, &outputs);
+    assert_eq!(result.outcome, Outcome::Pass, "{result:#?}\n{outputs:#?}");
+    assert!(
+        result
+            .evidence
+            .iter()
+            .any(|e| e.starts_with("gts1 -> misskey1: ok approve")),
+        "{:#?}",
+        result.evidence
+    );
+    let w = world.lock().expect("not poisoned");
+    let g = w.index("gts1.fediverse.local").expect("gts1");
+    assert_eq!(w.approvals, [(k, g), (g, k)]);
+}
