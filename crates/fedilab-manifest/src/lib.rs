@@ -32,7 +32,7 @@ pub use facts::ClusterFacts;
 pub use federation::{ALLOW_DOMAINS_ENV, ALLOW_DOMAINS_RB, allow_domains_command, allowed_domains};
 pub use instance::{POSTGRES_IMAGE, REDIS_IMAGE, SYSTEM_BUNDLE_PATH, TRUST_BUNDLE_PATH};
 pub use lab::{corefile_server_block, corefile_server_block_on};
-pub use mastodon::{DB_NAME, DB_USER, MEDIA_DIR, WEB_PORT, check_pod};
+pub use mastodon::{DB_NAME, DB_USER, MEDIA_DIR, WEB_PORT, check_pod, client_check_pod};
 pub use objects::{LabManifests, Manifest, OutputError};
 pub use routing::Routing;
 pub use secrets::{LabSecrets, MastodonSecrets, seed_from_text};

@@ -119,14 +119,7 @@ pub fn check_pod(
 ) -> Pod {
     let b = Builder::new(spec, instance, m);
     main.image = Some(s(&m.image));
-    main.resources.get_or_insert_with(|| ResourceRequirements {
-        requests: Some(BTreeMap::from([
-            (s("cpu"), K8sQuantity(s("50m"))),
-            (s("memory"), K8sQuantity(s("64Mi"))),
-        ])),
-        limits: Some(BTreeMap::from([(s("memory"), K8sQuantity(s("256Mi")))])),
-        ..ResourceRequirements::default()
-    });
+    main.resources.get_or_insert_with(check_resources);
     let mut pod = b.mastodon_pod(&m.image, main, false);
     pod.restart_policy = Some(s("Never"));
     let mut labels = b.instance_labels();
@@ -135,6 +128,63 @@ pub fn check_pod(
         metadata: lab_meta(spec, name, labels),
         spec: Some(pod),
         ..Pod::default()
+    }
+}
+
+/// The pod of a short-lived check (`fedilab verify`) that runs `main` in
+/// the Mastodon `image` as a client of `instance`, which runs another kind
+/// (Misskey, GoToSocial: GoToSocial's image has no scripting runtime, so
+/// the check's Ruby runs in Mastodon's). As [`check_pod`] runs it, minus
+/// the instance's environment (it has no Mastodon one): Mastodon's uid and
+/// pod security, the trust-bundle init container in the same image, and
+/// `SSL_CERT_FILE` pointing at the joined bundle; never restarted.
+/// Labelled for the lab and `instance` (its kind as the app) and with
+/// [`names::VERIFY_KEY`] = `check`.
+pub fn client_check_pod(
+    spec: &LabSpec,
+    instance: &InstanceSpec,
+    image: &str,
+    name: &str,
+    check: &str,
+    mut main: Container,
+) -> Pod {
+    let b = Base {
+        spec,
+        instance,
+        app: instance.kind.kind().as_str(),
+    };
+    main.image = Some(s(image));
+    main.resources.get_or_insert_with(check_resources);
+    main.security_context = Some(restricted_container());
+    main.env
+        .get_or_insert_with(Vec::new)
+        .insert(0, env("SSL_CERT_FILE", TRUST_BUNDLE));
+    main.volume_mounts.get_or_insert_with(Vec::new).extend([
+        mount("trust", TRUST_DIR, true),
+        mount("lab-ca", CA_DIR, true),
+    ]);
+    let mut pod = b.pod(MASTODON_UID, vec![main]);
+    pod.init_containers = Some(vec![trust_bundle_init(image)]);
+    pod.volumes = Some(trust_volumes());
+    pod.restart_policy = Some(s("Never"));
+    let mut labels = b.instance_labels();
+    labels.insert(s(names::VERIFY_KEY), s(check));
+    Pod {
+        metadata: lab_meta(spec, name, labels),
+        spec: Some(pod),
+        ..Pod::default()
+    }
+}
+
+/// A check container's resources, unless it brings its own.
+fn check_resources() -> ResourceRequirements {
+    ResourceRequirements {
+        requests: Some(BTreeMap::from([
+            (s("cpu"), K8sQuantity(s("50m"))),
+            (s("memory"), K8sQuantity(s("64Mi"))),
+        ])),
+        limits: Some(BTreeMap::from([(s("memory"), K8sQuantity(s("256Mi")))])),
+        ..ResourceRequirements::default()
     }
 }
 

@@ -1,7 +1,9 @@
 //! Runs a `fedilab verify` plan ([`fedilab_verify::VerifyPlan`]): creates
 //! the check pods in the lab namespace (built by
 //! [`fedilab_manifest::check_pod`], so they run like the instance's own
-//! pods), runs the checks in parallel, waits for each pod with a time
+//! pods, or by [`fedilab_manifest::client_check_pod`] for a federation pair
+//! whose A is not Mastodon: a client of its API in a Mastodon image, with
+//! the lab trust bundle), runs the checks in parallel, waits for each pod with a time
 //! budget, reads its log, runs the host steps (a DNS query to the embedded
 //! DNS, queries to the inspector's API with [`fedilab_inspector::client`])
 //! and judges every check with [`fedilab_verify::evaluate`]. Whatever happens (a failing check, a
@@ -268,10 +270,6 @@ impl Runner<'_> {
             .spec
             .instance(&step.instance)
             .ok_or_else(|| format!("instance {} is not in the lab", step.instance))?;
-        // Only Mastodon instances get check pods; other kinds never reach here.
-        let InstanceSpecKind::Mastodon(m) = &instance.kind else {
-            return Err(format!("instance {} does not run Mastodon", step.instance));
-        };
         let env = step
             .env
             .iter()
@@ -306,14 +304,32 @@ impl Runner<'_> {
             env: Some(env),
             ..Container::default()
         };
-        Ok(fedilab_manifest::check_pod(
-            self.spec,
-            instance,
-            m,
-            &step.pod,
-            check.id.as_str(),
-            container,
-        ))
+        match (&instance.kind, step.client_only) {
+            (InstanceSpecKind::Mastodon(m), false) => Ok(fedilab_manifest::check_pod(
+                self.spec,
+                instance,
+                m,
+                &step.pod,
+                check.id.as_str(),
+                container,
+            )),
+            (InstanceSpecKind::External(_), _) => Err(format!(
+                "instance {} is an external server: no check pod runs for it",
+                step.instance
+            )),
+            (_, true) => Ok(fedilab_manifest::client_check_pod(
+                self.spec,
+                instance,
+                &step.image,
+                &step.pod,
+                check.id.as_str(),
+                container,
+            )),
+            (_, false) => Err(format!(
+                "instance {} does not run Mastodon: its check pod must be a client",
+                step.instance
+            )),
+        }
     }
 
     /// Creates the pod, waits until it ends or the budget is spent, reads

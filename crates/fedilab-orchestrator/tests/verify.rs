@@ -18,7 +18,7 @@ const PODS: [&str; 5] = [
     "verify-names-mastodon1",
     "verify-trust-mastodon1",
     "verify-trust-mastodon2",
-    "verify-federation-mastodon1",
+    "verify-federation-mastodon1-to-mastodon2",
 ];
 
 fn fast() -> VerifyOptions {
@@ -367,4 +367,135 @@ async fn leftovers_of_an_interrupted_run_are_removed_first() {
     // The new pod has the same name: wait until the old one is gone.
     assert_eq!(lines[2], lines[0], "listed again until no leftover remains");
     assert_all_deleted(&fake);
+}
+
+/// Issue 14: a mixed lab's federation pods, one per ordered pair of kinds.
+/// A Mastodon A's pod runs as today (its image and environment); a Misskey
+/// or GoToSocial A's pod is a client in the Mastodon image, with the lab
+/// trust bundle and no instance environment, labelled for its instance.
+#[tokio::test]
+async fn issue_14_mixed_lab_federation_pods() {
+    use fedilab_profile::{InstanceCounts, InstanceKind, LabSpec, Overrides};
+    let spec = LabSpec::from_yaml(
+        fedilab_profile::DEFAULT_PROFILE_YAML,
+        "test",
+        &Overrides {
+            instances: Some(InstanceCounts::PerKind(vec![
+                (InstanceKind::Mastodon, 1),
+                (InstanceKind::Misskey, 1),
+                (InstanceKind::Gotosocial, 1),
+            ])),
+            ..Overrides::default()
+        },
+    )
+    .expect("valid");
+    let plan = plan(&spec, &PlanInputs::new(None, "n0nce"));
+    let fake = Fake::start(Behaviour::default()); // every pod stays Pending
+    let options = VerifyOptions {
+        pod_timeout: Duration::from_millis(100),
+        ..fast()
+    };
+    let run = bounded(verify(
+        &fake.cluster,
+        &spec,
+        &plan,
+        &options,
+        std::future::pending(),
+    ))
+    .await
+    .expect("ran");
+    let federation = run
+        .report
+        .checks
+        .iter()
+        .find(|c| c.id == CheckId::Federation)
+        .expect("federation");
+    assert_eq!(federation.outcome, Outcome::Fail);
+
+    let log = fake.log();
+    let created: BTreeMap<String, serde_json::Value> = log
+        .iter()
+        .filter(|r| r.method == "POST")
+        .filter_map(|r| r.body.clone())
+        .filter_map(|b| Some((b["metadata"]["name"].as_str()?.to_owned(), b)))
+        .collect();
+    let pairs = [
+        "mastodon1-to-misskey1",
+        "misskey1-to-mastodon1",
+        "mastodon1-to-gts1",
+        "gts1-to-mastodon1",
+        "misskey1-to-gts1",
+        "gts1-to-misskey1",
+    ];
+    let names: Vec<&str> = created.keys().map(String::as_str).collect();
+    for pair in pairs {
+        let pod = format!("verify-federation-{pair}");
+        assert!(names.contains(&pod.as_str()), "{pod} in {names:?}");
+    }
+    assert_eq!(created.len(), 3 + pairs.len(), "{names:?}");
+
+    // A Mastodon A: its own environment, as before.
+    let from_mastodon = &created["verify-federation-mastodon1-to-misskey1"];
+    let c = &from_mastodon["spec"]["containers"][0];
+    assert_eq!(
+        c["envFrom"][0]["configMapRef"]["name"], "mastodon1-env",
+        "{c:#}"
+    );
+    assert_eq!(
+        from_mastodon["metadata"]["labels"]["app.kubernetes.io/name"],
+        "mastodon"
+    );
+
+    // A Misskey or GoToSocial A: a client in the Mastodon image.
+    for (pod, instance, kind) in [
+        ("verify-federation-misskey1-to-gts1", "misskey1", "misskey"),
+        ("verify-federation-gts1-to-mastodon1", "gts1", "gotosocial"),
+    ] {
+        let body = &created[pod];
+        let labels = &body["metadata"]["labels"];
+        assert_eq!(labels["fedilab.dev/instance"], instance);
+        assert_eq!(labels["app.kubernetes.io/name"], kind);
+        assert_eq!(labels["fedilab.dev/verify"], "federation");
+        let spec = &body["spec"];
+        assert_eq!(spec["restartPolicy"], "Never");
+        assert_eq!(spec["securityContext"]["runAsUser"], 991);
+        assert_eq!(spec["securityContext"]["runAsNonRoot"], true);
+        assert_eq!(spec["automountServiceAccountToken"], false);
+        let init = &spec["initContainers"][0];
+        assert_eq!(init["name"], "trust-bundle");
+        assert_eq!(init["image"], "ghcr.io/mastodon/mastodon:v4.5.18");
+        let volumes: Vec<&str> = spec["volumes"]
+            .as_array()
+            .expect("volumes")
+            .iter()
+            .filter_map(|v| v["name"].as_str())
+            .collect();
+        assert_eq!(volumes, ["trust", "lab-ca"]);
+        let c = &spec["containers"][0];
+        assert_eq!(c["name"], "check");
+        assert_eq!(c["image"], "ghcr.io/mastodon/mastodon:v4.5.18");
+        assert_eq!(c["command"][0], "ruby");
+        assert_eq!(c["securityContext"]["capabilities"]["drop"][0], "ALL");
+        assert!(c.get("envFrom").is_none(), "no instance environment: {c:#}");
+        let env = c["env"].as_array().expect("env");
+        assert_eq!(
+            env[0],
+            json!({"name": "SSL_CERT_FILE", "value": "/etc/fedilab/trust/ca-certificates.crt"})
+        );
+        assert!(
+            env.contains(&json!({"name": "FEDILAB_FROM_TOKEN", "valueFrom":
+            {"secretKeyRef": {"name": format!("{instance}-admin"), "key": "api-token"}}}))
+        );
+        assert!(env.contains(&json!({"name": "FEDILAB_FROM_KIND", "value": kind})));
+        let mounts: Vec<&str> = c["volumeMounts"]
+            .as_array()
+            .expect("mounts")
+            .iter()
+            .filter_map(|m| m["mountPath"].as_str())
+            .collect();
+        assert_eq!(mounts, ["/etc/fedilab/trust", "/etc/fedilab/ca"]);
+    }
+    for pod in created.keys() {
+        assert_eq!(fake.object("pods", Some(NS), pod), None, "{pod} gone");
+    }
 }

@@ -127,6 +127,12 @@ pub fn verify_pod(instance: &InstanceName, check: &str) -> String {
     format!("verify-{check}-{instance}")
 }
 
+/// The pod of check `check` run from `from` towards `to` (one pair of the
+/// federation round trip): `verify-<check>-<from>-to-<to>`.
+pub fn verify_pair_pod(from: &InstanceName, to: &InstanceName, check: &str) -> String {
+    format!("verify-{check}-{from}-to-{to}")
+}
+
 /// The label selector, as text, that finds every check pod of a lab.
 pub fn verify_selector(lab: &LabName) -> String {
     format!("{},{VERIFY_KEY}", lab_selector(lab))

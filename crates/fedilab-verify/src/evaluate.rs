@@ -181,7 +181,9 @@ pub fn evaluate(check: &Check, outputs: &[StepOutput]) -> CheckResult {
             explanation: Some(reason.clone()),
         };
     }
-    let mut pods_ok = true;
+    // Each pod step's success, by id: an inspector step is consulted only
+    // when the round trip it checks completed.
+    let mut pods_ok: Vec<(&str, bool)> = Vec::new();
     for step in &check.steps {
         let Some(output) = outputs.iter().find(|o| o.step == step.id) else {
             j.see(format!("{}: no output", step.id));
@@ -192,11 +194,28 @@ pub fn evaluate(check: &Check, outputs: &[StepOutput]) -> CheckResult {
             continue;
         };
         match &step.run {
-            StepRun::Pod(pod) => pods_ok &= judge_pod(&mut j, step, pod, output),
+            StepRun::Pod(pod) => {
+                let ok = judge_pod(&mut j, step, pod, output);
+                pods_ok.push((&step.id, ok));
+            }
             StepRun::HostDns(dns) => judge_host_dns(&mut j, dns, output),
-            StepRun::Inspector(inspector) if pods_ok => judge_inspector(&mut j, inspector, output),
-            StepRun::Inspector(_) => {
-                j.see("inspector: not consulted, the round trip did not complete".to_owned());
+            StepRun::Inspector(inspector) => {
+                let completed = match &inspector.round_trip {
+                    Some(id) => pods_ok.iter().any(|(s, ok)| s == id && *ok),
+                    None => pods_ok.iter().all(|(_, ok)| *ok),
+                };
+                if completed {
+                    judge_inspector(&mut j, inspector, output);
+                } else {
+                    let which = inspector
+                        .round_trip
+                        .as_deref()
+                        .map(|id| format!(" ({})", pair_of(id)))
+                        .unwrap_or_default();
+                    j.see(format!(
+                        "inspector{which}: not consulted, the round trip did not complete"
+                    ));
+                }
             }
         }
     }
@@ -239,7 +258,7 @@ fn judge_pod(j: &mut Judgment<'_>, step: &Step, pod: &PodStep, output: &StepOutp
         crate::Script::Egress => judge_egress(j, pod, evidence),
         crate::Script::Names => judge_names(j, pod, evidence),
         crate::Script::Trust => judge_trust(j, pod, evidence),
-        crate::Script::Federation => judge_federation(j, evidence),
+        crate::Script::Federation => judge_federation(j, &pair_of(&step.id), evidence),
     }
     let exit_code = match output.status {
         StepStatus::Completed { exit_code } => exit_code,
@@ -404,19 +423,27 @@ fn judge_trust(j: &mut Judgment<'_>, pod: &PodStep, evidence: &[Evidence]) {
     }
 }
 
-fn judge_federation(j: &mut Judgment<'_>, evidence: &[Evidence]) {
+/// The pair a federation step id names (`mastodon1 -> misskey1`); the id
+/// itself when it names none.
+fn pair_of(step_id: &str) -> String {
+    crate::plan::pair_of(step_id).unwrap_or_else(|| step_id.to_owned())
+}
+
+/// Judges one pair's round trip; every line and cause names the pair.
+fn judge_federation(j: &mut Judgment<'_>, pair: &str, evidence: &[Evidence]) {
     let steps = || {
         all(evidence, |e| match e {
             Evidence::RoundTrip(s) => Some(s),
             _ => None,
         })
     };
+    // Only a Mastodon A reports its ALLOWED_PRIVATE_ADDRESSES.
     let allowed = steps()
         .find(|s: &&RoundTripStep| s.step == "env")
-        .map(|s| s.allowed_private_addresses.clone().unwrap_or_default());
+        .and_then(|s| s.allowed_private_addresses.clone());
     if let Some(allowed) = &allowed {
         j.see(format!(
-            "ALLOWED_PRIVATE_ADDRESSES={}",
+            "{pair}: ALLOWED_PRIVATE_ADDRESSES={}",
             if allowed.is_empty() {
                 "(unset)"
             } else {
@@ -424,20 +451,29 @@ fn judge_federation(j: &mut Judgment<'_>, evidence: &[Evidence]) {
             }
         ));
     }
-    for step in ["resolve", "follow", "accepted", "post", "delivered"] {
+    // `approve` appears only when B held the follow as a request.
+    for step in [
+        "resolve",
+        "follow",
+        "approve",
+        "accepted",
+        "post",
+        "delivered",
+    ] {
         let Some(line) = steps().find(|s: &&RoundTripStep| s.step == step) else {
-            j.see(format!("{step}: not reached"));
-            if j.causes.is_empty() {
-                j.fail(
-                    "script_failed",
-                    Some(format!("the round trip stopped before {step}")),
-                );
+            if step == "approve" {
+                continue;
             }
+            j.see(format!("{pair}: {step}: not reached"));
+            j.fail(
+                "script_failed",
+                Some(format!("{pair}: the round trip stopped before {step}")),
+            );
             return;
         };
         let ok = line.ok;
         let mut seen = format!(
-            "{} {step}: {}",
+            "{pair}: {} {step}: {}",
             if ok { "ok" } else { "FAILED" },
             line.detail
         );
@@ -451,29 +487,32 @@ fn judge_federation(j: &mut Judgment<'_>, evidence: &[Evidence]) {
         let status = line.status.unwrap_or(0);
         let detail = line.detail.as_str();
         if status == 401 || status == 403 {
-            j.fail("token_rejected", Some(format!("{step}: HTTP {status}")));
+            j.fail(
+                "token_rejected",
+                Some(format!("{pair}: {step}: HTTP {status}")),
+            );
         } else if allowed.as_deref().is_some_and(str::is_empty)
             || detail.contains("PrivateNetworkAddress")
         {
             j.fail(
                 "private_addresses_refused",
                 Some(format!(
-                    "{step} failed with ALLOWED_PRIVATE_ADDRESSES unset"
+                    "{pair}: {step} failed with ALLOWED_PRIVATE_ADDRESSES unset"
                 )),
             );
         } else if step == "resolve" {
             j.fail(
                 "private_addresses_refused",
                 Some(format!(
-                    "A could not fetch {} ({detail}); if names and trust pass, Mastodon \
+                    "{pair}: A could not fetch {} ({detail}); if names and trust pass, A \
                      refused the address",
                     line.account.as_deref().unwrap_or("")
                 )),
             );
         } else if step == "accepted" || step == "delivered" {
-            j.fail("not_delivered", Some(format!("{step}: {detail}")));
+            j.fail("not_delivered", Some(format!("{pair}: {step}: {detail}")));
         } else {
-            j.fail("script_failed", Some(format!("{step}: {detail}")));
+            j.fail("script_failed", Some(format!("{pair}: {step}: {detail}")));
         }
         return;
     }

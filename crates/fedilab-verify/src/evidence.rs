@@ -181,7 +181,8 @@ pub struct RecordedProblem {
 /// One step of the federation round trip.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct RoundTripStep {
-    /// `env`, `resolve`, `follow`, `accepted`, `post`, `delivered`.
+    /// `env`, `resolve`, `follow`, `approve` (only when B held the follow
+    /// as a request), `accepted`, `post`, `delivered`.
     pub step: String,
     /// The step succeeded.
     pub ok: bool,
@@ -197,7 +198,13 @@ pub struct RoundTripStep {
     /// `resolve`: the account looked up.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub account: Option<String>,
-    /// `env`: the pod's `ALLOWED_PRIVATE_ADDRESSES`.
+    /// `env`: A's kind (`mastodon`, `misskey`, `gotosocial`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_kind: Option<String>,
+    /// `env`: B's kind.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to_kind: Option<String>,
+    /// `env`: the pod's `ALLOWED_PRIVATE_ADDRESSES` (a Mastodon A only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allowed_private_addresses: Option<String>,
     /// `post`: the status's URI.

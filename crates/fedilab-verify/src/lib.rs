@@ -11,10 +11,13 @@
 //! resolves to Traefik inside the cluster and to the node on the host),
 //! **trust** (HTTPS to every instance verifies with the lab trust bundle and
 //! not without it), **federation** (a follow, an accept and a post travel
-//! between two instances, and the inspector saw them signed).
+//! between two instances, one round trip per ordered pair of server kinds,
+//! each side driven through its own API, and the inspector saw them signed).
 //!
 //! Pod steps run a small Ruby script from `scripts/` in the instance's own
-//! Mastodon image (stdlib only); each prints one JSON line per probe,
+//! Mastodon image (stdlib only); a federation pair whose A is not Mastodon
+//! runs its script as a client in a Mastodon image (GoToSocial's image has
+//! no scripting runtime). Each prints one JSON line per probe,
 //! parsed into [`Evidence`] ([`StepOutput::from_log`]), which [`evaluate`]
 //! reads. Host steps (a DNS query to the embedded DNS, queries to the
 //! inspector's API) are run by the caller, which reports their results as
@@ -33,5 +36,6 @@ pub use evidence::{
 };
 pub use plan::{
     Cause, Check, CheckId, EnvSource, EnvVar, FEDERATION_ACTIVITIES, HostDnsStep, HostSide,
-    InspectorQuery, InspectorStep, PlanInputs, PodStep, Script, Step, StepRun, VerifyPlan, plan,
+    InspectorQuery, InspectorStep, PlanInputs, PodStep, Script, Step, StepRun, VerifyPlan, pair_of,
+    plan,
 };

@@ -1,7 +1,7 @@
 //! Judging checks from what their steps printed: a pass, and each failure
 //! with the likely cause it names.
 
-use fedilab_profile::{InstanceCounts, LabSpec, Overrides};
+use fedilab_profile::{InstanceCounts, InstanceKind, LabSpec, Overrides};
 use fedilab_verify::{
     Check, CheckId, HostSide, Outcome, PlanInputs, StepOutput, StepStatus, VerifyPlan, evaluate,
     plan,
@@ -298,7 +298,7 @@ fn round_trip(allowed: &str, fail_at: Option<(&str, u16)>) -> StepOutput {
         }
     }
     StepOutput::from_log(
-        "federation@mastodon1",
+        "federation@mastodon1>mastodon2",
         StepStatus::Completed { exit_code },
         lines.join("\n"),
     )
@@ -323,7 +323,7 @@ fn inspector(follow: &[String], accept: &[String], create: &[String]) -> StepOut
         )
     };
     done(
-        "federation@inspector",
+        "federation@inspector:mastodon1>mastodon2",
         &[
             &line("Follow", follow),
             &line("Accept", accept),
@@ -417,7 +417,7 @@ fn federation_pass_and_each_failure() {
         &[
             round_trip("10.42.0.0/15", None),
             done(
-                "federation@inspector",
+                "federation@inspector:mastodon1>mastodon2",
                 &[
                     r#"{"probe":"inspector","activity":"Follow","error":"connection refused"}"#,
                     r#"{"probe":"inspector","activity":"Accept","error":"connection refused"}"#,
@@ -427,6 +427,106 @@ fn federation_pass_and_each_failure() {
         ],
     );
     assert!(explanation(&no_serve).contains("fedilab serve --lab main"));
+}
+
+/// Issue 14: with several pairs, a pair whose round trip failed is named,
+/// its inspector step is not consulted, and the other pairs are judged on
+/// their own.
+#[test]
+fn issue_14_each_pair_is_judged_on_its_own() {
+    let spec = LabSpec::from_yaml(
+        fedilab_profile::DEFAULT_PROFILE_YAML,
+        "test",
+        &Overrides {
+            instances: Some(InstanceCounts::PerKind(vec![
+                (InstanceKind::Mastodon, 1),
+                (InstanceKind::Misskey, 1),
+            ])),
+            ..Overrides::default()
+        },
+    )
+    .expect("valid");
+    let host = HostSide {
+        node_address: None,
+        dns: "127.0.0.1:5300".parse().expect("addr"),
+        inspector: Some("127.0.0.1:8481".parse().expect("addr")),
+    };
+    let plan = plan(&spec, &PlanInputs::new(Some(host), "n0nce"));
+    let fed = check(&plan, CheckId::Federation);
+    const K: &str = "misskey1.fediverse.local";
+    let trip = |id: &str, env: &str, fail_accept: bool| {
+        let mut lines = vec![env.to_owned()];
+        for step in ["resolve", "follow", "accepted", "post", "delivered"] {
+            if fail_accept && step == "accepted" {
+                lines.push(
+                    r#"{"step":"accepted","ok":false,"detail":"no Accept within 60.0s"}"#.into(),
+                );
+                break;
+            }
+            lines.push(format!(r#"{{"step":"{step}","ok":true,"detail":"fine"}}"#));
+        }
+        StepOutput::from_log(
+            id,
+            StepStatus::Completed {
+                exit_code: i32::from(fail_accept),
+            },
+            lines.join("\n"),
+        )
+    };
+    let line = |activity: &str, host: &str, label: &str| {
+        format!(
+            r#"{{"probe":"inspector","activity":"{activity}","exchanges":[{}]}}"#,
+            exchange(7, host, label, "valid")
+        )
+    };
+    let records = |id: &str, to_b: &str, to_a: &str| {
+        done(
+            id,
+            &[
+                &line("Follow", to_b, "Follow"),
+                &line("Accept", to_a, "Accept(Follow)"),
+                &line("Create", to_a, "Create(Note)"),
+            ],
+        )
+    };
+    let outputs = [
+        trip(
+            "federation@mastodon1>misskey1",
+            r#"{"step":"env","ok":true,"from_kind":"mastodon","to_kind":"misskey","allowed_private_addresses":"10.42.0.0/15"}"#,
+            false,
+        ),
+        // Misskey's pod reports no ALLOWED_PRIVATE_ADDRESSES: not a cause.
+        trip(
+            "federation@misskey1>mastodon1",
+            r#"{"step":"env","ok":true,"from_kind":"misskey","to_kind":"mastodon"}"#,
+            true,
+        ),
+        records("federation@inspector:mastodon1>misskey1", K, M1),
+        records("federation@inspector:misskey1>mastodon1", M1, K),
+    ];
+    let result = evaluate(fed, &outputs);
+    let text = explanation(&result);
+    assert!(
+        text.contains("misskey1 -> mastodon1: accepted: no Accept within 60.0s"),
+        "{text}"
+    );
+    assert!(text.contains("delivery queue"), "{text}");
+    assert!(!text.contains("ALLOWED_PRIVATE_ADDRESSES unset"), "{text}");
+    assert!(!text.contains("mastodon1 -> misskey1"), "{text}");
+    assert!(
+        result.evidence.iter().any(|e| e
+            == "inspector (misskey1 -> mastodon1): not consulted, the round trip did not complete"),
+        "{:#?}",
+        result.evidence
+    );
+    assert!(
+        result
+            .evidence
+            .iter()
+            .any(|e| e.starts_with(&format!("ok inspector: Create {K} -> {M1}: 1 recorded"))),
+        "{:#?}",
+        result.evidence
+    );
 }
 
 #[test]

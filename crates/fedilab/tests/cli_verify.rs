@@ -17,6 +17,7 @@ fn issue_8_plan_text_lists_pods_commands_and_expectations() {
         "FEDILAB_TRAEFIK_IP=<ClusterIP of kube-system/traefik>",
         "pod verify-trust-mastodon2",
         "FEDILAB_TO_TOKEN from Secret mastodon2-admin, key api-token",
+        "pod verify-federation-mastodon1-to-mastodon2",
         "not recorded yet: `fedilab up` saves it",
         "expect: ",
     ] {
@@ -56,7 +57,7 @@ fn issue_8_one_instance_plans_federation_as_skipped() {
     let out = t.run(&["verify", "--plan", "-n", "1"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(
-        stdout(&out).contains("skipped: the round trip needs two Mastodon instances"),
+        stdout(&out).contains("skipped: the round trip needs two instances that fedilab runs"),
         "{}",
         stdout(&out)
     );
@@ -103,4 +104,22 @@ fn issue_8_help_explains_the_checks() {
         text.contains("Exit status: 0 when every check passed"),
         "{text}"
     );
+}
+
+/// Issue 14: the plan of a mixed lab lists one federation pod per ordered
+/// pair of kinds, a Misskey or GoToSocial A as a client in the Mastodon
+/// image. The nonce is random: filtered.
+#[test]
+fn issue_14_plan_of_a_mixed_lab() {
+    let t = TestDir::new();
+    let out = t.run(&[
+        "verify",
+        "--plan",
+        "--instances",
+        "mastodon=1,misskey=1,gotosocial=1",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    insta::with_settings!({filters => vec![(r"\b[0-9a-f]{16}\b", "[nonce]")]}, {
+        insta::assert_snapshot!("verify_plan_mixed_lab", stdout(&out));
+    });
 }

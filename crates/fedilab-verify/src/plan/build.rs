@@ -3,7 +3,10 @@
 //! the likely causes of each failure. Pure.
 
 use fedilab_profile::names::{self, Component};
-use fedilab_profile::{InstanceSpec, InstanceSpecKind, LabSpec, MastodonSpec};
+use fedilab_profile::{
+    DEFAULT_MASTODON_IMAGE, DEFAULT_MASTODON_VERSION, InstanceKind, InstanceSpec, InstanceSpecKind,
+    LabSpec, MastodonSpec,
+};
 
 use super::{
     Cause, Check, CheckId, EnvSource, EnvVar, FEDERATION_ACTIVITIES, HostDnsStep, InspectorQuery,
@@ -15,8 +18,10 @@ const BLOCKED_TCP: &[&str] = &["1.1.1.1:443", "9.9.9.9:443"];
 /// A public resolver a lab pod must not get an answer from.
 const BLOCKED_DNS: &[&str] = &["8.8.8.8:53"];
 
-/// The Mastodon settings of `instance`; other kinds get no check pods yet
-/// (the checks run Ruby in Mastodon's image).
+/// The Mastodon settings of `instance`. The checks run Ruby in Mastodon's
+/// image: only Mastodon instances get egress, names and trust pods; the
+/// federation check drives other kinds through their API from a Mastodon
+/// image.
 fn mastodon(instance: &InstanceSpec) -> Option<&MastodonSpec> {
     match &instance.kind {
         InstanceSpecKind::Mastodon(m) => Some(m),
@@ -68,6 +73,7 @@ impl Builder<'_> {
                 image: m.image.clone(),
                 script,
                 env,
+                client_only: false,
             }),
         }
     }
@@ -346,33 +352,54 @@ impl Builder<'_> {
 
     fn federation(&self) -> Check {
         let wait = self.inputs.federation_wait_secs;
+        let pairs = federation_pairs(self.spec);
+        let kinds = kinds_present(self.spec);
         let mut check = Check {
             id: CheckId::Federation,
-            title: "federation: a follow, its accept and a post travel between two instances"
+            title: "federation: a follow, its accept and a post travel between instances, for \
+                    each pair of server kinds"
                 .to_owned(),
-            skipped: (self.mastodons.len() < 2)
-                .then(|| "the round trip needs two Mastodon instances".to_owned()),
+            skipped: pairs.is_empty().then(|| {
+                "the round trip needs two instances that fedilab runs (Mastodon, Misskey or \
+                 GoToSocial)"
+                    .to_owned()
+            }),
             steps: Vec::new(),
             expect: vec![
                 format!(
-                    "A resolves {}@B and follows; B accepts within {wait}s",
+                    "for each pair A -> B: A resolves {}@B through its API and follows; B \
+                     accepts within {wait}s (a locked admin, GoToSocial's default, has the \
+                     request approved through B's API first)",
                     names::ADMIN_USERNAME
                 ),
                 format!(
-                    "B posts a status with nonce {:?}; it reaches A's home timeline within {wait}s",
+                    "B posts a public status with the pair's nonce ({}-<A>-<B>); it reaches \
+                     A's home timeline within {wait}s",
                     self.inputs.nonce
                 ),
                 "the inspector recorded the Follow (A to B), the Accept and the Create (B to A) \
                  as inbox POSTs with valid signatures"
                     .to_owned(),
+                format!(
+                    "each side through its own API: {}",
+                    kinds
+                        .iter()
+                        .map(|k| api_of(*k))
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                ),
             ],
             likely_causes: vec![
                 cause(
                     "private_addresses_refused",
-                    "Mastodon refuses to connect to private addresses \
-                     (PrivateNetworkAddressError): ALLOWED_PRIVATE_ADDRESSES is missing from \
-                     the instance's environment or does not cover the cluster networks"
-                        .to_owned(),
+                    format!(
+                        "a server refuses to connect to private addresses: {}",
+                        kinds
+                            .iter()
+                            .map(|k| private_address_setting(*k))
+                            .collect::<Vec<_>>()
+                            .join("; ")
+                    ),
                 ),
                 cause(
                     "token_rejected",
@@ -383,10 +410,14 @@ impl Builder<'_> {
                 cause(
                     "not_delivered",
                     format!(
-                        "an activity did not arrive in time: the sender's Sidekiq is not \
-                         processing, or its deliveries fail (`kubectl -n {} logs deploy/<instance>-sidekiq`); \
-                         the names and trust checks above cover the usual reasons",
-                        self.namespace
+                        "an activity did not arrive in time: the sender's delivery queue is not \
+                         processing, or its deliveries fail ({}); the names and trust checks \
+                         above cover the usual reasons",
+                        kinds
+                            .iter()
+                            .map(|k| self.delivery_logs(*k))
+                            .collect::<Vec<_>>()
+                            .join("; ")
                     ),
                 ),
                 cause(
@@ -417,59 +448,178 @@ impl Builder<'_> {
         if check.skipped.is_some() {
             return check;
         }
-        let (a, _) = self.mastodons[0];
-        let (b, _) = self.mastodons[1];
         let token = names::admin_keys::API_TOKEN;
-        check.steps.push(self.pod(
-            CheckId::Federation,
-            0,
-            Script::Federation,
-            vec![
-                value("FEDILAB_FROM_HOST", a.host.to_string()),
-                value("FEDILAB_TO_HOST", b.host.to_string()),
-                secret("FEDILAB_FROM_TOKEN", names::admin_secret(&a.name), token),
-                secret("FEDILAB_TO_TOKEN", names::admin_secret(&b.name), token),
-                value("FEDILAB_ADMIN_USERNAME", names::ADMIN_USERNAME),
-                value("FEDILAB_NONCE", self.inputs.nonce.clone()),
-                value("FEDILAB_WAIT", wait.to_string()),
-            ],
-        ));
-        let (from_a, from_b) = (a.host.to_string(), b.host.to_string());
-        let query = |activity: &str, from: &str, to: &str, text: Option<String>| InspectorQuery {
-            activity: activity.to_owned(),
-            from: from.to_owned(),
-            to: to.to_owned(),
-            text,
-        };
-        match &self.inputs.host {
-            Some(host) if host.inspector.is_none() => check.notes.push(
+        let mut inspector_steps = Vec::new();
+        for (a, b) in pairs {
+            let pair = format!("{}>{}", a.name, b.name);
+            let nonce = format!("{}-{}-{}", self.inputs.nonce, a.name, b.name);
+            let (image, client_only) = match mastodon(a) {
+                Some(m) => (m.image.clone(), false),
+                None => (self.client_image(), true),
+            };
+            let step_id = format!("{}@{pair}", CheckId::Federation);
+            check.steps.push(Step {
+                id: step_id.clone(),
+                run: StepRun::Pod(PodStep {
+                    pod: names::verify_pair_pod(&a.name, &b.name, CheckId::Federation.as_str()),
+                    namespace: self.namespace.clone(),
+                    instance: a.name.to_string(),
+                    image,
+                    script: Script::Federation,
+                    env: vec![
+                        value("FEDILAB_FROM_HOST", a.host.to_string()),
+                        value("FEDILAB_FROM_KIND", a.kind.kind().as_str()),
+                        value("FEDILAB_TO_HOST", b.host.to_string()),
+                        value("FEDILAB_TO_KIND", b.kind.kind().as_str()),
+                        secret("FEDILAB_FROM_TOKEN", names::admin_secret(&a.name), token),
+                        secret("FEDILAB_TO_TOKEN", names::admin_secret(&b.name), token),
+                        value("FEDILAB_ADMIN_USERNAME", names::ADMIN_USERNAME),
+                        value("FEDILAB_NONCE", nonce.clone()),
+                        value("FEDILAB_WAIT", wait.to_string()),
+                    ],
+                    client_only,
+                }),
+            });
+            let (from_a, from_b) = (a.host.to_string(), b.host.to_string());
+            let query =
+                |activity: &str, from: &str, to: &str, text: Option<String>| InspectorQuery {
+                    activity: activity.to_owned(),
+                    from: from.to_owned(),
+                    to: to.to_owned(),
+                    text,
+                };
+            match &self.inputs.host {
+                Some(host) if host.inspector.is_none() => {}
+                host => inspector_steps.push(Step {
+                    id: format!("{}@inspector:{pair}", CheckId::Federation),
+                    run: StepRun::Inspector(InspectorStep {
+                        api: host.as_ref().and_then(|h| h.inspector),
+                        round_trip: Some(step_id),
+                        queries: vec![
+                            query(FEDERATION_ACTIVITIES[0], &from_a, &from_b, None),
+                            query(FEDERATION_ACTIVITIES[1], &from_b, &from_a, None),
+                            query(FEDERATION_ACTIVITIES[2], &from_b, &from_a, Some(nonce)),
+                        ],
+                    }),
+                }),
+            }
+        }
+        check.steps.extend(inspector_steps);
+        if self
+            .inputs
+            .host
+            .as_ref()
+            .is_some_and(|h| h.inspector.is_none())
+        {
+            check.notes.push(
                 "the lab runs without the inspector: deliveries are not checked on the wire"
                     .to_owned(),
-            ),
-            host => check.steps.push(Step {
-                id: format!("{}@inspector", CheckId::Federation),
-                run: StepRun::Inspector(InspectorStep {
-                    api: host.as_ref().and_then(|h| h.inspector),
-                    queries: vec![
-                        query(FEDERATION_ACTIVITIES[0], &from_a, &from_b, None),
-                        query(FEDERATION_ACTIVITIES[1], &from_b, &from_a, None),
-                        query(
-                            FEDERATION_ACTIVITIES[2],
-                            &from_b,
-                            &from_a,
-                            Some(self.inputs.nonce.clone()),
-                        ),
-                    ],
-                }),
-            }),
+            );
         }
         check
     }
+
+    /// The image a client-only check pod runs: the lab's first Mastodon
+    /// instance's, or the pinned default in a lab without Mastodon.
+    fn client_image(&self) -> String {
+        self.mastodons.first().map_or_else(
+            || format!("{DEFAULT_MASTODON_IMAGE}:{DEFAULT_MASTODON_VERSION}"),
+            |(_, m)| m.image.clone(),
+        )
+    }
+
+    /// Where a kind's outgoing deliveries can be watched.
+    fn delivery_logs(&self, kind: InstanceKind) -> String {
+        let ns = &self.namespace;
+        match kind {
+            InstanceKind::Mastodon => {
+                format!("Mastodon: Sidekiq, `kubectl -n {ns} logs deploy/<instance>-sidekiq`")
+            }
+            InstanceKind::Misskey => {
+                format!("Misskey: its job queue, `kubectl -n {ns} logs deploy/<instance>-web`")
+            }
+            InstanceKind::Gotosocial => {
+                format!("GoToSocial: `kubectl -n {ns} logs deploy/<instance>-web`")
+            }
+            InstanceKind::External => "an external server: its own logs".to_owned(),
+        }
+    }
 }
 
-/// The checks of `spec`'s lab. Only Mastodon instances get check pods; the
-/// first one runs the egress, names and federation pods (following the
-/// second's admin), each runs a trust pod.
+/// The kinds of the lab's in-cluster instances, in [`InstanceKind::ALL`]
+/// order.
+fn kinds_present(spec: &LabSpec) -> Vec<InstanceKind> {
+    InstanceKind::ALL
+        .into_iter()
+        .filter(|k| *k != InstanceKind::External)
+        .filter(|k| spec.instances.iter().any(|i| i.kind.kind() == *k))
+        .collect()
+}
+
+/// The ordered pairs (A, B) of the federation round trip: for a kind with
+/// two or more instances, its first towards its second; for every two
+/// kinds present, the first instance of each, both ways. One round trip
+/// per pair of kinds, not per pair of instances: the kinds are what differ.
+/// External servers are left out (fedilab holds no token for them).
+fn federation_pairs(spec: &LabSpec) -> Vec<(&InstanceSpec, &InstanceSpec)> {
+    let by_kind: Vec<Vec<&InstanceSpec>> = kinds_present(spec)
+        .into_iter()
+        .map(|k| {
+            spec.instances
+                .iter()
+                .filter(|i| i.kind.kind() == k)
+                .collect()
+        })
+        .collect();
+    let mut pairs = Vec::new();
+    for same in &by_kind {
+        if let [first, second, ..] = same[..] {
+            pairs.push((first, second));
+        }
+    }
+    for (n, one) in by_kind.iter().enumerate() {
+        for other in &by_kind[n + 1..] {
+            pairs.push((one[0], other[0]));
+            pairs.push((other[0], one[0]));
+        }
+    }
+    pairs
+}
+
+/// The client API the round trip uses on a kind.
+fn api_of(kind: InstanceKind) -> &'static str {
+    match kind {
+        InstanceKind::Mastodon => "Mastodon's REST API (Bearer token)",
+        InstanceKind::Misskey => "Misskey's POST /api/* with the token as `i`",
+        InstanceKind::Gotosocial => "GoToSocial's Mastodon-compatible API (Bearer token)",
+        InstanceKind::External => "none (external servers are not driven)",
+    }
+}
+
+/// The setting that lets a kind connect to the lab's private addresses.
+fn private_address_setting(kind: InstanceKind) -> &'static str {
+    match kind {
+        InstanceKind::Mastodon => {
+            "Mastodon (PrivateNetworkAddressError): ALLOWED_PRIVATE_ADDRESSES is missing from \
+             the instance's environment or does not cover the cluster networks"
+        }
+        InstanceKind::Misskey => {
+            "Misskey: allowedPrivateNetworks in its default.yml does not cover the cluster \
+             networks"
+        }
+        InstanceKind::Gotosocial => {
+            "GoToSocial: http-client.allow-ips in its config.yaml does not cover the cluster \
+             networks"
+        }
+        InstanceKind::External => "an external server: its own settings",
+    }
+}
+
+/// The checks of `spec`'s lab. Only Mastodon instances get the egress,
+/// names and trust pods: the first one runs the egress and names pods,
+/// each runs a trust pod. The federation check runs one pod per pair of
+/// kinds ([`federation_pairs`]), in A's Mastodon image or, for another
+/// kind, as a client in a Mastodon image.
 pub fn plan(spec: &LabSpec, inputs: &PlanInputs) -> VerifyPlan {
     let b = Builder {
         spec,

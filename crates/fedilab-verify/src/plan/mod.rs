@@ -16,6 +16,10 @@ pub use build::plan;
 
 /// The activities of the federation round trip, in order, as the
 /// inspector names them: A's Follow to B, B's Accept to A, B's Create to A.
+/// The same for every kind: the inspector labels an activity by its `type`
+/// (with an embedded object's type in parentheses, `Accept(Follow)`,
+/// `Create(Note)`), and Mastodon, Misskey and GoToSocial all send these
+/// three types.
 pub const FEDERATION_ACTIVITIES: [&str; 3] = ["Follow", "Accept", "Create"];
 
 /// What the plan needs beyond the lab spec.
@@ -120,7 +124,8 @@ pub enum CheckId {
     Names,
     /// Lab pods trust the lab CA, and only through it.
     Trust,
-    /// Two instances federate, through the inspector.
+    /// Instances federate, one round trip per pair of kinds, through the
+    /// inspector.
     Federation,
 }
 
@@ -146,8 +151,10 @@ impl std::fmt::Display for CheckId {
 /// One step of a check.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Step {
-    /// Unique in the plan: `<check>@<instance>` for a pod, `<check>@host`
-    /// or `<check>@inspector` on the host.
+    /// Unique in the plan: `<check>@<instance>` for a pod,
+    /// `<check>@<from>><to>` for a pod of one federation pair,
+    /// `<check>@host` or `<check>@inspector` on the host, and
+    /// `<check>@inspector:<from>><to>` for one pair's deliveries.
     pub id: String,
     /// What runs, and where.
     #[serde(flatten)]
@@ -166,8 +173,11 @@ pub enum StepRun {
     Inspector(InspectorStep),
 }
 
-/// A check pod: a Ruby script in the instance's Mastodon image, with the
-/// instance's environment (from its ConfigMap and Secret) plus `env`.
+/// A check pod: a Ruby script in a Mastodon image. For a Mastodon
+/// instance, its own image and environment (from its ConfigMap and Secret)
+/// plus `env`; for another kind (`client_only`), a Mastodon image with only
+/// the lab trust bundle (`SSL_CERT_FILE`) and `env`: the pod is a client of
+/// the instance's API, and the instance's own image has no Ruby.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PodStep {
     /// The pod's name.
@@ -182,6 +192,10 @@ pub struct PodStep {
     pub script: Script,
     /// Extra environment.
     pub env: Vec<EnvVar>,
+    /// The instance runs no Mastodon: the pod gets the trust bundle and
+    /// `env`, not the instance's environment.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub client_only: bool,
 }
 
 impl PodStep {
@@ -290,6 +304,11 @@ pub struct InspectorStep {
     /// The inspector's UI and API; `None` when the lab state records no
     /// host side.
     pub api: Option<SocketAddr>,
+    /// The id of the pod step whose deliveries these are: they are judged
+    /// only when its round trip completed. `None`: every pod step of the
+    /// check must have.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub round_trip: Option<String>,
     /// One query per activity.
     pub queries: Vec<InspectorQuery>,
 }
@@ -307,6 +326,15 @@ pub struct InspectorQuery {
     /// A text the exchange must contain (the post's nonce).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub text: Option<String>,
+}
+
+/// The pair a federation step id names, `mastodon1 -> misskey1` for
+/// `federation@mastodon1>misskey1` or `federation@inspector:mastodon1>misskey1`;
+/// `None` for a step of no pair.
+pub fn pair_of(step_id: &str) -> Option<String> {
+    let tail = step_id.rsplit_once(['@', ':']).map_or(step_id, |(_, t)| t);
+    let (from, to) = tail.split_once('>')?;
+    Some(format!("{from} -> {to}"))
 }
 
 impl InspectorQuery {

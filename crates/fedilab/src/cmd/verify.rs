@@ -10,7 +10,7 @@ use clap::{Args, ValueEnum};
 use fedilab_orchestrator::VerifyOptions;
 use fedilab_state::LabDir;
 use fedilab_verify::{
-    EnvSource, HostSide, Outcome, PlanInputs, StepRun, VerifyPlan, VerifyReport, plan,
+    EnvSource, HostSide, Outcome, PlanInputs, StepRun, VerifyPlan, VerifyReport, pair_of, plan,
 };
 use rand_core::{OsRng, RngCore};
 
@@ -36,13 +36,18 @@ names       in a lab pod every instance host resolves (Ruby's Resolv::DNS, as Ma
 to Traefik's ClusterIP; on this host the embedded DNS answers with the node address\n  \
 trust       from each Mastodon pod, HTTPS to the other instances' WebFinger verifies with\n              \
 the lab trust bundle and fails with only the image's system bundle\n  \
-federation  instance 1 follows instance 2's admin, instance 2 posts, the post reaches\n              \
-instance 1's home timeline; the inspector recorded Follow, Accept and Create, signed\n\n\
+federation  one round trip per ordered pair of server kinds (the first instance of each;\n              \
+Mastodon to Mastodon when there are two): A follows B's admin, B accepts (approving the\n              \
+request if its admin is locked, as GoToSocial's is), B posts, the post reaches A's home\n              \
+timeline, each side through its own API; the inspector recorded Follow, Accept and\n              \
+Create, signed\n\n\
 Check pods run the instance's own Mastodon image (Ruby stdlib only) with its environment and\n\
-trust bundle, and are deleted afterwards (also on failure or Ctrl-C). A failing check names\n\
-what it saw and the likely cause.\n\n\
-Exit status: 0 when every check passed (or was skipped: federation needs two Mastodon\n\
-instances), 1 when a check failed, 2 for bad usage.\n\n\
+trust bundle; a federation pair from Misskey or GoToSocial runs as a client of their API in a\n\
+Mastodon image (GoToSocial's image has no scripting runtime) with the lab trust bundle. Pods\n\
+are deleted afterwards (also on failure or Ctrl-C). A failing check names what it saw and\n\
+the likely cause (for federation, the failing pair).\n\n\
+Exit status: 0 when every check passed (or was skipped: federation needs two instances\n\
+fedilab runs), 1 when a check failed, 2 for bad usage.\n\n\
 Examples:\n  \
 fedilab verify\n  \
 fedilab verify --plan                 # what would run, without a cluster\n  \
@@ -152,10 +157,17 @@ fn print_plan(plan: &VerifyPlan) {
 fn print_step(run: &StepRun) {
     match run {
         StepRun::Pod(pod) => {
-            println!(
-                "   pod {} ({}'s image {}, environment and trust bundle):",
-                pod.pod, pod.instance, pod.image
-            );
+            if pod.client_only {
+                println!(
+                    "   pod {} (a client of {}'s API in image {}, with the lab trust bundle):",
+                    pod.pod, pod.instance, pod.image
+                );
+            } else {
+                println!(
+                    "   pod {} ({}'s image {}, environment and trust bundle):",
+                    pod.pod, pod.instance, pod.image
+                );
+            }
             println!("     ruby -e <{}>", pod.script.file_name());
             for e in &pod.env {
                 match &e.from {
@@ -180,8 +192,14 @@ fn print_step(run: &StepRun) {
                 .map_or("the node address".to_owned(), |a| a.to_string())
         ),
         StepRun::Inspector(inspector) => {
+            let pair = inspector
+                .round_trip
+                .as_deref()
+                .and_then(pair_of)
+                .map(|p| format!(", the deliveries of {p}"))
+                .unwrap_or_default();
             println!(
-                "   host: inspector API at {}:",
+                "   host: inspector API at {}{pair}:",
                 inspector.api.map_or(
                     "(not recorded yet: `fedilab up` saves it)".to_owned(),
                     |a| a.to_string()
