@@ -12,6 +12,7 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -27,6 +28,7 @@ use hyper::service::service_fn;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
@@ -226,15 +228,25 @@ pub(crate) async fn serve(
         let _ = stream.set_nodelay(true);
         let state = Arc::clone(&state);
         tokio::spawn(async move {
-            let svc = service_fn(move |req| {
-                let state = Arc::clone(&state);
-                // An `Err` (a `reset` fault) ends the connection unanswered.
-                handle(state, peer, req)
-            });
+            let client = Arc::new(Peer::new(peer));
+            let svc = {
+                let client = Arc::clone(&client);
+                service_fn(move |req| {
+                    let state = Arc::clone(&state);
+                    // An `Err` (a `reset` fault) ends the connection unanswered.
+                    handle(state, Arc::clone(&client), req)
+                })
+            };
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(Duration::from_secs(30))
-                .serve_connection(TokioIo::new(stream), svc)
+                .serve_connection(
+                    TokioIo::new(ClientStream {
+                        stream,
+                        peer: client,
+                    }),
+                    svc,
+                )
                 .with_upgrades();
             if let Err(e) = conn.await {
                 tracing::debug!(%peer, error = %e, "proxy connection ended with an error");
@@ -312,18 +324,109 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
-fn add_forwarded(headers: &mut HeaderMap, peer: SocketAddr) {
-    let ip = peer.ip().to_string();
-    let mut xff = String::new();
-    for v in headers.get_all("x-forwarded-for") {
-        if let Ok(s) = v.to_str() {
-            xff.push_str(s);
-            xff.push_str(", ");
+/// The client end of a proxied connection, formatted once per connection
+/// (not per request).
+#[derive(Debug)]
+pub(crate) struct Peer {
+    /// `ip:port`, as recorded.
+    text: String,
+    /// The address alone, as `X-Forwarded-For` gets it.
+    ip: HeaderValue,
+    /// A `reset` fault rule ends this connection with a TCP RST.
+    reset: AtomicBool,
+}
+
+impl Peer {
+    pub(crate) fn new(addr: SocketAddr) -> Self {
+        let ip = addr.ip().to_string();
+        Self {
+            text: addr.to_string(),
+            ip: HeaderValue::from_str(&ip).unwrap_or_else(|_| HeaderValue::from_static("unknown")),
+            reset: AtomicBool::new(false),
         }
     }
-    xff.push_str(&ip);
-    if let Ok(v) = HeaderValue::from_str(&xff) {
-        headers.insert("x-forwarded-for", v);
+}
+
+/// The client's connection. When a `reset` fault rule fired, it is neither
+/// shut down nor closed gracefully: closing it with a zero linger time sends
+/// a TCP RST, as a crashed or overloaded server's kernel would.
+struct ClientStream {
+    stream: TcpStream,
+    peer: Arc<Peer>,
+}
+
+impl ClientStream {
+    fn resetting(&self) -> bool {
+        self.peer.reset.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for ClientStream {
+    fn drop(&mut self) {
+        if self.resetting() {
+            let _ = rustix::net::sockopt::set_socket_linger(&self.stream, Some(Duration::ZERO));
+        }
+    }
+}
+
+impl AsyncRead for ClientStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for ClientStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        if this.resetting() {
+            // No FIN first: the close in `drop` resets.
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.stream).poll_shutdown(cx)
+    }
+}
+
+fn add_forwarded(headers: &mut HeaderMap, peer: &Peer) {
+    if headers.contains_key("x-forwarded-for") {
+        let mut xff = Vec::new();
+        for v in headers.get_all("x-forwarded-for") {
+            xff.extend_from_slice(v.as_bytes());
+            xff.extend_from_slice(b", ");
+        }
+        xff.extend_from_slice(peer.ip.as_bytes());
+        if let Ok(v) = HeaderValue::from_bytes(&xff) {
+            headers.insert("x-forwarded-for", v);
+        }
+    } else {
+        headers.insert("x-forwarded-for", peer.ip.clone());
     }
     if !headers.contains_key("x-forwarded-proto") {
         headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
@@ -428,12 +531,12 @@ fn path_and_query(uri: &Uri) -> PathAndQuery {
 
 /// The connection ends without an answer: a `reset` fault rule.
 #[derive(Debug, thiserror::Error)]
-#[error("connection closed by fault rule {0}")]
+#[error("connection reset by fault rule {0}")]
 pub(crate) struct FaultReset(u64);
 
 async fn handle(
     state: Arc<ProxyState>,
-    peer: SocketAddr,
+    peer: Arc<Peer>,
     mut req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, FaultReset> {
     let started = Instant::now();
@@ -445,7 +548,7 @@ async fn handle(
         Arc::clone(&state.store),
         RequestHead {
             started,
-            client: Some(peer.to_string()),
+            client: Some(peer.text.clone()),
             host,
             upstream: target.as_ref().map(|t| t.origin.clone()),
             method: req.method().as_str().to_owned(),
@@ -463,13 +566,13 @@ async fn handle(
     };
     if upgrade {
         let on_upgrade = hyper::upgrade::on(&mut req);
-        return Ok(proxy_upgrade(&state, pending, &target, req, on_upgrade, peer, pq).await);
+        return Ok(proxy_upgrade(&state, pending, &target, req, on_upgrade, &peer, pq).await);
     }
 
     let (parts, body) = req.into_parts();
     let mut headers = parts.headers;
     strip_hop_by_hop(&mut headers, false);
-    add_forwarded(&mut headers, peer);
+    add_forwarded(&mut headers, &peer);
     let uri = match Uri::builder()
         .scheme("http")
         .authority(target.authority.clone())
@@ -536,7 +639,8 @@ async fn handle(
                         Arc::clone(&pending),
                     ))
                     .await;
-                    pending.set_error(format!("connection closed by fault rule {}", rule.id));
+                    pending.set_error(format!("connection reset by fault rule {}", rule.id));
+                    peer.reset.store(true, Ordering::Relaxed);
                     return Err(FaultReset(rule.id));
                 }
                 Effect::Corrupt(Corrupt::Body) => body = body.corrupted(),
@@ -908,7 +1012,7 @@ async fn proxy_upgrade(
     target: &Target,
     req: Request<Incoming>,
     on_upgrade: hyper::upgrade::OnUpgrade,
-    peer: SocketAddr,
+    peer: &Peer,
     pq: PathAndQuery,
 ) -> Response<ProxyBody> {
     let (parts, _body) = req.into_parts();
