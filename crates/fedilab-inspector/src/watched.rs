@@ -331,6 +331,76 @@ mod tests {
         );
     }
 
+    /// An Update(Person) POST carrying `actor` with `key`.
+    fn update(key: [u8; 32]) -> Exchange {
+        let body = serde_json::json!({
+            "type": "Update",
+            "actor": "https://a.test/users/u",
+            "object": actor(key),
+        })
+        .to_string();
+        Exchange {
+            id: 0,
+            started_us: 1,
+            client: None,
+            host: "b.test".to_owned(),
+            upstream: None,
+            request: crate::exchange::RequestRecord {
+                method: "POST".to_owned(),
+                uri: "/inbox".to_owned(),
+                version: "HTTP/1.1".to_owned(),
+                headers: vec![(
+                    "content-type".to_owned(),
+                    "application/activity+json".to_owned(),
+                )],
+                body: crate::exchange::Body {
+                    size: body.len() as u64,
+                    captured: body.into(),
+                    truncated: false,
+                    complete: true,
+                },
+            },
+            response: None,
+            error: None,
+            headers_us: None,
+            total_us: 1,
+            upgrade: None,
+        }
+    }
+
+    #[test]
+    fn the_watch_reads_new_exchanges_once_and_counts_those_it_never_saw() {
+        let store = Store::new(crate::StoreLimits {
+            max_exchanges: 2,
+            max_bytes: usize::MAX,
+        });
+        store.push(update([1; 32]));
+        let watch = KeyWatch::new(Arc::clone(&store));
+        let id = "https://a.test/users/u#ed";
+        assert_eq!(watch.keys.candidates(id, 0, 2).len(), 1);
+        // Read already: nothing new, nothing missed.
+        watch.catch_up();
+        assert_eq!(watch.missed(), 0);
+        // Four more in a store of two: the first two are gone unread.
+        for k in 2..=5 {
+            store.push(update([k; 32]));
+        }
+        watch.catch_up();
+        assert_eq!(watch.missed(), 2);
+        let keys: Vec<[u8; 32]> = watch
+            .keys
+            .candidates(id, 10, 20)
+            .iter()
+            .map(|k| ed(k))
+            .collect();
+        assert_eq!(keys, [[5; 32]]);
+        // A clear, then one more: nothing held was skipped.
+        store.clear();
+        store.push(update([6; 32]));
+        watch.catch_up();
+        assert_eq!(watch.missed(), 2);
+    }
+
     #[test]
     fn key_ids_are_found_with_and_without_fragments() {
         let w = WatchedKeys::default();
