@@ -45,6 +45,7 @@ mod proxy;
 mod routes;
 pub mod signature;
 pub mod store;
+mod upstream;
 mod view;
 mod watched;
 

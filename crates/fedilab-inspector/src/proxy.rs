@@ -40,6 +40,7 @@ use crate::exchange::{Body as ExBody, Exchange, Marks, RequestRecord, UpgradeRec
 use crate::fault::{Corrupt, Effect, Faults, Rule};
 use crate::routes::{SharedRoutes, Target};
 use crate::store::Store;
+use crate::upstream::Upstreams;
 
 /// What the proxy hands back to hyper.
 pub(crate) type ProxyBody = BoxBody<Bytes, hyper::Error>;
@@ -229,12 +230,13 @@ pub(crate) async fn serve(
         let state = Arc::clone(&state);
         tokio::spawn(async move {
             let client = Arc::new(Peer::new(peer));
+            let (upstreams, drivers) = Upstreams::new(CONNECT_TIMEOUT);
             let svc = {
                 let client = Arc::clone(&client);
                 service_fn(move |req| {
                     let state = Arc::clone(&state);
                     // An `Err` (a `reset` fault) ends the connection unanswered.
-                    handle(state, Arc::clone(&client), req)
+                    handle(state, Arc::clone(&client), Arc::clone(&upstreams), req)
                 })
             };
             let conn = hyper::server::conn::http1::Builder::new()
@@ -248,7 +250,7 @@ pub(crate) async fn serve(
                     svc,
                 )
                 .with_upgrades();
-            if let Err(e) = conn.await {
+            if let Err(e) = drivers.beside(conn).await {
                 tracing::debug!(%peer, error = %e, "proxy connection ended with an error");
             }
         });
@@ -294,6 +296,11 @@ fn is_upgrade(headers: &HeaderMap) -> bool {
 /// Connection field names. With `keep_upgrade`, Connection and Upgrade
 /// stay (for WebSocket).
 fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    // Most messages carry none (HTTP/1.1 keeps connections alive without a
+    // Connection field): one pass over the names, not ten lookups.
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -322,6 +329,23 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
         headers.remove(header::CONNECTION);
         headers.remove(header::UPGRADE);
     }
+}
+
+/// A field that is only about the one connection it came on (those a
+/// Connection field names are found through it).
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "proxy-connection"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+    )
 }
 
 /// The client end of a proxied connection, formatted once per connection
@@ -537,6 +561,7 @@ pub(crate) struct FaultReset(u64);
 async fn handle(
     state: Arc<ProxyState>,
     peer: Arc<Peer>,
+    upstreams: Arc<Upstreams>,
     mut req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, FaultReset> {
     let started = Instant::now();
@@ -573,15 +598,13 @@ async fn handle(
     let mut headers = parts.headers;
     strip_hop_by_hop(&mut headers, false);
     add_forwarded(&mut headers, &peer);
-    let uri = match Uri::builder()
-        .scheme("http")
-        .authority(target.authority.clone())
-        .path_and_query(pq)
-        .build()
+    if !headers.contains_key(header::HOST)
+        && let Ok(v) = HeaderValue::from_str(target.authority.as_str())
     {
-        Ok(u) => u,
-        Err(e) => return Ok(bad_gateway(&pending, &target.origin, e.to_string())),
-    };
+        headers.insert(header::HOST, v);
+    }
+    // Origin form, as sent upstream.
+    let uri = Uri::from(pq);
     let mut body = OutBody::Incoming(body);
     let mut duplicate = None;
     // The only cost without rules: one relaxed load.
@@ -683,7 +706,7 @@ async fn handle(
     *out.uri_mut() = uri;
     *out.headers_mut() = headers;
 
-    let answer = match state.client.request(out).await {
+    let answer = match upstreams.send(&target.authority, out).await {
         Ok(resp) => forward_response(&state, pending, resp),
         Err(e) => bad_gateway(&pending, &target.origin, error_chain(&e)),
     };
