@@ -9,23 +9,27 @@
 #   insp+delay the same with one matching delay rule (DELAY_MS, default 0:
 #              the cost of matching and marking, not of waiting)
 #
-# Every run POSTs a ~1.3 KB Create activity with a Signature header to an
+# Each variant runs ROUNDS times (default 3), the order rotating between
+# rounds, every inspector variant in a fresh process; the table shows
+# medians. Every run POSTs a ~1.3 KB Create activity with a Signature header to an
 # inbox path with Host: mastodon2.fediverse.local. The upstream is an nginx
 # server block that answers 202. Prints requests/s, p50 and p99 for each and
-# the inspector's ratios against nginx (target: >= 0.8x req/s, p99 <= 2x).
+# the inspector's ratios against nginx (target: >= 1.0x req/s, p99 <= 1x).
 #
 # Installs what it needs: wrk and nginx-light (Debian), mitmproxy (pip, in a
 # venv under $BENCH_DIR). Builds fedilab in release mode unless FEDILAB_BIN
 # points at a binary.
 #
 # Environment: DURATION (10s), CONNECTIONS (16), THREADS (1), BASE_PORT
-# (19080), BENCH_DIR (/tmp/fedilab-bench), SKIP_MITM=1 to leave mitmdump out,
+# (19080), ROUNDS (3), BENCH_DIR (/tmp/fedilab-bench), SKIP_MITM=1 to leave mitmdump out,
 # SKIP_FAULTS=1 to leave the two fault-rule runs out, DELAY_MS (0).
 set -euo pipefail
 
 DURATION=${DURATION:-10s}
 CONNECTIONS=${CONNECTIONS:-16}
 THREADS=${THREADS:-1}
+ROUNDS=${ROUNDS:-3}
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 BASE_PORT=${BASE_PORT:-19080}
 BENCH_DIR=${BENCH_DIR:-/tmp/fedilab-bench}
 REPO=$(cd "$(dirname "$0")/.." && pwd)
@@ -130,10 +134,21 @@ if [ "${SKIP_MITM:-0}" != 1 ]; then
     --set keep_host_header=true --set connection_strategy=lazy >"$BENCH_DIR/mitm.log" 2>&1 &
   PIDS+=($!)
 fi
-"$FEDILAB_BIN" inspect --listen "127.0.0.1:$INSPECT_PORT" --ui "127.0.0.1:$UI_PORT" \
-  --route "$HOST_HEADER=http://127.0.0.1:$UPSTREAM_PORT" --max-exchanges 100000 --max-bytes 1GiB \
-  2>"$BENCH_DIR/inspector.log" &
-PIDS+=($!)
+# Every inspector variant runs in a fresh process (its store empty, its
+# rules loaded before the run), and the order of the variants rotates from
+# round to round, so no variant always runs on a warmer machine or after
+# another's recordings.
+inspector_start() {
+  "$FEDILAB_BIN" inspect --listen "127.0.0.1:$INSPECT_PORT" --ui "127.0.0.1:$UI_PORT" \
+    --route "$HOST_HEADER=http://127.0.0.1:$UPSTREAM_PORT" --max-exchanges 100000 --max-bytes 1GiB \
+    2>>"$BENCH_DIR/inspector.log" &
+  INSPECTOR_PID=$!
+  PIDS+=("$INSPECTOR_PID")
+}
+inspector_stop() {
+  kill "$INSPECTOR_PID" 2>/dev/null || true
+  wait "$INSPECTOR_PID" 2>/dev/null || true
+}
 
 wait_port() {
   for _ in $(seq 1 200); do
@@ -143,7 +158,7 @@ wait_port() {
   echo "nothing listens on port $1" >&2
   exit 1
 }
-for p in $UPSTREAM_PORT $NGINX_PORT $INSPECT_PORT; do wait_port "$p"; done
+for p in $UPSTREAM_PORT $NGINX_PORT; do wait_port "$p"; done
 [ "${SKIP_MITM:-0}" != 1 ] && wait_port "$MITM_PORT"
 
 run() { # name port
@@ -153,50 +168,78 @@ run() { # name port
   echo "$1 $out"
 }
 
-results=()
-results+=("$(run direct $UPSTREAM_PORT)")
-results+=("$(run nginx $NGINX_PORT)")
-[ "${SKIP_MITM:-0}" != 1 ] && results+=("$(run mitmdump $MITM_PORT)")
-results+=("$(run inspector $INSPECT_PORT)")
-
 fault_api() { # method path [json]
   local code
   code=$(curl -s -o /dev/null -w '%{http_code}' -X "$1" "http://127.0.0.1:$UI_PORT$2" \
     -H 'content-type: application/json' ${3:+--data "$3"})
   case "$code" in 2*) ;; *) echo "fault API $1 $2 answered $code" >&2; exit 1 ;; esac
 }
-if [ "${SKIP_FAULTS:-0}" != 1 ]; then
-  fault_api POST /api/faults '{"match":{"host":"nowhere.example"},"action":{"status":503}}'
-  fault_api POST /api/faults '{"match":{"path_prefix":"/nothing/here"},"action":{"reset":true}}'
-  fault_api POST /api/faults '{"match":{"method":"DELETE","activity":"Follow"},"action":{"delay_ms":1000}}'
-  results+=("$(run insp+rules $INSPECT_PORT)")
-  fault_api DELETE /api/faults
-  fault_api POST /api/faults "{\"match\":{\"host\":\"mastodon2\",\"path_prefix\":\"/users/bob/inbox\"},\"action\":{\"delay_ms\":${DELAY_MS:-0}}}"
-  results+=("$(run insp+delay $INSPECT_PORT)")
-  fault_api DELETE /api/faults
-fi
 
-recorded=$(curl -s "http://127.0.0.1:$UI_PORT/api/stats" | python3 -c 'import json,sys; print(json.load(sys.stdin)["stats"]["recorded"])')
+variant() { # name: one run of one variant; prints its result line
+  case "$1" in
+    direct) run direct "$UPSTREAM_PORT" ;;
+    nginx) run nginx "$NGINX_PORT" ;;
+    mitmdump) run mitmdump "$MITM_PORT" ;;
+    inspector|insp+rules|insp+delay)
+      inspector_start
+      wait_port "$INSPECT_PORT"
+      case "$1" in
+        insp+rules)
+          fault_api POST /api/faults '{"match":{"host":"nowhere.example"},"action":{"status":503}}'
+          fault_api POST /api/faults '{"match":{"path_prefix":"/nothing/here"},"action":{"reset":true}}'
+          fault_api POST /api/faults '{"match":{"method":"DELETE","activity":"Follow"},"action":{"delay_ms":1000}}' ;;
+        insp+delay)
+          fault_api POST /api/faults "{\"match\":{\"host\":\"mastodon2\",\"path_prefix\":\"/users/bob/inbox\"},\"action\":{\"delay_ms\":${DELAY_MS:-0}}}" ;;
+      esac
+      local line recorded
+      line=$(run "$1" "$INSPECT_PORT")
+      recorded=$(curl -s "http://127.0.0.1:$UI_PORT/api/stats" | python3 -c 'import json,sys; print(json.load(sys.stdin)["stats"]["recorded"])')
+      inspector_stop
+      echo "$line $recorded" ;;
+  esac
+}
+
+variants=(direct nginx inspector)
+[ "${SKIP_MITM:-0}" != 1 ] && variants+=(mitmdump)
+[ "${SKIP_FAULTS:-0}" != 1 ] && variants+=(insp+rules insp+delay)
+n=${#variants[@]}
+results=()
+for round in $(seq 1 "$ROUNDS"); do
+  order=()
+  for i in $(seq 0 $((n - 1))); do order+=("${variants[$(( (i + round - 1) % n ))]}"); done
+  echo "round $round/$ROUNDS: ${order[*]}" >&2
+  for v in "${order[@]}"; do results+=("$(variant "$v")"); done
+done
 
 echo
-echo "wrk -t$THREADS -c$CONNECTIONS -d$DURATION, POST ${#body}-byte Create with a Signature header; $(nproc) cores (shared)"
-printf '%-10s %12s %10s %10s %8s\n' proxy "req/s" "p50 ms" "p99 ms" errors
-for r in "${results[@]}"; do
-  set -- $r
-  printf '%-10s %12s %10s %10s %8s\n' "$1" "$4" "$5" "$6" "$7"
-done
-nginx_line=$(printf '%s\n' "${results[@]}" | grep '^nginx ')
-insp_line=$(printf '%s\n' "${results[@]}" | grep '^inspector ')
-variants=$(printf '%s\n' "${results[@]}" | grep '^insp+' || true)
-python3 - "$nginx_line" "$insp_line" "$recorded" "$variants" <<'EOF'
-import sys
-n = sys.argv[1].split(); i = sys.argv[2].split(); recorded = int(sys.argv[3])
-rps = float(i[3]) / float(n[3]); p99 = float(i[5]) / float(n[5])
-print()
-print(f"inspector vs nginx: {rps:.2f}x req/s (target >= 0.8x), p99 {p99:.2f}x (target <= 2x)")
-for line in filter(None, sys.argv[4].splitlines()):
+echo "wrk -t$THREADS -c$CONNECTIONS -d$DURATION, POST ${#body}-byte Create with a Signature header;" \
+  "$ROUNDS rounds, order rotated; $(nproc) cores; load average before: $LOAD_BEFORE"
+printf '%s\n' "${results[@]}" | python3 -c '
+import statistics, sys
+names = sys.argv[1:]
+by = {}
+for line in sys.stdin.read().split("\n"):
     v = line.split()
-    print(f"{v[0]} vs nginx: {float(v[3]) / float(n[3]):.2f}x req/s, p99 {float(v[5]) / float(n[5]):.2f}x")
-print(f"inspector recorded {recorded} exchanges (its timed run sent {i[2]} plus warm-up)")
-print("verdict:", "meets the target" if rps >= 0.8 and p99 <= 2.0 else "misses the target")
-EOF
+    if len(v) < 7:
+        continue
+    # name RESULT requests req/s p50 p99 errors [recorded]
+    by.setdefault(v[0], []).append((float(v[3]), float(v[4]), float(v[5]), int(v[6]), v[7] if len(v) > 7 else "-"))
+med = statistics.median
+print("{:<11} {:>9} {:>8} {:>8} {:>7}  each round (req/s)".format("proxy", "req/s", "p50 ms", "p99 ms", "errors"))
+for name in names:
+    xs = by.get(name, [])
+    if xs:
+        print(f"{name:<11} {med([x[0] for x in xs]):>9.0f} {med([x[1] for x in xs]):>8.3f} "
+              f"{med([x[2] for x in xs]):>8.3f} {sum(x[3] for x in xs):>7}  "
+              + " ".join(f"{x[0]:.0f}" for x in xs))
+nr = med([x[0] for x in by["nginx"]])
+np99 = med([x[2] for x in by["nginx"]])
+print()
+for name in [n for n in names if n.startswith("insp")]:
+    xs = by[name]
+    print(f"{name} vs nginx: {med([x[0] for x in xs]) / nr:.2f}x req/s, "
+          f"p99 {med([x[2] for x in xs]) / np99:.2f}x (recorded per run: {chr(32).join(x[4] for x in xs)})")
+i = by["inspector"]
+met = med([x[0] for x in i]) / nr >= 1.0 and med([x[2] for x in i]) / np99 <= 1.0
+print("target (>= 1.0x nginx req/s, p99 <= nginx, recording everything):", "met" if met else "not met")
+' "${variants[@]}"

@@ -400,7 +400,7 @@ impl Analyzer {
         self.watch.catch_up();
     }
 
-    /// Store events the key watcher missed because it fell behind.
+    /// Exchanges the key watcher never read (evicted or cleared first).
     pub fn keys_missed(&self) -> u64 {
         self.watch.missed()
     }

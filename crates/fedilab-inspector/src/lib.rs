@@ -45,6 +45,7 @@ mod proxy;
 mod routes;
 pub mod signature;
 pub mod store;
+mod upstream;
 mod view;
 mod watched;
 
@@ -99,14 +100,19 @@ pub enum StartError {
     },
 }
 
-/// Learns keys from what the store recorded, every 100 ms (off the hot
-/// path: the proxy only sends the store an id), until shutdown.
+/// Learns keys from what the store recorded, every 100 ms, until
+/// shutdown. Off the hot path twice: the proxy pays nothing for it, and a
+/// batch (thousands of exchanges under load) runs on the blocking pool, not
+/// on a worker whose connections would wait for it.
 async fn learn_keys(analyzer: Arc<Analyzer>, mut shutdown: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = tick.tick() => analyzer.learn_keys(),
+            _ = tick.tick() => {
+                let analyzer = Arc::clone(&analyzer);
+                let _ = tokio::task::spawn_blocking(move || analyzer.learn_keys()).await;
+            }
             _ = shutdown.changed() => return,
         }
     }

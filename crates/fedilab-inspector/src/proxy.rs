@@ -12,6 +12,7 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -27,6 +28,7 @@ use hyper::service::service_fn;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
@@ -38,6 +40,7 @@ use crate::exchange::{Body as ExBody, Exchange, Marks, RequestRecord, UpgradeRec
 use crate::fault::{Corrupt, Effect, Faults, Rule};
 use crate::routes::{SharedRoutes, Target};
 use crate::store::Store;
+use crate::upstream::Upstreams;
 
 /// What the proxy hands back to hyper.
 pub(crate) type ProxyBody = BoxBody<Bytes, hyper::Error>;
@@ -226,17 +229,28 @@ pub(crate) async fn serve(
         let _ = stream.set_nodelay(true);
         let state = Arc::clone(&state);
         tokio::spawn(async move {
-            let svc = service_fn(move |req| {
-                let state = Arc::clone(&state);
-                // An `Err` (a `reset` fault) ends the connection unanswered.
-                handle(state, peer, req)
-            });
+            let client = Arc::new(Peer::new(peer));
+            let (upstreams, drivers) = Upstreams::new(CONNECT_TIMEOUT);
+            let svc = {
+                let client = Arc::clone(&client);
+                service_fn(move |req| {
+                    let state = Arc::clone(&state);
+                    // An `Err` (a `reset` fault) ends the connection unanswered.
+                    handle(state, Arc::clone(&client), Arc::clone(&upstreams), req)
+                })
+            };
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(Duration::from_secs(30))
-                .serve_connection(TokioIo::new(stream), svc)
+                .serve_connection(
+                    TokioIo::new(ClientStream {
+                        stream,
+                        peer: client,
+                    }),
+                    svc,
+                )
                 .with_upgrades();
-            if let Err(e) = conn.await {
+            if let Err(e) = drivers.beside(conn).await {
                 tracing::debug!(%peer, error = %e, "proxy connection ended with an error");
             }
         });
@@ -282,6 +296,11 @@ fn is_upgrade(headers: &HeaderMap) -> bool {
 /// Connection field names. With `keep_upgrade`, Connection and Upgrade
 /// stay (for WebSocket).
 fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    // Most messages carry none (HTTP/1.1 keeps connections alive without a
+    // Connection field): one pass over the names, not ten lookups.
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -312,18 +331,126 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
-fn add_forwarded(headers: &mut HeaderMap, peer: SocketAddr) {
-    let ip = peer.ip().to_string();
-    let mut xff = String::new();
-    for v in headers.get_all("x-forwarded-for") {
-        if let Ok(s) = v.to_str() {
-            xff.push_str(s);
-            xff.push_str(", ");
+/// A field that is only about the one connection it came on (those a
+/// Connection field names are found through it).
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "proxy-connection"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+    )
+}
+
+/// The client end of a proxied connection, formatted once per connection
+/// (not per request).
+#[derive(Debug)]
+pub(crate) struct Peer {
+    /// `ip:port`, as recorded.
+    text: String,
+    /// The address alone, as `X-Forwarded-For` gets it.
+    ip: HeaderValue,
+    /// A `reset` fault rule ends this connection with a TCP RST.
+    reset: AtomicBool,
+}
+
+impl Peer {
+    pub(crate) fn new(addr: SocketAddr) -> Self {
+        let ip = addr.ip().to_string();
+        Self {
+            text: addr.to_string(),
+            ip: HeaderValue::from_str(&ip).unwrap_or_else(|_| HeaderValue::from_static("unknown")),
+            reset: AtomicBool::new(false),
         }
     }
-    xff.push_str(&ip);
-    if let Ok(v) = HeaderValue::from_str(&xff) {
-        headers.insert("x-forwarded-for", v);
+}
+
+/// The client's connection. When a `reset` fault rule fired, it is neither
+/// shut down nor closed gracefully: closing it with a zero linger time sends
+/// a TCP RST, as a crashed or overloaded server's kernel would.
+struct ClientStream {
+    stream: TcpStream,
+    peer: Arc<Peer>,
+}
+
+impl ClientStream {
+    fn resetting(&self) -> bool {
+        self.peer.reset.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for ClientStream {
+    fn drop(&mut self) {
+        if self.resetting() {
+            let _ = rustix::net::sockopt::set_socket_linger(&self.stream, Some(Duration::ZERO));
+        }
+    }
+}
+
+impl AsyncRead for ClientStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for ClientStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        if this.resetting() {
+            // No FIN first: the close in `drop` resets.
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.stream).poll_shutdown(cx)
+    }
+}
+
+fn add_forwarded(headers: &mut HeaderMap, peer: &Peer) {
+    if headers.contains_key("x-forwarded-for") {
+        let mut xff = Vec::new();
+        for v in headers.get_all("x-forwarded-for") {
+            xff.extend_from_slice(v.as_bytes());
+            xff.extend_from_slice(b", ");
+        }
+        xff.extend_from_slice(peer.ip.as_bytes());
+        if let Ok(v) = HeaderValue::from_bytes(&xff) {
+            headers.insert("x-forwarded-for", v);
+        }
+    } else {
+        headers.insert("x-forwarded-for", peer.ip.clone());
     }
     if !headers.contains_key("x-forwarded-proto") {
         headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
@@ -428,12 +555,13 @@ fn path_and_query(uri: &Uri) -> PathAndQuery {
 
 /// The connection ends without an answer: a `reset` fault rule.
 #[derive(Debug, thiserror::Error)]
-#[error("connection closed by fault rule {0}")]
+#[error("connection reset by fault rule {0}")]
 pub(crate) struct FaultReset(u64);
 
 async fn handle(
     state: Arc<ProxyState>,
-    peer: SocketAddr,
+    peer: Arc<Peer>,
+    upstreams: Arc<Upstreams>,
     mut req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, FaultReset> {
     let started = Instant::now();
@@ -445,7 +573,7 @@ async fn handle(
         Arc::clone(&state.store),
         RequestHead {
             started,
-            client: Some(peer.to_string()),
+            client: Some(peer.text.clone()),
             host,
             upstream: target.as_ref().map(|t| t.origin.clone()),
             method: req.method().as_str().to_owned(),
@@ -463,22 +591,20 @@ async fn handle(
     };
     if upgrade {
         let on_upgrade = hyper::upgrade::on(&mut req);
-        return Ok(proxy_upgrade(&state, pending, &target, req, on_upgrade, peer, pq).await);
+        return Ok(proxy_upgrade(&state, pending, &target, req, on_upgrade, &peer, pq).await);
     }
 
     let (parts, body) = req.into_parts();
     let mut headers = parts.headers;
     strip_hop_by_hop(&mut headers, false);
-    add_forwarded(&mut headers, peer);
-    let uri = match Uri::builder()
-        .scheme("http")
-        .authority(target.authority.clone())
-        .path_and_query(pq)
-        .build()
+    add_forwarded(&mut headers, &peer);
+    if !headers.contains_key(header::HOST)
+        && let Ok(v) = HeaderValue::from_str(target.authority.as_str())
     {
-        Ok(u) => u,
-        Err(e) => return Ok(bad_gateway(&pending, &target.origin, e.to_string())),
-    };
+        headers.insert(header::HOST, v);
+    }
+    // Origin form, as sent upstream.
+    let uri = Uri::from(pq);
     let mut body = OutBody::Incoming(body);
     let mut duplicate = None;
     // The only cost without rules: one relaxed load.
@@ -536,7 +662,8 @@ async fn handle(
                         Arc::clone(&pending),
                     ))
                     .await;
-                    pending.set_error(format!("connection closed by fault rule {}", rule.id));
+                    pending.set_error(format!("connection reset by fault rule {}", rule.id));
+                    peer.reset.store(true, Ordering::Relaxed);
                     return Err(FaultReset(rule.id));
                 }
                 Effect::Corrupt(Corrupt::Body) => body = body.corrupted(),
@@ -579,7 +706,7 @@ async fn handle(
     *out.uri_mut() = uri;
     *out.headers_mut() = headers;
 
-    let answer = match state.client.request(out).await {
+    let answer = match upstreams.send(&target.authority, out).await {
         Ok(resp) => forward_response(&state, pending, resp),
         Err(e) => bad_gateway(&pending, &target.origin, error_chain(&e)),
     };
@@ -908,7 +1035,7 @@ async fn proxy_upgrade(
     target: &Target,
     req: Request<Incoming>,
     on_upgrade: hyper::upgrade::OnUpgrade,
-    peer: SocketAddr,
+    peer: &Peer,
     pq: PathAndQuery,
 ) -> Response<ProxyBody> {
     let (parts, _body) = req.into_parts();

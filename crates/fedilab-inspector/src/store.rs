@@ -337,6 +337,17 @@ impl Store {
         inner.entries.get(idx).cloned()
     }
 
+    /// The entries with an id above `id`, oldest first, and the id the
+    /// next exchange will get (one lock, however many there are).
+    pub fn after(&self, id: u64) -> (Vec<Arc<Entry>>, u64) {
+        let inner = self.lock();
+        let from = inner.entries.partition_point(|e| e.exchange.id <= id);
+        (
+            inner.entries.range(from..).cloned().collect(),
+            inner.next_id,
+        )
+    }
+
     /// Every entry held now, oldest first.
     pub fn snapshot(&self) -> Vec<Arc<Entry>> {
         self.lock().entries.iter().cloned().collect()

@@ -23,12 +23,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
-use tokio::sync::broadcast;
 
 use crate::analysis::json_body;
 use crate::exchange::{Exchange, header};
 use crate::keys::{ActorKey, document_keys};
-use crate::store::{Store, StoreEvent};
+use crate::store::Store;
 use crate::view::url_of;
 
 /// Key ids remembered at most (the oldest learned is forgotten first).
@@ -68,8 +67,10 @@ fn host_of(url: &str) -> Option<&str> {
 /// Whether a (not content-encoded) body may hold keys: the cheap test
 /// that spares parsing every activity.
 fn mentions_keys(bytes: &[u8]) -> bool {
-    memchr::memmem::find(bytes, b"publicKey").is_some()
-        || memchr::memmem::find(bytes, b"assertionMethod").is_some()
+    use memchr::memmem::Finder;
+    static FINDERS: std::sync::LazyLock<[Finder<'static>; 2]> =
+        std::sync::LazyLock::new(|| [Finder::new(b"publicKey"), Finder::new(b"assertionMethod")]);
+    FINDERS.iter().any(|f| f.find(bytes).is_some())
 }
 
 impl WatchedKeys {
@@ -200,55 +201,53 @@ impl WatchedKeys {
     }
 }
 
-/// Follows the store and feeds [`WatchedKeys`].
+/// Follows the store and feeds [`WatchedKeys`]: a cursor (the last id
+/// seen) read in batches, so the proxy's pushes pay nothing for it.
 #[derive(Debug)]
 pub(crate) struct KeyWatch {
     pub(crate) keys: WatchedKeys,
     store: Arc<Store>,
-    events: Mutex<broadcast::Receiver<StoreEvent>>,
+    seen: Mutex<u64>,
     missed: AtomicU64,
 }
 
 impl KeyWatch {
-    /// Subscribes to `store` and learns from what it holds already (a
-    /// reloaded capture file).
+    /// Learns from what `store` holds already (a reloaded capture file),
+    /// then follows it.
     pub(crate) fn new(store: Arc<Store>) -> Self {
-        let events = Mutex::new(store.subscribe());
-        let keys = WatchedKeys::default();
-        for e in store.snapshot() {
-            keys.observe(&e.exchange);
-        }
-        Self {
-            keys,
+        let watch = Self {
+            keys: WatchedKeys::default(),
             store,
-            events,
+            seen: Mutex::new(0),
             missed: AtomicU64::new(0),
-        }
+        };
+        watch.catch_up();
+        watch
     }
 
     /// Learns from every exchange recorded since the last call. Called
     /// before each verdict (so a verdict sees every actor document recorded
     /// before it is read) and on a background tick.
     pub(crate) fn catch_up(&self) {
-        let mut events = self.events.lock().unwrap_or_else(|e| e.into_inner());
-        loop {
-            match events.try_recv() {
-                Ok(StoreEvent::Added(id)) => {
-                    if let Some(e) = self.store.get(id) {
-                        self.keys.observe(&e.exchange);
-                    }
-                }
-                Ok(StoreEvent::Cleared | StoreEvent::FaultChange(_)) => {}
-                Err(broadcast::error::TryRecvError::Lagged(n)) => {
-                    self.missed.fetch_add(n, Ordering::Relaxed);
-                }
-                Err(_) => break,
-            }
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        let (entries, next) = self.store.after(*seen);
+        let mut expected = *seen + 1;
+        let mut gone = 0;
+        for e in &entries {
+            // Ids skipped were evicted (or cleared) before this read.
+            gone += e.exchange.id.saturating_sub(expected);
+            expected = e.exchange.id + 1;
+            self.keys.observe(&e.exchange);
         }
+        gone += next.saturating_sub(expected);
+        if *seen > 0 {
+            self.missed.fetch_add(gone, Ordering::Relaxed);
+        }
+        *seen = next.saturating_sub(1).max(*seen);
     }
 
-    /// Store events dropped because the watcher fell behind (their keys
-    /// were not learned).
+    /// Exchanges recorded but gone before the watcher read them (their
+    /// keys were not learned).
     pub(crate) fn missed(&self) -> u64 {
         self.missed.load(Ordering::Relaxed)
     }
@@ -330,6 +329,76 @@ mod tests {
             w.candidates("https://b.test/users/u#ed", 250, 260)
                 .is_empty()
         );
+    }
+
+    /// An Update(Person) POST carrying `actor` with `key`.
+    fn update(key: [u8; 32]) -> Exchange {
+        let body = serde_json::json!({
+            "type": "Update",
+            "actor": "https://a.test/users/u",
+            "object": actor(key),
+        })
+        .to_string();
+        Exchange {
+            id: 0,
+            started_us: 1,
+            client: None,
+            host: "b.test".to_owned(),
+            upstream: None,
+            request: crate::exchange::RequestRecord {
+                method: "POST".to_owned(),
+                uri: "/inbox".to_owned(),
+                version: "HTTP/1.1".to_owned(),
+                headers: vec![(
+                    "content-type".to_owned(),
+                    "application/activity+json".to_owned(),
+                )],
+                body: crate::exchange::Body {
+                    size: body.len() as u64,
+                    captured: body.into(),
+                    truncated: false,
+                    complete: true,
+                },
+            },
+            response: None,
+            error: None,
+            headers_us: None,
+            total_us: 1,
+            upgrade: None,
+        }
+    }
+
+    #[test]
+    fn the_watch_reads_new_exchanges_once_and_counts_those_it_never_saw() {
+        let store = Store::new(crate::StoreLimits {
+            max_exchanges: 2,
+            max_bytes: usize::MAX,
+        });
+        store.push(update([1; 32]));
+        let watch = KeyWatch::new(Arc::clone(&store));
+        let id = "https://a.test/users/u#ed";
+        assert_eq!(watch.keys.candidates(id, 0, 2).len(), 1);
+        // Read already: nothing new, nothing missed.
+        watch.catch_up();
+        assert_eq!(watch.missed(), 0);
+        // Four more in a store of two: the first two are gone unread.
+        for k in 2..=5 {
+            store.push(update([k; 32]));
+        }
+        watch.catch_up();
+        assert_eq!(watch.missed(), 2);
+        let keys: Vec<[u8; 32]> = watch
+            .keys
+            .candidates(id, 10, 20)
+            .iter()
+            .map(|k| ed(k))
+            .collect();
+        assert_eq!(keys, [[5; 32]]);
+        // A clear, then one more: nothing held was skipped.
+        store.clear();
+        store.push(update([6; 32]));
+        watch.catch_up();
+        assert_eq!(watch.missed(), 2);
     }
 
     #[test]

@@ -185,6 +185,38 @@ async fn a_reset_rule_closes_the_connection_unanswered() {
     assert_eq!(lab.send("GET", M1, "/about", &[], vec![]).await.status, 200);
 }
 
+/// The reset is a TCP RST, not a FIN: the client's read fails with
+/// "connection reset", as it does against a server that crashed mid-request.
+#[tokio::test]
+async fn a_reset_rule_sends_a_tcp_rst() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let (lab, _log) = fault_lab().await;
+    add_rule(
+        &lab,
+        r#"{"match": {"host": "mastodon2.fediverse.local"}, "action": {"reset": true}}"#,
+    )
+    .await;
+    let mut stream = within("connect", tokio::net::TcpStream::connect(lab.proxy()))
+        .await
+        .expect("connects");
+    let request = format!(
+        "POST {INBOX} HTTP/1.1\r\nhost: {M2}\r\ncontent-type: application/activity+json\r\n\
+         content-length: 2\r\n\r\n{{}}"
+    );
+    within("write", stream.write_all(request.as_bytes()))
+        .await
+        .expect("written");
+    let mut buf = [0u8; 512];
+    let read = within("read", stream.read(&mut buf)).await;
+    match read {
+        Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}"),
+        Ok(n) => panic!(
+            "expected a reset, read {n} bytes: {:?}",
+            String::from_utf8_lossy(buf.get(..n).unwrap_or_default())
+        ),
+    }
+}
+
 #[tokio::test]
 async fn corrupting_the_body_breaks_the_digest_at_the_receiver() {
     let (mut lab, log) = fault_lab().await;
