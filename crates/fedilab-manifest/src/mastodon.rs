@@ -120,15 +120,8 @@ pub fn check_pod(
     let b = Builder::new(spec, instance, m);
     main.image = Some(s(&m.image));
     main.resources.get_or_insert_with(check_resources);
-    let mut pod = b.mastodon_pod(&m.image, main, false);
-    pod.restart_policy = Some(s("Never"));
-    let mut labels = b.instance_labels();
-    labels.insert(s(names::VERIFY_KEY), s(check));
-    Pod {
-        metadata: lab_meta(spec, name, labels),
-        spec: Some(pod),
-        ..Pod::default()
-    }
+    let pod = b.mastodon_pod(&m.image, main, false);
+    one_shot(spec, b.instance_labels(), name, check, pod)
 }
 
 /// The pod of a short-lived check (`fedilab verify`) that runs `main` in
@@ -166,8 +159,19 @@ pub fn client_check_pod(
     let mut pod = b.pod(MASTODON_UID, vec![main]);
     pod.init_containers = Some(vec![trust_bundle_init(image)]);
     pod.volumes = Some(trust_volumes());
+    one_shot(spec, b.instance_labels(), name, check, pod)
+}
+
+/// A check's pod: `pod`, never restarted, labelled `labels` plus
+/// [`names::VERIFY_KEY`] = `check`.
+fn one_shot(
+    spec: &LabSpec,
+    mut labels: BTreeMap<String, String>,
+    name: &str,
+    check: &str,
+    mut pod: PodSpec,
+) -> Pod {
     pod.restart_policy = Some(s("Never"));
-    let mut labels = b.instance_labels();
     labels.insert(s(names::VERIFY_KEY), s(check));
     Pod {
         metadata: lab_meta(spec, name, labels),

@@ -351,18 +351,7 @@ fn run_federation(port: u16) -> (Check, Vec<StepOutput>) {
                 value: value.to_owned(),
             };
         }
-        for (name, value) in [
-            ("FEDILAB_POLL", "0.05".to_owned()),
-            ("FEDILAB_API_PORT", port.to_string()),
-            ("FEDILAB_API_HTTPS", "false".to_owned()),
-            ("FEDILAB_API_CONNECT_TO", "127.0.0.1".to_owned()),
-            ("ALLOWED_PRIVATE_ADDRESSES", "10.42.0.0/15".to_owned()),
-        ] {
-            pod.env.push(fedilab_verify::EnvVar {
-                name: name.to_owned(),
-                from: EnvSource::Value { value },
-            });
-        }
+        point_at_stand_in(pod, port);
     }
     let outputs = run(&check);
     (check, outputs)
@@ -758,18 +747,7 @@ fn federation_check(spec: &LabSpec, port: u16) -> Check {
             };
             var.from = EnvSource::Value { value };
         }
-        for (name, value) in [
-            ("FEDILAB_POLL", "0.05".to_owned()),
-            ("FEDILAB_API_PORT", port.to_string()),
-            ("FEDILAB_API_HTTPS", "false".to_owned()),
-            ("FEDILAB_API_CONNECT_TO", "127.0.0.1".to_owned()),
-            ("ALLOWED_PRIVATE_ADDRESSES", "10.42.0.0/15".to_owned()),
-        ] {
-            pod.env.push(fedilab_verify::EnvVar {
-                name: name.to_owned(),
-                from: EnvSource::Value { value },
-            });
-        }
+        point_at_stand_in(pod, port);
     }
     check
 }
@@ -935,4 +913,21 @@ fn issue_14_a_locked_misskey_admin_approves_through_its_api() {
     let w = world.lock().expect("not poisoned");
     let g = w.index("gts1.fediverse.local").expect("gts1");
     assert_eq!(w.approvals, [(k, g), (g, k)]);
+}
+
+/// Points a federation pod's script at a stand-in on loopback `port`:
+/// plain HTTP, fast polling.
+fn point_at_stand_in(pod: &mut PodStep, port: u16) {
+    for (name, value) in [
+        ("FEDILAB_POLL", "0.05".to_owned()),
+        ("FEDILAB_API_PORT", port.to_string()),
+        ("FEDILAB_API_HTTPS", "false".to_owned()),
+        ("FEDILAB_API_CONNECT_TO", "127.0.0.1".to_owned()),
+        ("ALLOWED_PRIVATE_ADDRESSES", "10.42.0.0/15".to_owned()),
+    ] {
+        pod.env.push(fedilab_verify::EnvVar {
+            name: name.to_owned(),
+            from: EnvSource::Value { value },
+        });
+    }
 }
