@@ -37,6 +37,7 @@ mod backup;
 mod down;
 mod host;
 mod members;
+mod recorded;
 mod reset;
 mod tls;
 mod up;
@@ -51,6 +52,7 @@ pub use members::{
     AttachError, AttachPlan, AttachReport, AttachRequest, DetachError, DetachPlan, DetachReport,
     NotUp, attach, detach, with_attached,
 };
+pub use recorded::{OtherLab, check_same_lab, recorded_counts};
 pub use reset::{
     Recordings, SnapshotRow, StateError, StatePlan, StateReport, StateRequest,
     delete as snapshot_delete, list as snapshot_list, record_fresh, reset, rows as snapshot_rows,

@@ -14,6 +14,7 @@ use fedilab_verify::{
 };
 use rand_core::{OsRng, RngCore};
 
+use crate::UsageError;
 use crate::cli::{KubeArgs, LabArgs};
 use crate::common::{Threads, connect_checked, parse_duration, runtime};
 
@@ -78,8 +79,18 @@ pub struct VerifyArgs {
 /// # Errors
 /// An invalid profile, an unreadable lab state, an unreachable cluster.
 pub fn run(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
-    let spec = args.lab.load()?;
+    let mut spec = args.lab.load()?;
     let state = LabDir::new(&crate::paths::data_dir()?, &spec.name).load_state()?;
+    if let Some(state) = &state {
+        // Without a profile or counts, the lab as `up` made it.
+        if args.lab.profile.is_none() && args.lab.instances.is_none() {
+            let mut lab = args.lab.clone();
+            lab.instances = Some(fedilab_lab::recorded_counts(state));
+            lab.domain.get_or_insert_with(|| state.domain.to_string());
+            spec = lab.load()?;
+        }
+        fedilab_lab::check_same_lab(&spec, state).map_err(|e| UsageError(e.to_string()))?;
+    }
     let host = state.as_ref().and_then(|s| {
         let serve = s.serve.as_ref()?;
         Some(HostSide {
