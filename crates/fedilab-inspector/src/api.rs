@@ -110,10 +110,9 @@ async fn index() -> Response {
 fn select(api: &ApiState, filter: &Filter) -> Vec<Arc<Entry>> {
     let limit = filter.limit();
     let after = filter.after.unwrap_or(0);
-    let snapshot = api.store.snapshot();
-    let matching = snapshot
+    let (held, _) = api.store.after(after);
+    let matching = held
         .into_iter()
-        .filter(|e| e.exchange.id > after)
         .filter(|e| filter.matches(&e.exchange, &api.analyzer.analysis(&e.exchange, e.cache())));
     if filter.after.is_some() {
         matching.take(limit).collect()
