@@ -4,7 +4,7 @@
 //! lab. Pure: reads a loaded [`LabState`], no files.
 
 use fedilab_profile::{InstanceCounts, InstanceKind, LabSpec};
-use fedilab_state::{LabState, StoredKind};
+use fedilab_state::LabState;
 
 /// The profile and flags given describe other instances than the lab runs.
 #[derive(Debug, thiserror::Error)]
@@ -16,15 +16,6 @@ pub struct OtherLab {
     lab: String,
     recorded: String,
     given: String,
-}
-
-fn profile_kind(kind: StoredKind) -> Option<InstanceKind> {
-    match kind {
-        StoredKind::Mastodon => Some(InstanceKind::Mastodon),
-        StoredKind::Misskey => Some(InstanceKind::Misskey),
-        StoredKind::GoToSocial => Some(InstanceKind::Gotosocial),
-        StoredKind::External | StoredKind::Attached => None,
-    }
 }
 
 /// The `--instances` counts that rebuild the lab's in-cluster instances
@@ -40,7 +31,7 @@ pub fn recorded_counts(state: &LabState) -> InstanceCounts {
         let n = state
             .instances
             .iter()
-            .filter(|i| profile_kind(i.kind) == Some(kind))
+            .filter(|i| i.kind.in_cluster_kind() == Some(kind))
             .count();
         (kind, n)
     })
@@ -66,7 +57,7 @@ pub fn check_same_lab(spec: &LabSpec, state: &LabState) -> Result<(), OtherLab> 
         state
             .instances
             .iter()
-            .filter_map(|i| Some((i.name.to_string(), profile_kind(i.kind)?.as_str()))),
+            .filter_map(|i| Some((i.name.to_string(), i.kind.in_cluster_kind()?.as_str()))),
     );
     let given = described(
         spec.instances

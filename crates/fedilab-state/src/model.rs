@@ -9,7 +9,8 @@
 use std::net::{IpAddr, SocketAddr};
 
 use fedilab_profile::{
-    Domain, ExternalUrl, Fqdn, InstanceName, InstanceSpecKind, LabName, LabSpec, names,
+    Domain, ExternalUrl, Fqdn, InstanceKind, InstanceName, InstanceSpecKind, LabName, LabSpec,
+    names,
 };
 use serde::{Deserialize, Serialize};
 
@@ -79,10 +80,7 @@ impl StoredKind {
     /// Whether fedilab runs the server in the cluster (and holds its
     /// admin's credentials).
     pub fn runs_in_cluster(self) -> bool {
-        matches!(
-            self,
-            StoredKind::Mastodon | StoredKind::Misskey | StoredKind::GoToSocial
-        )
+        self.in_cluster_kind().is_some()
     }
 
     /// `mastodon`, `misskey`, `gotosocial`, `external` or `attached`, as
@@ -94,6 +92,18 @@ impl StoredKind {
             StoredKind::GoToSocial => "gotosocial",
             StoredKind::External => "external",
             StoredKind::Attached => "attached",
+        }
+    }
+
+    /// The profile's kind of a server fedilab runs in the cluster (`None`
+    /// for servers outside it, which a profile declares as `external` or
+    /// `attach` added).
+    pub fn in_cluster_kind(self) -> Option<InstanceKind> {
+        match self {
+            StoredKind::Mastodon => Some(InstanceKind::Mastodon),
+            StoredKind::Misskey => Some(InstanceKind::Misskey),
+            StoredKind::GoToSocial => Some(InstanceKind::Gotosocial),
+            StoredKind::External | StoredKind::Attached => None,
         }
     }
 }
