@@ -308,6 +308,10 @@ pub struct InspectorConfig {
     pub signatures: SignatureConfig,
     /// Fault rules in force from the start (`fedilab inspect --fault`).
     pub faults: Vec<crate::fault::RuleSpec>,
+    /// Threads the proxy's connections run on, each with its own
+    /// single-threaded runtime (0 counts as 1). One carries tens of
+    /// thousands of requests a second, far more than a lab makes.
+    pub proxy_threads: usize,
 }
 
 impl Default for InspectorConfig {
@@ -319,6 +323,7 @@ impl Default for InspectorConfig {
             persist: None,
             signatures: SignatureConfig::default(),
             faults: Vec::new(),
+            proxy_threads: 1,
         }
     }
 }

@@ -86,6 +86,9 @@ pub enum StartError {
         #[source]
         source: fault::RuleError,
     },
+    /// The proxy's threads or their runtimes could not be started.
+    #[error("cannot start the proxy's threads")]
+    Threads(#[source] std::io::Error),
     /// The persistence file could not be loaded or opened.
     #[error("cannot use the capture file")]
     Persist(#[source] PersistError),
@@ -182,11 +185,8 @@ impl Inspector {
             watched::KeyWatch::new(Arc::clone(&store)),
         ));
         let (shutdown, rx) = watch::channel(false);
-        let mut tasks = vec![tokio::spawn(proxy::serve(
-            proxy,
-            Arc::clone(&proxy_state),
-            rx.clone(),
-        ))];
+        let mut tasks = proxy::spawn(proxy, &proxy_state, &rx, config.proxy_threads)
+            .map_err(StartError::Threads)?;
         tasks.push(tokio::spawn(learn_keys(Arc::clone(&analyzer), rx.clone())));
         if let (Some(ui), Some(addr)) = (ui, ui_addr) {
             let state = api::ApiState {

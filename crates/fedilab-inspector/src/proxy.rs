@@ -204,13 +204,58 @@ impl http_body::Body for OutBody {
     }
 }
 
+/// Runs the proxy on `threads` threads of its own, each with a
+/// single-threaded runtime accepting from the same listening socket, as
+/// nginx runs workers: a connection lives on the thread that accepted it,
+/// so no request is handed between threads, and the UI, the API and
+/// signature checks (on the caller's runtime) never hold a connection up.
+/// The handles finish when the threads do (after `shutdown` flips).
+///
+/// # Errors
+/// When a runtime, the listener's registration or a thread cannot be made.
+pub(crate) fn spawn(
+    listener: TcpListener,
+    state: &Arc<ProxyState>,
+    shutdown: &watch::Receiver<bool>,
+    threads: usize,
+) -> std::io::Result<Vec<tokio::task::JoinHandle<()>>> {
+    let listener = listener.into_std()?;
+    let port = listener.local_addr()?.port();
+    let mut handles = Vec::new();
+    for i in 0..threads.max(1) {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let listener = {
+            let _in = runtime.enter();
+            TcpListener::from_std(listener.try_clone()?)?
+        };
+        let (state, shutdown) = (Arc::clone(state), shutdown.clone());
+        let (done, finished) = tokio::sync::oneshot::channel::<()>();
+        std::thread::Builder::new()
+            // Shown by `top -H` (at most 15 bytes).
+            .name(proxy_thread_name(port, i))
+            .spawn(move || {
+                runtime.block_on(serve(listener, state, shutdown));
+                // Connections still open end here, with their runtime.
+                drop(runtime);
+                let _ = done.send(());
+            })?;
+        handles.push(tokio::spawn(async move {
+            let _ = finished.await;
+        }));
+    }
+    Ok(handles)
+}
+
+/// The name of the proxy's `i`th thread on `port`.
+fn proxy_thread_name(port: u16, i: usize) -> String {
+    format!("proxy:{port}/{i}")
+}
+
 /// Accepts connections until `shutdown` flips; each connection is served
 /// on its own task.
-pub(crate) async fn serve(
-    listener: TcpListener,
-    state: Arc<ProxyState>,
-    mut shutdown: watch::Receiver<bool>,
-) {
+async fn serve(listener: TcpListener, state: Arc<ProxyState>, mut shutdown: watch::Receiver<bool>) {
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
@@ -296,38 +341,27 @@ fn is_upgrade(headers: &HeaderMap) -> bool {
 /// Connection field names. With `keep_upgrade`, Connection and Upgrade
 /// stay (for WebSocket).
 fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    // Most messages carry none (HTTP/1.1 keeps connections alive without a
-    // Connection field): one pass over the names, not ten lookups.
+    // Most requests carry none (HTTP/1.1 keeps connections alive without a
+    // Connection field); most responses carry just `Connection:
+    // keep-alive`. One pass over the names finds them, and only the names
+    // present are removed (each removal is a hash lookup).
     if !headers.keys().any(is_hop_by_hop) {
         return;
     }
-    let named: Vec<HeaderName> = headers
+    let mut doomed: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .filter(|n| headers.contains_key(n))
         .collect();
-    for name in named {
-        if keep_upgrade && name == header::UPGRADE {
+    doomed.extend(headers.keys().filter(|n| is_hop_by_hop(n)).cloned());
+    for name in doomed {
+        if keep_upgrade && (name == header::UPGRADE || name == header::CONNECTION) {
             continue;
         }
         headers.remove(name);
-    }
-    for name in [
-        header::TE,
-        header::TRAILER,
-        header::TRANSFER_ENCODING,
-        header::PROXY_AUTHENTICATE,
-        header::PROXY_AUTHORIZATION,
-    ] {
-        headers.remove(name);
-    }
-    headers.remove("keep-alive");
-    headers.remove("proxy-connection");
-    if !keep_upgrade {
-        headers.remove(header::CONNECTION);
-        headers.remove(header::UPGRADE);
     }
 }
 
@@ -438,22 +472,25 @@ impl AsyncWrite for ClientStream {
     }
 }
 
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+
 fn add_forwarded(headers: &mut HeaderMap, peer: &Peer) {
-    if headers.contains_key("x-forwarded-for") {
+    if headers.contains_key(X_FORWARDED_FOR) {
         let mut xff = Vec::new();
-        for v in headers.get_all("x-forwarded-for") {
+        for v in headers.get_all(X_FORWARDED_FOR) {
             xff.extend_from_slice(v.as_bytes());
             xff.extend_from_slice(b", ");
         }
         xff.extend_from_slice(peer.ip.as_bytes());
         if let Ok(v) = HeaderValue::from_bytes(&xff) {
-            headers.insert("x-forwarded-for", v);
+            headers.insert(X_FORWARDED_FOR, v);
         }
     } else {
-        headers.insert("x-forwarded-for", peer.ip.clone());
+        headers.insert(X_FORWARDED_FOR, peer.ip.clone());
     }
-    if !headers.contains_key("x-forwarded-proto") {
-        headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+    if !headers.contains_key(X_FORWARDED_PROTO) {
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
     }
 }
 

@@ -1,8 +1,9 @@
 //! The proxy's upstream connections, seen from a counting upstream: one
 //! client connection keeps one connection per upstream (requests for two
 //! instances interleaved on it, as Traefik sends them), a connection the
-//! upstream closed while idle is replaced without failing the request, and
-//! hop-by-hop fields are not forwarded.
+//! upstream closed while idle is replaced without failing the request,
+//! hop-by-hop fields are not forwarded, and the proxy's connections run on
+//! threads of its own that end with it.
 
 mod common;
 
@@ -211,4 +212,75 @@ async fn hop_by_hop_fields_stay_on_their_connection() {
         "{head:?}"
     );
     assert!(head.contains(&format!("host: {M1}")), "{head:?}");
+}
+
+/// The threads of this process whose name starts with `prefix` (Linux;
+/// the proxy names its threads `proxy:PORT/N`).
+fn threads_named(prefix: &str) -> usize {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0;
+    };
+    tasks
+        .filter_map(Result::ok)
+        .filter_map(|t| std::fs::read_to_string(t.path().join("comm")).ok())
+        .filter(|name| name.starts_with(prefix))
+        .count()
+}
+
+#[tokio::test]
+async fn the_proxy_runs_on_threads_of_its_own_that_end_with_it() {
+    let a = upstream("a", After::KeepAlive).await;
+    let config = InspectorConfig {
+        routes: vec![route(M1, a.addr)],
+        proxy_threads: 2,
+        ..InspectorConfig::default()
+    };
+    let lab = start_inspector(config, a.addr).await;
+    let mine = format!("proxy:{}/", lab.proxy().port());
+    // Each thread names itself once it runs.
+    within("two threads", async {
+        while threads_named(&mine) < 2 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    assert_eq!(threads_named(&mine), 2);
+    // Whichever thread accepts a connection serves it whole and records
+    // into the one store.
+    let mut senders = Vec::new();
+    for _ in 0..6 {
+        senders.push(client(lab.proxy()).await);
+    }
+    for round in 0..3 {
+        for sender in &mut senders {
+            assert_eq!(
+                get(sender, M1).await,
+                (200, "a".to_owned()),
+                "round {round}"
+            );
+        }
+    }
+    assert_eq!(a.requests.load(Ordering::SeqCst), 18);
+    assert_eq!(a.connections.load(Ordering::SeqCst), 6);
+    let store = std::sync::Arc::clone(lab.inspector.store());
+    within("recorded", async {
+        while store.stats().recorded < 18 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    assert_eq!(store.stats().recorded, 18);
+    // Shutting down ends the threads and closes the listening socket.
+    let proxy = lab.proxy();
+    drop(senders);
+    within("shutdown", lab.inspector.shutdown())
+        .await
+        .expect("shut down");
+    within("threads end", async {
+        while threads_named(&mine) > 0 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    assert!(TcpStream::connect(proxy).await.is_err(), "still listening");
 }

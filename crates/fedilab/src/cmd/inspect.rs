@@ -60,6 +60,13 @@ pub struct InspectArgs {
     /// --help`). Repeat for several; `fedilab fault` changes them later.
     #[arg(long = "fault", value_name = "RULE")]
     pub faults: Vec<fedilab_inspector::RuleSpec>,
+
+    /// Threads the proxy runs on, each accepting connections of its own as
+    /// nginx's workers do. One carries tens of thousands of requests a
+    /// second; more help only with cores to spare beside the servers.
+    #[arg(long, value_name = "N", default_value_t = 1,
+          value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub proxy_threads: u16,
 }
 
 fn parse_size(s: &str) -> Result<u64, String> {
@@ -85,6 +92,7 @@ pub fn run(args: &InspectArgs) -> anyhow::Result<ExitCode> {
         max_body_bytes: to_usize(args.max_body, "--max-body")?,
         persist: args.persist.clone(),
         faults: args.faults.clone(),
+        proxy_threads: usize::from(args.proxy_threads),
         ..InspectorConfig::default()
     };
     config.validate().map_err(|e| UsageError(e.to_string()))?;
