@@ -290,7 +290,7 @@ async fn replay(State(st): State<AppState>, Path(id): Path<u64>, body: Bytes) ->
     };
     let mut headers = HeaderMap::new();
     for (n, v) in &ex.request.headers {
-        if NOT_REPLAYED.contains(&n.as_str()) {
+        if NOT_REPLAYED.contains(&n) {
             continue;
         }
         if let (Ok(n), Ok(v)) = (

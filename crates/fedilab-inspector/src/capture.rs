@@ -25,25 +25,27 @@ pub(crate) const MAX_HEADER_BYTES: usize = 64 * 1024;
 
 /// Copies a header map for the record, bounded by [`MAX_HEADER_BYTES`].
 pub(crate) fn record_headers(map: &http::HeaderMap) -> Headers {
-    let mut out = Vec::with_capacity(map.len());
+    // Sized once: the head is one buffer.
+    let bytes: usize = map
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len())
+        .sum::<usize>()
+        .min(MAX_HEADER_BYTES);
+    let mut out = Headers::with_capacity(map.len(), bytes);
     let mut budget = MAX_HEADER_BYTES;
     for (name, value) in map {
         let n = name.as_str();
         let v = value.as_bytes();
         let cost = n.len() + v.len();
         if cost > budget {
-            out.push((
-                "x-inspector-truncated".to_owned(),
-                "further headers not recorded".to_owned(),
-            ));
+            out.push("x-inspector-truncated", "further headers not recorded");
             break;
         }
         budget -= cost;
-        let v = match std::str::from_utf8(v) {
-            Ok(s) => s.to_owned(),
-            Err(_) => String::from_utf8_lossy(v).into_owned(),
-        };
-        out.push((n.to_owned(), v));
+        match std::str::from_utf8(v) {
+            Ok(s) => out.push(n, s),
+            Err(_) => out.push(n, &String::from_utf8_lossy(v)),
+        }
     }
     out
 }

@@ -10,20 +10,152 @@ use serde::{Deserialize, Serialize};
 /// Header fields in the order received; names are lower case (HTTP/1 names
 /// are case-insensitive and hyper normalises them), values lossily decoded
 /// as UTF-8 for display.
-pub type Headers = Vec<(String, String)>;
+///
+/// Every name and value sits in one buffer: a head is two allocations
+/// however many fields it has. Records are evicted long after they were
+/// made, from memory no longer in cache, and each allocation freed then is
+/// a cache miss on the proxy's thread: with a `String` per name and value,
+/// evicting heads was most of what recording cost. Serialised as a list of
+/// `[name, value]` pairs.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Headers {
+    text: String,
+    /// Where each field's name and value end in `text`; each field starts
+    /// where the one before it ended.
+    ends: Vec<(u32, u32)>,
+}
+
+impl Headers {
+    /// No fields, with room for `fields` fields of `bytes` bytes in all.
+    pub fn with_capacity(fields: usize, bytes: usize) -> Self {
+        Self {
+            text: String::with_capacity(bytes),
+            ends: Vec::with_capacity(fields),
+        }
+    }
+
+    /// Appends a field. A head beyond 4 GiB is not recorded further (the
+    /// proxy keeps at most 64 KiB of a head).
+    pub fn push(&mut self, name: &str, value: &str) {
+        if self.text.len() + name.len() + value.len() > u32::MAX as usize {
+            return;
+        }
+        self.text.push_str(name);
+        let name_end = self.text.len() as u32;
+        self.text.push_str(value);
+        self.ends.push((name_end, self.text.len() as u32));
+    }
+
+    /// The fields in order, as `(name, value)`.
+    pub fn iter(&self) -> HeadersIter<'_> {
+        HeadersIter {
+            headers: self,
+            next: 0,
+        }
+    }
+
+    /// How many fields.
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// No fields at all.
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// The bytes of every name and value.
+    pub fn text_len(&self) -> usize {
+        self.text.len()
+    }
+
+    fn field(&self, i: usize) -> Option<(&str, &str)> {
+        let &(name_end, value_end) = self.ends.get(i)?;
+        let start = match i.checked_sub(1) {
+            Some(prev) => self.ends.get(prev).map_or(0, |e| e.1),
+            None => 0,
+        };
+        Some((
+            self.text.get(start as usize..name_end as usize)?,
+            self.text.get(name_end as usize..value_end as usize)?,
+        ))
+    }
+}
+
+/// The fields of [`Headers`], in order.
+#[derive(Clone, Debug)]
+pub struct HeadersIter<'a> {
+    headers: &'a Headers,
+    next: usize,
+}
+
+impl<'a> Iterator for HeadersIter<'a> {
+    type Item = (&'a str, &'a str);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let field = self.headers.field(self.next)?;
+        self.next += 1;
+        Some(field)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let left = self.headers.len().saturating_sub(self.next);
+        (left, Some(left))
+    }
+}
+
+impl<'a> IntoIterator for &'a Headers {
+    type Item = (&'a str, &'a str);
+    type IntoIter = HeadersIter<'a>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter()
+    }
+}
+
+impl<N: AsRef<str>, V: AsRef<str>> FromIterator<(N, V)> for Headers {
+    fn from_iter<I: IntoIterator<Item = (N, V)>>(iter: I) -> Self {
+        let mut out = Headers::default();
+        for (n, v) in iter {
+            out.push(n.as_ref(), v.as_ref());
+        }
+        out
+    }
+}
+
+impl<N: AsRef<str>, V: AsRef<str>> From<Vec<(N, V)>> for Headers {
+    fn from(fields: Vec<(N, V)>) -> Self {
+        fields.into_iter().collect()
+    }
+}
+
+impl std::fmt::Debug for Headers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+impl Serialize for Headers {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.iter())
+    }
+}
+
+impl<'de> Deserialize<'de> for Headers {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Ok(Vec::<(String, String)>::deserialize(deserializer)?.into())
+    }
+}
 
 /// The value of the first header field named `name` (lower case).
 pub fn header<'a>(headers: &'a Headers, name: &str) -> Option<&'a str> {
-    headers
-        .iter()
-        .find(|(n, _)| n == name)
-        .map(|(_, v)| v.as_str())
+    headers.iter().find(|&(n, _)| n == name).map(|(_, v)| v)
 }
 
 /// Every value of the fields named `name`, joined with ", " as RFC 9110
 /// allows for list-valued fields.
 pub fn header_joined(headers: &Headers, name: &str) -> Option<String> {
-    let mut values = headers.iter().filter(|(n, _)| n == name).map(|(_, v)| v);
+    let mut values = headers.iter().filter(|&(n, _)| n == name).map(|(_, v)| v);
     let first = values.next()?;
     let mut out = first.trim().to_owned();
     for v in values {
@@ -139,7 +271,7 @@ impl Exchange {
     /// limit counts this.
     pub fn approx_size(&self) -> usize {
         fn headers(h: &Headers) -> usize {
-            h.iter().map(|(n, v)| n.len() + v.len() + 48).sum()
+            h.text_len() + h.len() * 8 + 48
         }
         let mut size = std::mem::size_of::<Self>()
             + self.host.len()
@@ -179,5 +311,56 @@ mod base64_bytes {
             .decode(text.as_bytes())
             .map(Bytes::from)
             .map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_keep_order_empty_values_and_repeats() {
+        let h: Headers = vec![
+            ("host", "a.example"),
+            ("x-empty", ""),
+            ("accept", "text/html"),
+            ("accept", "application/activity+json"),
+            ("x-ünïcode", "välue"),
+        ]
+        .into();
+        let fields: Vec<(&str, &str)> = h.iter().collect();
+        assert_eq!(
+            fields,
+            [
+                ("host", "a.example"),
+                ("x-empty", ""),
+                ("accept", "text/html"),
+                ("accept", "application/activity+json"),
+                ("x-ünïcode", "välue"),
+            ]
+        );
+        assert_eq!(h.len(), 5);
+        assert_eq!(h.iter().size_hint(), (5, Some(5)));
+        assert_eq!(header(&h, "x-empty"), Some(""));
+        assert_eq!(
+            header_joined(&h, "accept").as_deref(),
+            Some("text/html, application/activity+json")
+        );
+        assert_eq!(header(&h, "missing"), None);
+        assert!(Headers::default().iter().next().is_none());
+    }
+
+    #[test]
+    fn headers_serialise_as_the_pairs_capture_files_hold() {
+        // Capture files written before the compact form hold a list of
+        // pairs; they must load, and new ones must read the same.
+        let pairs = vec![
+            ("host".to_owned(), "a.example".to_owned()),
+            ("signature".to_owned(), "keyId=\"k\"".to_owned()),
+        ];
+        let old = serde_json::to_string(&pairs).expect("pairs");
+        let h: Headers = serde_json::from_str(&old).expect("loads");
+        assert_eq!(serde_json::to_string(&h).expect("serialises"), old);
+        assert_eq!(h, Headers::from(pairs));
     }
 }

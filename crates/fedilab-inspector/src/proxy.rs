@@ -706,13 +706,19 @@ async fn handle(
                 Effect::Corrupt(Corrupt::Body) => body = body.corrupted(),
                 Effect::Corrupt(Corrupt::Signature) => {
                     if corrupt_signature(&mut headers) {
-                        let mut recorded = pending.request_headers().clone();
-                        for (n, v) in &mut recorded {
-                            if n == "signature" {
-                                *v = corrupt_b64_run(v);
-                                break;
-                            }
-                        }
+                        let mut first = true;
+                        let recorded = pending
+                            .request_headers()
+                            .iter()
+                            .map(|(n, v)| {
+                                if first && n == "signature" {
+                                    first = false;
+                                    (n, corrupt_b64_run(v))
+                                } else {
+                                    (n, v.to_owned())
+                                }
+                            })
+                            .collect();
                         pending.set_forwarded_headers(recorded);
                     }
                 }

@@ -554,7 +554,7 @@ mod tests {
                 method: "POST".into(),
                 uri: "/inbox".into(),
                 version: "HTTP/1.1".into(),
-                headers: vec![("host".into(), "a.example".into())],
+                headers: vec![("host", "a.example")].into(),
                 body: Body {
                     captured: vec![b'x'; body_len].into(),
                     size: body_len as u64,

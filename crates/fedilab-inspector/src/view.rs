@@ -155,7 +155,7 @@ pub(crate) fn curl(ex: &Exchange) -> String {
     ];
     for (n, v) in &ex.request.headers {
         if matches!(
-            n.as_str(),
+            n,
             "host" | "content-length" | "connection" | "x-forwarded-for" | "accept-encoding"
         ) {
             continue;

@@ -352,7 +352,8 @@ mod tests {
                 headers: vec![(
                     "content-type".to_owned(),
                     "application/activity+json".to_owned(),
-                )],
+                )]
+                .into(),
                 body: crate::exchange::Body {
                     size: body.len() as u64,
                     captured: body.into(),
