@@ -238,20 +238,20 @@ async fn add_fault(State(st): State<AppState>, body: Bytes) -> Response {
             );
         }
     };
-    match st.api.proxy.faults.add(spec) {
-        Ok(rule) => {
-            st.api.store.record_change(change_added(&rule));
-            (StatusCode::CREATED, axum::Json(rule)).into_response()
-        }
+    match crate::add_fault(&st.api.proxy.faults, &st.api.store, spec) {
+        Ok(rule) => (StatusCode::CREATED, axum::Json(rule)).into_response(),
         Err(e) => api_error(StatusCode::BAD_REQUEST, e.to_string()),
     }
 }
 
+/// The timeline entry for a removed rule.
+pub(crate) fn change_removed(id: u64) -> FaultChange {
+    change("removed", Some(id), format!("rule {id} removed"))
+}
+
 async fn remove_fault(State(st): State<AppState>, Path(id): Path<u64>) -> Response {
     if st.api.proxy.faults.remove(id) {
-        st.api
-            .store
-            .record_change(change("removed", Some(id), format!("rule {id} removed")));
+        st.api.store.record_change(change_removed(id));
         StatusCode::NO_CONTENT.into_response()
     } else {
         api_error(StatusCode::NOT_FOUND, format!("no fault rule {id}"))
