@@ -106,7 +106,13 @@ async fn index() -> Response {
         .into_response()
 }
 
-/// The entries passing `filter`, oldest first, honouring `after`/`limit`.
+/// The entries passing `filter`, chosen by completion (id) and listed by
+/// request start (see [`by_start`]).
+///
+/// Which entries: with `after`, the `limit` lowest ids above it (so a
+/// poller's cursor never skips one); without, the `limit` highest ids (the
+/// newest, as eviction counts). The choice is made in id order, the list
+/// is in start order.
 fn select(api: &ApiState, filter: &Filter) -> Vec<Arc<Entry>> {
     let limit = filter.limit();
     let after = filter.after.unwrap_or(0);
@@ -114,14 +120,29 @@ fn select(api: &ApiState, filter: &Filter) -> Vec<Arc<Entry>> {
     let matching = held
         .into_iter()
         .filter(|e| filter.matches(&e.exchange, &api.analyzer.analysis(&e.exchange, e.cache())));
-    if filter.after.is_some() {
+    let mut chosen: Vec<Arc<Entry>> = if filter.after.is_some() {
         matching.take(limit).collect()
     } else {
         let mut all: Vec<Arc<Entry>> = matching.collect();
         let skip = all.len().saturating_sub(limit);
         all.drain(..skip);
         all
-    }
+    };
+    by_start(&mut chosen);
+    chosen
+}
+
+/// Orders entries by when their request arrived (`started_us`), ties by
+/// id: a Follow before the Accept it caused, although the Accept completed
+/// (and got its id) first.
+fn by_start(entries: &mut [Arc<Entry>]) {
+    entries.sort_by_key(|e| (e.exchange.started_us, e.exchange.id));
+}
+
+/// The polling cursor of a page: its highest id (not its last entry's,
+/// which is the latest to start).
+fn last_id(entries: &[Arc<Entry>]) -> Option<u64> {
+    entries.iter().map(|e| e.exchange.id).max()
 }
 
 async fn summaries(api: &ApiState, entries: &[Arc<Entry>]) -> Vec<ExchangeSummary> {
@@ -138,7 +159,7 @@ async fn list(State(st): State<AppState>, Query(filter): Query<Filter>) -> Respo
     let items = summaries(&st.api, &entries).await;
     axum::Json(ExchangeList {
         exchanges: items,
-        last_id: entries.last().map(|e| e.exchange.id),
+        last_id: last_id(&entries),
         stats: st.api.store.stats(),
     })
     .into_response()
@@ -217,20 +238,20 @@ async fn add_fault(State(st): State<AppState>, body: Bytes) -> Response {
             );
         }
     };
-    match st.api.proxy.faults.add(spec) {
-        Ok(rule) => {
-            st.api.store.record_change(change_added(&rule));
-            (StatusCode::CREATED, axum::Json(rule)).into_response()
-        }
+    match crate::add_fault(&st.api.proxy.faults, &st.api.store, spec) {
+        Ok(rule) => (StatusCode::CREATED, axum::Json(rule)).into_response(),
         Err(e) => api_error(StatusCode::BAD_REQUEST, e.to_string()),
     }
 }
 
+/// The timeline entry for a removed rule.
+pub(crate) fn change_removed(id: u64) -> FaultChange {
+    change("removed", Some(id), format!("rule {id} removed"))
+}
+
 async fn remove_fault(State(st): State<AppState>, Path(id): Path<u64>) -> Response {
     if st.api.proxy.faults.remove(id) {
-        st.api
-            .store
-            .record_change(change("removed", Some(id), format!("rule {id} removed")));
+        st.api.store.record_change(change_removed(id));
         StatusCode::NO_CONTENT.into_response()
     } else {
         api_error(StatusCode::NOT_FOUND, format!("no fault rule {id}"))
@@ -497,4 +518,51 @@ async fn events(
         }
     });
     Sse::new(stream).keep_alive(KeepAlive::default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::StoreLimits;
+    use crate::exchange::{Body, Exchange, RequestRecord};
+
+    fn started_at(us: i64) -> Exchange {
+        Exchange {
+            id: 0,
+            started_us: us,
+            client: None,
+            host: "a.example".into(),
+            upstream: None,
+            request: RequestRecord {
+                method: "GET".into(),
+                uri: "/".into(),
+                version: "HTTP/1.1".into(),
+                headers: Vec::new(),
+                body: Body::default(),
+            },
+            response: None,
+            error: None,
+            headers_us: None,
+            total_us: 0,
+            upgrade: None,
+        }
+    }
+
+    #[test]
+    fn pages_list_by_start_and_their_cursor_is_the_highest_id() {
+        let store = Store::new(StoreLimits::default());
+        // Completion order (ids 1..=4) differs from start order.
+        for us in [300, 100, 300, 200] {
+            store.push(started_at(us));
+        }
+        let (mut page, _) = store.after(0);
+        by_start(&mut page);
+        let order: Vec<(i64, u64)> = page
+            .iter()
+            .map(|e| (e.exchange.started_us, e.exchange.id))
+            .collect();
+        assert_eq!(order, [(100, 2), (200, 4), (300, 1), (300, 3)]);
+        assert_eq!(last_id(&page), Some(4), "not the last entry's id (3)");
+        assert_eq!(last_id(&[]), None);
+    }
 }

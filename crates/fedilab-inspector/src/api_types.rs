@@ -15,12 +15,14 @@ use crate::fault::RuleView;
 use crate::signature::{Problem, Scheme};
 use crate::store::StoreStats;
 
-/// `GET /api/exchanges`: the exchanges the filters select, oldest first.
+/// `GET /api/exchanges`: the exchanges the filters select, in request-start
+/// order (`started_us`, ties by id).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ExchangeList {
     /// One summary per exchange.
     pub exchanges: Vec<ExchangeSummary>,
-    /// The id of the last exchange listed, if any.
+    /// The highest id listed (the next poll's `after`), if any; not
+    /// necessarily the last entry's, which is the latest to start.
     pub last_id: Option<u64>,
     /// The store's counters and limits.
     pub stats: StoreStats,

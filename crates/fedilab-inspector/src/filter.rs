@@ -27,9 +27,11 @@ pub struct Filter {
     /// `true` or `1`: include non-federation traffic (web UI, client API,
     /// media). Default: server-to-server traffic only.
     pub all: Option<String>,
-    /// Only exchanges with a larger id.
+    /// Only exchanges with a larger id (ids follow completion: the
+    /// polling cursor, see `ExchangeList::last_id`).
     pub after: Option<u64>,
-    /// At most this many (default 500, at most 10000).
+    /// At most this many (default 500, at most 10000): the lowest ids
+    /// after `after`, else the highest ids; listed by request start.
     pub limit: Option<usize>,
 }
 

@@ -121,6 +121,17 @@ async fn learn_keys(analyzer: Arc<Analyzer>, mut shutdown: watch::Receiver<bool>
     }
 }
 
+/// Adds a rule and records the change on the store's timeline.
+fn add_fault(
+    faults: &Faults,
+    store: &Store,
+    spec: RuleSpec,
+) -> Result<fault::RuleView, fault::RuleError> {
+    let rule = faults.add(spec)?;
+    store.record_change(api::change_added(&rule));
+    Ok(rule)
+}
+
 /// A running inspector: the proxy task, the UI/API task, and the store.
 #[derive(Debug)]
 pub struct Inspector {
@@ -167,10 +178,8 @@ impl Inspector {
         let routes = RouteTable::new(&config.routes).shared();
         let faults = Arc::new(Faults::default());
         for (index, spec) in config.faults.iter().enumerate() {
-            let rule = faults
-                .add(spec.clone())
+            add_fault(&faults, &store, spec.clone())
                 .map_err(|source| StartError::Fault { index, source })?;
-            store.record_change(api::change_added(&rule));
         }
         let proxy_state = Arc::new(proxy::ProxyState::new(
             Arc::clone(&routes),
@@ -242,6 +251,26 @@ impl Inspector {
     /// The fault rules in force (the API changes them too).
     pub fn faults(&self) -> &Arc<Faults> {
         &self.faults
+    }
+
+    /// Adds a fault rule as `POST /api/faults` does: in force at once,
+    /// recorded on the timeline.
+    ///
+    /// # Errors
+    /// [`fault::RuleError`] for a rule that cannot be applied; nothing
+    /// changes.
+    pub fn add_fault(&self, spec: RuleSpec) -> Result<fault::RuleView, fault::RuleError> {
+        add_fault(&self.faults, &self.store, spec)
+    }
+
+    /// Removes fault rule `id` as `DELETE /api/faults/{id}` does, recorded
+    /// on the timeline; false when there is no such rule (any more).
+    pub fn remove_fault(&self, id: u64) -> bool {
+        let removed = self.faults.remove(id);
+        if removed {
+            self.store.record_change(api::change_removed(id));
+        }
+        removed
     }
 
     /// The analyzer (cached ActivityPub view and signature verdicts).

@@ -498,6 +498,22 @@ async fn the_ui_adds_fault_rules_marks_what_they_touch_orders_by_start_and_repla
         true,
         "listed by start, not by id"
     );
+    // A fresh page reads the rows from `GET /api/exchanges` (in start
+    // order, as the events placed them) and shows the same order.
+    cdp.eval("document.body.dataset.live = ''; location.reload(); true")
+        .await;
+    cdp.wait_for(&format!(
+        "document.body.dataset.live === '1' && {} >= 0 && {} >= 0",
+        row_index(late),
+        row_index(quick)
+    ))
+    .await;
+    assert_eq!(
+        cdp.eval(&format!("{} < {}", row_index(late), row_index(quick)))
+            .await,
+        true,
+        "listed by start after a reload too"
+    );
 
     // A long activity name is clipped, the verdict stays in view.
     let tombstone = br#"{"type":"Delete","actor":"https://mastodon1.fediverse.local/users/alice","object":{"type":"Tombstone","id":"https://mastodon1.fediverse.local/users/alice/statuses/1"}}"#;

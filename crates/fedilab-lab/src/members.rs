@@ -243,6 +243,7 @@ impl AttachPlan {
             domain: state.domain.clone(),
             egress_cidrs: Vec::new(),
             instances: vec![instance],
+            inspector: Default::default(),
         };
         let (tls, _) = lab_tls(&spec, &request.data_dir)?;
         let instance = &spec.instances[0];

@@ -16,18 +16,21 @@ mod quantity;
 mod spec;
 mod types;
 
+/// The fault rule type of `inspector.faults` (the inspector's own, from
+/// `fedilab-fault`).
+pub use fedilab_fault::{RuleError as FaultRuleError, RuleSpec as FaultRule};
 pub use profile::{
-    ComponentResourcesProfile, InstanceKind, InstanceProfile, LabProfile, MastodonProfile,
-    NetworkProfile, ParseError, ResourcesProfile,
+    ComponentResourcesProfile, InspectorProfile, InstanceKind, InstanceProfile, LabProfile,
+    MastodonProfile, NetworkProfile, ParseError, ResourcesProfile,
 };
 pub use quantity::parse_quantity;
 pub use spec::{
     AppResources, ComponentResources, DEFAULT_DOMAIN, DEFAULT_EGRESS_CIDR,
     DEFAULT_GOTOSOCIAL_IMAGE, DEFAULT_GOTOSOCIAL_VERSION, DEFAULT_LAB_NAME, DEFAULT_MASTODON_IMAGE,
     DEFAULT_MASTODON_VERSION, DEFAULT_MISSKEY_IMAGE, DEFAULT_MISSKEY_VERSION, ExternalSpec,
-    GoToSocialSpec, InstanceCounts, InstanceSpec, InstanceSpecKind, LabSpec, MAX_INSTANCES,
-    MastodonResources, MastodonSpec, MisskeySpec, OLDEST_GOTOSOCIAL, OLDEST_MISSKEY, Overrides,
-    ParseOrValidationError, ValidationError, ValidationErrors,
+    GoToSocialSpec, InspectorSpec, InstanceCounts, InstanceSpec, InstanceSpecKind, LabSpec,
+    MAX_INSTANCES, MastodonResources, MastodonSpec, MisskeySpec, OLDEST_GOTOSOCIAL, OLDEST_MISSKEY,
+    Overrides, ParseOrValidationError, ValidationError, ValidationErrors,
 };
 pub use types::{
     Cidr, CidrError, Domain, ExternalUrl, Fqdn, InstanceName, LabName, MastodonVersion, NameError,

@@ -35,6 +35,25 @@ pub struct LabProfile {
     /// adds default ones up to the count.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instances: Option<Vec<InstanceProfile>>,
+    /// The inspector that `fedilab serve` runs in front of the instances
+    /// (unless `up --no-inspector`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inspector: Option<InspectorProfile>,
+}
+
+/// The lab's inspector.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InspectorProfile {
+    /// Fault rules in force from the moment `fedilab serve` starts the
+    /// inspector, each as `POST /api/faults` takes it: `{match: {...},
+    /// action: {...}}` with one action (`delay_ms`, `status`, `reset`,
+    /// `corrupt`, `duplicate`). `fedilab fault list` shows them and
+    /// `fedilab fault remove` removes them, like any rule; an `up` with
+    /// changed rules replaces the previous ones. Ignored with `up
+    /// --no-inspector`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub faults: Option<Vec<fedilab_fault::RuleSpec>>,
 }
 
 /// Where lab pods may send traffic.

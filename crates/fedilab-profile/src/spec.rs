@@ -228,6 +228,16 @@ pub struct LabSpec {
     pub egress_cidrs: Vec<Cidr>,
     /// The servers, in profile order, with unique names and hosts.
     pub instances: Vec<InstanceSpec>,
+    /// The inspector's settings.
+    pub inspector: InspectorSpec,
+}
+
+/// The validated `inspector` section.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct InspectorSpec {
+    /// Fault rules in force from the inspector's start, each valid
+    /// ([`fedilab_fault::RuleSpec::check`]), in profile order.
+    pub faults: Vec<fedilab_fault::RuleSpec>,
 }
 
 /// One validated server of the lab.
@@ -537,12 +547,15 @@ impl LabSpec {
             }
         }
 
+        let inspector = resolve_inspector(profile, &mut errs);
+
         match (errs.0.is_empty(), name, domain) {
             (true, Some(name), Some(domain)) => Ok(LabSpec {
                 name,
                 domain,
                 egress_cidrs,
                 instances: resolved,
+                inspector,
             }),
             _ => Err(ValidationErrors(errs.0)),
         }
@@ -589,6 +602,31 @@ fn pick<'a>(
         (None, Some(v)) => (Some(v), field_path),
         (None, None) => (None, field_path),
     }
+}
+
+/// The inspector section: every fault rule checked the way the inspector
+/// checks one it is given, each problem at the rule's field.
+fn resolve_inspector(profile: &LabProfile, errs: &mut Errors) -> InspectorSpec {
+    let faults = profile
+        .inspector
+        .as_ref()
+        .and_then(|i| i.faults.clone())
+        .unwrap_or_default();
+    for (i, rule) in faults.iter().enumerate() {
+        if let Err(e) = rule.check() {
+            let path = match e.field() {
+                "" => format!("inspector.faults[{i}]"),
+                field => format!("inspector.faults[{i}].{field}"),
+            };
+            errs.push(&path, format!("{e}, in {}", rule_text(rule)));
+        }
+    }
+    InspectorSpec { faults }
+}
+
+/// A rule as its JSON, for messages.
+fn rule_text(rule: &fedilab_fault::RuleSpec) -> String {
+    serde_json::to_string(rule).unwrap_or_else(|_| "?".to_owned())
 }
 
 fn resolve_cidrs(profile: &LabProfile, errs: &mut Errors) -> Vec<Cidr> {

@@ -28,7 +28,14 @@ fn checked_in_schema_matches_the_profile_types() {
 fn schema_describes_every_top_level_field() {
     let schema = serde_json::to_value(LabProfile::json_schema()).expect("schema serializes");
     let props = schema["properties"].as_object().expect("properties");
-    for field in ["name", "domain", "network", "mastodon", "instances"] {
+    for field in [
+        "name",
+        "domain",
+        "network",
+        "mastodon",
+        "instances",
+        "inspector",
+    ] {
         assert!(
             props[field]["description"].is_string() || props[field].get("anyOf").is_some(),
             "{field}"

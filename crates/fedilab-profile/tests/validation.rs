@@ -1,8 +1,8 @@
 //! Validation of lab profiles: every error at once, each with its path.
 
 use fedilab_profile::{
-    DEFAULT_PROFILE_YAML, Domain, InstanceCounts, InstanceSpec, InstanceSpecKind, LabProfile,
-    LabSpec, MAX_INSTANCES, Overrides, ParseOrValidationError, ValidationErrors,
+    DEFAULT_PROFILE_YAML, Domain, FaultRule, InstanceCounts, InstanceSpec, InstanceSpecKind,
+    LabProfile, LabSpec, MAX_INSTANCES, Overrides, ParseOrValidationError, ValidationErrors,
 };
 
 fn resolve(yaml: &str, overrides: &Overrides) -> Result<LabSpec, ValidationErrors> {
@@ -415,4 +415,113 @@ fn instance_spec_external_validates_like_a_profile() {
     let paths: Vec<_> = errs.0.iter().map(|e| e.path.as_str()).collect();
     assert_eq!(paths, ["name", "url"]);
     assert!(errs.0[1].message.contains("Traefik terminates TLS"));
+}
+
+const FAULTS: &str = r#"
+instances: [{}, {}]
+inspector:
+  faults:
+    - match: { host: mastodon2, activity: Accept(Follow), count: 3 }
+      action: { status: 503, retry_after: 30 }
+    - action: { delay_ms: 500 }
+    - match: { from: mastodon1, probability: 0.5, seed: 7 }
+      action: { corrupt: signature }
+"#;
+
+#[test]
+fn inspector_fault_rules_read_as_the_apis_json() {
+    let spec = resolve(FAULTS, &NONE).expect("valid rules");
+    let api: Vec<FaultRule> = [
+        r#"{"match": {"host": "mastodon2", "activity": "Accept(Follow)", "count": 3}, "action": {"status": 503, "retry_after": 30}}"#,
+        r#"{"action": {"delay_ms": 500}}"#,
+        r#"{"match": {"from": "mastodon1", "probability": 0.5, "seed": 7}, "action": {"corrupt": "signature"}}"#,
+    ]
+    .iter()
+    .map(|json| json.parse().expect("the API's form"))
+    .collect();
+    assert_eq!(spec.inspector.faults, api);
+    assert_eq!(
+        resolve(DEFAULT_PROFILE_YAML, &NONE)
+            .expect("default")
+            .inspector
+            .faults,
+        [],
+        "no section, no rules"
+    );
+    let empty = resolve("instances: [{}]\ninspector: {}\n", &NONE).expect("empty section");
+    assert!(empty.inspector.faults.is_empty());
+}
+
+#[test]
+fn bad_fault_rules_are_reported_at_their_field_with_the_rule() {
+    let yaml = r#"
+name: Bad
+instances: [{}]
+inspector:
+  faults:
+    - action: { status: 503 }
+    - action: { delay_ms: 5, reset: true }
+    - match: { probability: 2 }
+      action: { duplicate: true }
+    - action: { status: 99 }
+    - action: { reset: false }
+    - action: { delay_ms: 5, body: busy }
+"#;
+    assert_eq!(
+        error_paths(yaml, &NONE),
+        [
+            "name",
+            "inspector.faults[1].action",
+            "inspector.faults[2].match.probability",
+            "inspector.faults[3].action.status",
+            "inspector.faults[4].action.reset",
+            "inspector.faults[5].action",
+        ],
+        "every problem at once, the good rule 0 not among them"
+    );
+    assert_eq!(
+        message_at(yaml, &NONE, "inspector.faults[1].action"),
+        r#"a rule needs exactly one action of delay_ms, status, reset, corrupt, duplicate (found 2), in {"match":{},"action":{"delay_ms":5,"reset":true}}"#
+    );
+    assert_eq!(
+        message_at(yaml, &NONE, "inspector.faults[3].action.status"),
+        r#"status 99 is not an HTTP status code, in {"match":{},"action":{"status":99}}"#
+    );
+    let text = LabSpec::from_yaml(yaml, "bad.yaml", &NONE)
+        .expect_err("invalid")
+        .to_string();
+    assert!(
+        text.contains(
+            "\n  inspector.faults[2].match.probability: probability 2 is not between 0 and 1, in "
+        ),
+        "{text}"
+    );
+}
+
+#[test]
+fn fault_rules_of_the_wrong_shape_fail_to_parse_naming_the_field() {
+    for (yaml, want) in [
+        (
+            "inspector:\n  faults:\n    - action: { delay: 5 }\n",
+            "unknown field `delay`",
+        ),
+        (
+            "inspector:\n  faults:\n    - match: { hots: mastodon1 }\n      action: { reset: true }\n",
+            "unknown field `hots`",
+        ),
+        (
+            "inspector:\n  faults:\n    - match: {}\n",
+            "missing field `action`",
+        ),
+        (
+            "inspector:\n  faults:\n    - action: { corrupt: headers }\n",
+            "headers",
+        ),
+        ("inspector:\n  fault: []\n", "unknown field `fault`"),
+    ] {
+        let err = LabProfile::from_yaml(yaml, "p.yaml").expect_err(yaml);
+        let text = err.to_string();
+        assert!(text.starts_with("p.yaml: "), "{text}");
+        assert!(text.contains(want), "{yaml}: {text}");
+    }
 }

@@ -1,12 +1,13 @@
 //! What `fedilab serve` serves, computed from the lab state: the zone's
-//! inputs, the inspector's routes and the listen addresses.
+//! inputs, the inspector's routes and fault rules, and the listen
+//! addresses.
 //!
 //! Pure: no files, no sockets.
 
 use std::net::{IpAddr, SocketAddr};
 
 use fedilab_dns::{Zone, ZoneError};
-use fedilab_inspector::{ConfigError, Route, ServerKind};
+use fedilab_inspector::{ConfigError, Route, RuleSpec, ServerKind};
 use fedilab_state::{LabState, StoredKind};
 
 /// Why a lab state cannot be served.
@@ -44,7 +45,7 @@ pub enum PlanError {
 }
 
 /// Everything `fedilab serve` runs, from a [`LabState`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ServePlan {
     /// The lab's name.
     pub lab: String,
@@ -64,6 +65,9 @@ pub struct ServePlan {
     pub proxy: Option<SocketAddr>,
     /// Where the inspector's UI and API listen; `None`: no UI.
     pub ui: Option<SocketAddr>,
+    /// The profile's fault rules, in force from the inspector's start
+    /// (none without the inspector).
+    pub faults: Vec<RuleSpec>,
 }
 
 impl ServePlan {
@@ -106,8 +110,10 @@ impl ServePlan {
         }
         // Without the proxy there is nothing to route: Traefik goes
         // straight to the instances.
+        let mut faults = state.faults.clone();
         if serve.proxy.is_none() {
             routes.clear();
+            faults.clear();
         }
         Ok(ServePlan {
             lab,
@@ -118,6 +124,7 @@ impl ServePlan {
             dns: serve.dns,
             proxy: serve.proxy,
             ui: serve.proxy.and(serve.ui),
+            faults,
         })
     }
 
@@ -185,6 +192,7 @@ mod tests {
                 proxy: Some("192.0.2.10:8480".parse().expect("addr")),
                 ui: Some("127.0.0.1:8481".parse().expect("addr")),
             }),
+            faults: vec!["host=mastodon1,status=503".parse().expect("rule")],
         }
     }
 
@@ -228,6 +236,7 @@ mod tests {
         assert_eq!(plan.dns.port(), 5300);
         assert_eq!(plan.proxy.map(|a| a.port()), Some(8480));
         assert_eq!(plan.ui.map(|a| a.port()), Some(8481));
+        assert_eq!(plan.faults, state().faults, "the profile's rules");
         let zone = plan.zone().expect("zone").to_zone_file();
         assert!(
             zone.contains("mine.fediverse.local. 60 IN A 192.0.2.10"),
@@ -245,6 +254,7 @@ mod tests {
         });
         let plan = ServePlan::from_state(&s).expect("plan");
         assert!(plan.routes.is_empty());
+        assert!(plan.faults.is_empty(), "no inspector to put them in force");
         assert_eq!(plan.proxy, None);
         assert_eq!(plan.ui, None);
     }

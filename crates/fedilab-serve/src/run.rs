@@ -1,6 +1,7 @@
 //! The serving process: binds the DNS (UDP and TCP) and the inspector (proxy
-//! and UI) where the lab state says, writes `serve.json`, reloads the zone
-//! and the routes on SIGHUP, and stops cleanly on SIGTERM or SIGINT.
+//! and UI, with the profile's fault rules in force) where the lab state
+//! says, writes `serve.json`, reloads the zone, the routes and changed
+//! profile rules on SIGHUP, and stops cleanly on SIGTERM or SIGINT.
 //!
 //! Log lines (tracing, target `fedilab_serve`) on start, reload and stop;
 //! nothing is printed.
@@ -100,6 +101,9 @@ pub struct Serving {
     info: RuntimeInfo,
     dns: DnsServing,
     inspector: Option<Inspector>,
+    /// The ids of the rules put in force from the plan's `faults` (a
+    /// reload that changes those replaces these).
+    profile_rules: Vec<u64>,
 }
 
 /// What a reload changed.
@@ -113,6 +117,9 @@ pub struct ReloadReport {
     pub routes: usize,
     /// Listen addresses the state changed, which take a restart.
     pub restart_needed: bool,
+    /// The profile's fault rules changed and were replaced: how many are
+    /// in force now. `None` when they did not change.
+    pub faults_replaced: Option<usize>,
 }
 
 fn load_plan(lab_dir: &LabDir) -> Result<ServePlan, RunError> {
@@ -151,11 +158,25 @@ impl Serving {
                 let config = InspectorConfig {
                     routes: plan.routes.clone(),
                     persist: Some(lab_dir.path().join(EXCHANGES_FILE)),
+                    faults: plan.faults.clone(),
                     ..InspectorConfig::default()
                 };
                 Some(Inspector::start(config, proxy, ui).map_err(RunError::Inspector)?)
             }
         };
+        // The config's rules are added before any listener serves, so they
+        // are the first ones listed.
+        let profile_rules: Vec<u64> = inspector
+            .as_ref()
+            .map(|i| {
+                i.faults()
+                    .list()
+                    .iter()
+                    .take(plan.faults.len())
+                    .map(|r| r.id)
+                    .collect()
+            })
+            .unwrap_or_default();
         let dns =
             DnsServing::start(udp, tcp, zone, ServerOptions::default()).map_err(|source| {
                 RunError::Bind {
@@ -187,6 +208,7 @@ impl Serving {
             info,
             dns,
             inspector,
+            profile_rules,
         };
         serving.write_info()?;
         tracing::info!(
@@ -204,6 +226,13 @@ impl Serving {
                 _ => "no inspector".to_owned(),
             },
         );
+        if !serving.profile_rules.is_empty() {
+            tracing::info!(
+                lab = %serving.plan.lab,
+                "fault rules from the profile in force: {}",
+                rule_list(&serving.profile_rules, &serving.plan.faults)
+            );
+        }
         Ok(serving)
     }
 
@@ -218,9 +247,11 @@ impl Serving {
     }
 
     /// Re-reads `lab.json` and swaps the zone and the routes; queries and
-    /// requests in flight finish on the old ones, recordings stay. Listen
-    /// addresses are not changed (that takes a restart; the report says
-    /// so). Success or failure is recorded in `serve.json` (its
+    /// requests in flight finish on the old ones, recordings stay. When
+    /// the profile's fault rules changed, the rules put in force from the
+    /// old ones (those still there) are removed and the new ones added;
+    /// rules added through the API stay. Listen addresses are not changed
+    /// (that takes a restart; the report says so). Success or failure is recorded in `serve.json` (its
     /// `generation` goes up either way).
     ///
     /// # Errors
@@ -233,11 +264,18 @@ impl Serving {
         match &result {
             Ok(r) => tracing::info!(
                 lab = %self.plan.lab,
-                "reloaded: serial {} -> {}, {} names, {} routes{}",
+                "reloaded: serial {} -> {}, {} names, {} routes{}{}",
                 r.serial.0,
                 r.serial.1,
                 r.hosts,
                 r.routes,
+                match r.faults_replaced {
+                    Some(_) => format!(
+                        ", the profile's fault rules replaced: {}",
+                        rule_list(&self.profile_rules, &self.plan.faults)
+                    ),
+                    None => String::new(),
+                },
                 if r.restart_needed {
                     "; the listen addresses changed, which takes a restart"
                 } else {
@@ -258,10 +296,33 @@ impl Serving {
         let plan = load_plan(&self.lab_dir)?;
         let zone = plan.zone().map_err(RunError::Zone)?;
         let new_serial = zone.serial();
+        if let Some((index, source)) = plan
+            .faults
+            .iter()
+            .enumerate()
+            .find_map(|(i, r)| r.check().err().map(|e| (i, e)))
+        {
+            return Err(RunError::Inspector(StartError::Fault { index, source }));
+        }
         if let Some(inspector) = &self.inspector {
             inspector
                 .set_routes(&plan.routes)
                 .map_err(|e| RunError::Inspector(StartError::Config(e)))?;
+        }
+        let mut faults_replaced = None;
+        if let Some(inspector) = &self.inspector
+            && plan.faults != self.plan.faults
+        {
+            for id in self.profile_rules.drain(..) {
+                inspector.remove_fault(id);
+            }
+            for (index, rule) in plan.faults.iter().enumerate() {
+                let view = inspector
+                    .add_fault(rule.clone())
+                    .map_err(|source| RunError::Inspector(StartError::Fault { index, source }))?;
+                self.profile_rules.push(view.id);
+            }
+            faults_replaced = Some(self.profile_rules.len());
         }
         let old = self.dns.replace(zone);
         let restart_needed =
@@ -271,6 +332,7 @@ impl Serving {
             hosts: plan.hosts.len(),
             routes: plan.routes.len(),
             restart_needed,
+            faults_replaced,
         };
         self.plan = plan;
         Ok(report)
@@ -391,6 +453,18 @@ fn bind_error(what: &'static str, addr: SocketAddr, source: io::Error) -> RunErr
         hint,
         source,
     }
+}
+
+/// `rule 1: answer 503 when host=mastodon2; rule 2: ...`, or `none`.
+fn rule_list(ids: &[u64], rules: &[fedilab_inspector::RuleSpec]) -> String {
+    if ids.is_empty() {
+        return "none".to_owned();
+    }
+    ids.iter()
+        .zip(rules)
+        .map(|(id, r)| format!("rule {id}: {}", r.describe()))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// An error and its sources on one line.

@@ -450,6 +450,27 @@ mod tests {
     }
 
     #[test]
+    fn the_profiles_fault_rules_are_saved_only_when_there_are_some() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let lab = LabDir::new(tmp.path(), &"main".parse().expect("valid"));
+        let plain = LabState::from_spec(&spec(2), None);
+        lab.save_state(&plain).expect("save");
+        let text = fs::read_to_string(lab.path().join("lab.json")).expect("read");
+        assert!(!text.contains("faults"), "lab.json as before: {text}");
+
+        let with_rules = LabSpec::from_yaml(
+            "instances: [{}]\ninspector:\n  faults:\n    - match: { host: mastodon1, probability: 0.25 }\n      action: { corrupt: body }\n",
+            "test",
+            &Overrides::default(),
+        )
+        .expect("valid");
+        let state = LabState::from_spec(&with_rules, None);
+        assert_eq!(state.faults, with_rules.inspector.faults);
+        lab.save_state(&state).expect("save");
+        assert_eq!(lab.load_state().expect("load"), Some(state));
+    }
+
+    #[test]
     fn secrets_are_generated_once_and_reused() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let lab = LabDir::new(tmp.path(), &"main".parse().expect("valid"));

@@ -9,13 +9,14 @@
 use std::net::{IpAddr, SocketAddr};
 
 use fedilab_profile::{
-    Domain, ExternalUrl, Fqdn, InstanceKind, InstanceName, InstanceSpecKind, LabName, LabSpec,
-    names,
+    Domain, ExternalUrl, FaultRule, Fqdn, InstanceKind, InstanceName, InstanceSpecKind, LabName,
+    LabSpec, names,
 };
 use serde::{Deserialize, Serialize};
 
 /// What `status`, `creds`, `down` and `serve` need to know about a lab.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// (`PartialEq` only: a fault rule's probability is a float.)
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LabState {
     /// The lab's name.
     pub lab: LabName,
@@ -32,6 +33,11 @@ pub struct LabState {
     /// by older versions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub serve: Option<ServeSettings>,
+    /// The profile's `inspector.faults`: fault rules `fedilab serve` puts
+    /// in force when it starts the inspector (and replaces on a reload
+    /// when they changed). Absent when there are none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub faults: Vec<FaultRule>,
 }
 
 /// One instance in [`LabState`].
@@ -252,6 +258,7 @@ impl LabState {
                 })
                 .collect(),
             serve: None,
+            faults: spec.inspector.faults.clone(),
         }
     }
 

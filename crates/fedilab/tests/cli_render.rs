@@ -79,6 +79,59 @@ fn broken_profile_prints_every_error_with_its_path_and_exits_2() {
 }
 
 #[test]
+fn inspector_fault_rules_are_checked_by_render_and_change_no_object() {
+    let t = TestDir::new();
+    let plain = t.write("plain.yaml", "instances: [{}, {}]\n");
+    let faulty = t.write(
+        "faulty.yaml",
+        "instances: [{}, {}]\ninspector:\n  faults:\n    - match: { host: mastodon2, activity: Accept(Follow) }\n      action: { status: 503 }\n",
+    );
+    let render = |p: &std::path::Path| {
+        t.run(&[
+            "render",
+            "--seed",
+            "7",
+            "--profile",
+            p.to_str().expect("utf-8 path"),
+        ])
+    };
+    let (a, b) = (render(&plain), render(&faulty));
+    assert!(b.status.success(), "{}", stderr(&b));
+    assert_eq!(
+        stdout(&a),
+        stdout(&b),
+        "rules live in the inspector, not in the cluster"
+    );
+
+    let bad = t.write(
+        "bad.yaml",
+        "instances: [{}]\ninspector:\n  faults:\n    - action: { status: 503 }\n    - action: { delay_ms: 5, reset: true }\n",
+    );
+    let out = render(&bad);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(out.stdout.is_empty(), "nothing rendered");
+    let err = stderr(&out);
+    assert!(
+        err.contains(
+            "  inspector.faults[1].action: a rule needs exactly one action of delay_ms, status, \
+             reset, corrupt, duplicate (found 2), in {\"match\":{},\"action\":{\"delay_ms\":5,\"reset\":true}}"
+        ),
+        "{err}"
+    );
+    let typo = t.write(
+        "typo.yaml",
+        "instances: [{}]\ninspector:\n  faults:\n    - action: { delay: 5 }\n",
+    );
+    let out = render(&typo);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("unknown field `delay`"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
 fn unknown_field_and_missing_file_exit_2() {
     let t = TestDir::new();
     let typo = t.write("typo.yaml", "instances:\n  - nmae: x\n");

@@ -118,6 +118,7 @@ fn lab_state(instances: Vec<StoredInstance>) -> LabState {
             proxy: Some(any),
             ui: Some(any),
         }),
+        faults: Vec::new(),
     }
 }
 
