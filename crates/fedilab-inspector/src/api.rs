@@ -524,7 +524,7 @@ async fn events(
 mod tests {
     use super::*;
     use crate::config::StoreLimits;
-    use crate::exchange::{Body, Exchange, RequestRecord};
+    use crate::exchange::{Body, Exchange, Headers, RequestRecord};
 
     fn started_at(us: i64) -> Exchange {
         Exchange {
@@ -537,7 +537,7 @@ mod tests {
                 method: "GET".into(),
                 uri: "/".into(),
                 version: "HTTP/1.1".into(),
-                headers: Vec::new(),
+                headers: Headers::default(),
                 body: Body::default(),
             },
             response: None,
