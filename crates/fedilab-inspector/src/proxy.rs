@@ -1191,4 +1191,21 @@ mod tests {
         assert_eq!(m.len(), 1);
         assert!(m.contains_key(header::DATE));
     }
+
+    #[test]
+    fn an_upgrade_keeps_connection_and_upgrade_only() {
+        let mut m = HeaderMap::new();
+        m.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("Upgrade, x-secret"),
+        );
+        m.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        m.insert("x-secret", HeaderValue::from_static("1"));
+        m.insert(header::TE, HeaderValue::from_static("trailers"));
+        m.insert(header::DATE, HeaderValue::from_static("d"));
+        strip_hop_by_hop(&mut m, true);
+        let mut left: Vec<&str> = m.keys().map(HeaderName::as_str).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["connection", "date", "upgrade"]);
+    }
 }
