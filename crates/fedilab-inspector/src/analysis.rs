@@ -656,7 +656,7 @@ fn summarize(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::exchange::{RequestRecord, ResponseRecord};
+    use crate::exchange::ResponseRecord;
 
     fn ex(
         method: &str,
@@ -665,40 +665,15 @@ mod tests {
         req_body: &str,
         resp: Option<(&str, &str)>,
     ) -> Exchange {
-        let h = |v: &[(&str, &str)]| {
-            v.iter()
-                .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
-                .collect()
-        };
-        let body = |s: &str| Body {
-            captured: s.as_bytes().to_vec().into(),
-            size: s.len() as u64,
-            truncated: false,
-            complete: true,
-        };
         Exchange {
             id: 1,
-            started_us: 0,
-            client: None,
-            host: "b.test".into(),
-            upstream: None,
-            request: RequestRecord {
-                method: method.into(),
-                uri: uri.into(),
-                version: "HTTP/1.1".into(),
-                headers: h(req_headers),
-                body: body(req_body),
-            },
             response: resp.map(|(ct, b)| ResponseRecord {
                 status: 200,
                 version: "HTTP/1.1".into(),
-                headers: h(&[("content-type", ct)]),
-                body: body(b),
+                headers: vec![("content-type", ct)].into(),
+                body: Body::test_whole(b.as_bytes()),
             }),
-            error: None,
-            headers_us: None,
-            total_us: 0,
-            upgrade: None,
+            ..Exchange::test_request("b.test", method, uri, req_headers, req_body.as_bytes())
         }
     }
 

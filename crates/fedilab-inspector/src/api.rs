@@ -524,27 +524,12 @@ async fn events(
 mod tests {
     use super::*;
     use crate::config::StoreLimits;
-    use crate::exchange::{Body, Exchange, Headers, RequestRecord};
+    use crate::exchange::Exchange;
 
     fn started_at(us: i64) -> Exchange {
         Exchange {
-            id: 0,
             started_us: us,
-            client: None,
-            host: "a.example".into(),
-            upstream: None,
-            request: RequestRecord {
-                method: "GET".into(),
-                uri: "/".into(),
-                version: "HTTP/1.1".into(),
-                headers: Headers::default(),
-                body: Body::default(),
-            },
-            response: None,
-            error: None,
-            headers_us: None,
-            total_us: 0,
-            upgrade: None,
+            ..Exchange::test_request("a.example", "GET", "/", &[], b"")
         }
     }
 

@@ -315,6 +315,52 @@ mod base64_bytes {
 }
 
 #[cfg(test)]
+impl Exchange {
+    /// A request to `host` with these header fields and a whole body, not
+    /// answered yet: the record unit tests start from.
+    pub(crate) fn test_request(
+        host: &str,
+        method: &str,
+        uri: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Self {
+        Exchange {
+            id: 0,
+            started_us: 0,
+            client: None,
+            host: host.to_owned(),
+            upstream: None,
+            request: RequestRecord {
+                method: method.to_owned(),
+                uri: uri.to_owned(),
+                version: "HTTP/1.1".to_owned(),
+                headers: headers.iter().copied().collect(),
+                body: Body::test_whole(body),
+            },
+            response: None,
+            error: None,
+            headers_us: None,
+            total_us: 0,
+            upgrade: None,
+        }
+    }
+}
+
+#[cfg(test)]
+impl Body {
+    /// A body captured whole.
+    pub(crate) fn test_whole(bytes: &[u8]) -> Self {
+        Body {
+            captured: Bytes::copy_from_slice(bytes),
+            size: bytes.len() as u64,
+            truncated: false,
+            complete: true,
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

@@ -541,33 +541,15 @@ fn persist_loop(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::exchange::{Body, RequestRecord};
 
     fn exchange(body_len: usize) -> Exchange {
-        Exchange {
-            id: 0,
-            started_us: 0,
-            client: None,
-            host: "a.example".into(),
-            upstream: None,
-            request: RequestRecord {
-                method: "POST".into(),
-                uri: "/inbox".into(),
-                version: "HTTP/1.1".into(),
-                headers: vec![("host", "a.example")].into(),
-                body: Body {
-                    captured: vec![b'x'; body_len].into(),
-                    size: body_len as u64,
-                    truncated: false,
-                    complete: true,
-                },
-            },
-            response: None,
-            error: None,
-            headers_us: None,
-            total_us: 0,
-            upgrade: None,
-        }
+        Exchange::test_request(
+            "a.example",
+            "POST",
+            "/inbox",
+            &[("host", "a.example")],
+            &vec![b'x'; body_len],
+        )
     }
 
     #[test]

@@ -340,32 +340,15 @@ mod tests {
         })
         .to_string();
         Exchange {
-            id: 0,
             started_us: 1,
-            client: None,
-            host: "b.test".to_owned(),
-            upstream: None,
-            request: crate::exchange::RequestRecord {
-                method: "POST".to_owned(),
-                uri: "/inbox".to_owned(),
-                version: "HTTP/1.1".to_owned(),
-                headers: vec![(
-                    "content-type".to_owned(),
-                    "application/activity+json".to_owned(),
-                )]
-                .into(),
-                body: crate::exchange::Body {
-                    size: body.len() as u64,
-                    captured: body.into(),
-                    truncated: false,
-                    complete: true,
-                },
-            },
-            response: None,
-            error: None,
-            headers_us: None,
             total_us: 1,
-            upgrade: None,
+            ..Exchange::test_request(
+                "b.test",
+                "POST",
+                "/inbox",
+                &[("content-type", "application/activity+json")],
+                body.as_bytes(),
+            )
         }
     }
 

@@ -400,6 +400,15 @@ fn row_index(id: u64) -> String {
     )
 }
 
+/// Waits (after `ready`, a JavaScript condition ending in `&&`, or
+/// nothing) until both rows are listed, then asserts `first` comes before
+/// `second`.
+async fn assert_listed_before(cdp: &mut Cdp, ready: &str, first: u64, second: u64, why: &str) {
+    let (a, b) = (row_index(first), row_index(second));
+    cdp.wait_for(&format!("{ready}{a} >= 0 && {b} >= 0")).await;
+    assert_eq!(cdp.eval(&format!("{a} < {b}")).await, true, "{why}");
+}
+
 #[tokio::test]
 async fn the_ui_adds_fault_rules_marks_what_they_touch_orders_by_start_and_replays() {
     if !Path::new(CHROMIUM).exists() {
@@ -486,34 +495,19 @@ async fn the_ui_adds_fault_rules_marks_what_they_touch_orders_by_start_and_repla
     assert_eq!(within("the slow request", slow).await.expect("task"), 202);
     let late = lab.next_record_id().await;
     assert!(late > quick);
-    cdp.wait_for(&format!(
-        "{} >= 0 && {} >= 0",
-        row_index(late),
-        row_index(quick)
-    ))
-    .await;
-    assert_eq!(
-        cdp.eval(&format!("{} < {}", row_index(late), row_index(quick)))
-            .await,
-        true,
-        "listed by start, not by id"
-    );
+    assert_listed_before(&mut cdp, "", late, quick, "listed by start, not by id").await;
     // A fresh page reads the rows from `GET /api/exchanges` (in start
     // order, as the events placed them) and shows the same order.
     cdp.eval("document.body.dataset.live = ''; location.reload(); true")
         .await;
-    cdp.wait_for(&format!(
-        "document.body.dataset.live === '1' && {} >= 0 && {} >= 0",
-        row_index(late),
-        row_index(quick)
-    ))
+    assert_listed_before(
+        &mut cdp,
+        "document.body.dataset.live === '1' && ",
+        late,
+        quick,
+        "listed by start after a reload too",
+    )
     .await;
-    assert_eq!(
-        cdp.eval(&format!("{} < {}", row_index(late), row_index(quick)))
-            .await,
-        true,
-        "listed by start after a reload too"
-    );
 
     // A long activity name is clipped, the verdict stays in view.
     let tombstone = br#"{"type":"Delete","actor":"https://mastodon1.fediverse.local/users/alice","object":{"type":"Tombstone","id":"https://mastodon1.fediverse.local/users/alice/statuses/1"}}"#;
