@@ -53,6 +53,34 @@ fn commands_say_how_to_reach_a_cluster_that_is_not_there() {
 }
 
 #[test]
+fn up_without_the_inspector_says_the_profile_rules_will_not_apply() {
+    let t = TestDir::new();
+    let kubeconfig = dead_kubeconfig(&t);
+    let profile = t.dir.path().join("faults.yaml");
+    std::fs::write(
+        &profile,
+        "name: main\ndomain: fediverse.test\ninstances:\n  - name: mastodon1\n\
+         inspector:\n  faults:\n    - match: { host: mastodon1 }\n      action: { status: 503 }\n",
+    )
+    .expect("profile");
+    let profile = profile.to_str().expect("utf-8 path");
+    let base = [
+        "up",
+        "--profile",
+        profile,
+        "--kubeconfig",
+        kubeconfig.as_str(),
+    ];
+    let warned = "warning: the profile's 1 fault rule will not apply: --no-inspector";
+    let out = t.run(&[&base[..], &["--no-inspector"]].concat());
+    assert!(stderr(&out).contains(warned), "{}", stderr(&out));
+    // Then up goes on (here to the missing cluster).
+    assert!(stderr(&out).contains("cannot reach the Kubernetes API"));
+    let out = t.run(&base);
+    assert!(!stderr(&out).contains("warning:"), "{}", stderr(&out));
+}
+
+#[test]
 fn no_kubeconfig_anywhere_is_explained() {
     let t = TestDir::new();
     let out = t

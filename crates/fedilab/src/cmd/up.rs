@@ -80,6 +80,13 @@ pub struct UpArgs {
 pub fn run(args: &UpArgs) -> anyhow::Result<ExitCode> {
     let data_dir = crate::paths::data_dir()?;
     let spec = args.lab.load()?;
+    let rules = spec.inspector.faults.len();
+    if args.no_inspector && rules > 0 {
+        eprintln!(
+            "warning: the profile's {rules} fault rule{} will not apply: --no-inspector runs no inspector",
+            if rules == 1 { "" } else { "s" }
+        );
+    }
     let daemon = serve_daemon(&spec.name, &data_dir)?;
     let request = UpRequest {
         data_dir: data_dir.clone(),
