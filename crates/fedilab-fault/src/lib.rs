@@ -324,6 +324,20 @@ impl FromStr for RuleSpec {
     }
 }
 
+/// Whether `host` is the host a rule names as `want` (its `host` or
+/// `from`): the same name, or its first label (`mastodon2` is
+/// `mastodon2.fediverse.local`, `mastodon22.fediverse.local` is not);
+/// case and a trailing dot do not count.
+pub fn host_is(host: &str, want: &str) -> bool {
+    let want = want.trim().trim_end_matches('.');
+    host.eq_ignore_ascii_case(want)
+        || (host.len() > want.len()
+            && host.as_bytes().get(want.len()) == Some(&b'.')
+            && host
+                .get(..want.len())
+                .is_some_and(|h| h.eq_ignore_ascii_case(want)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -401,5 +415,15 @@ mod tests {
             assert!(text.contains(&format!("\"{field}\"")), "{field} in {text}");
         }
         assert_eq!(schema["required"], serde_json::json!(["action"]));
+    }
+    #[test]
+    fn names_match_whole_or_by_their_first_label() {
+        assert!(host_is("mastodon2.fediverse.local", "mastodon2"));
+        assert!(host_is(
+            "mastodon2.fediverse.local",
+            "Mastodon2.fediverse.local."
+        ));
+        assert!(!host_is("mastodon22.fediverse.local", "mastodon2"));
+        assert!(!host_is("mastodon2.fediverse.local", "fediverse"));
     }
 }

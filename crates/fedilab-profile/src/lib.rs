@@ -30,7 +30,7 @@ pub use spec::{
     DEFAULT_MASTODON_VERSION, DEFAULT_MISSKEY_IMAGE, DEFAULT_MISSKEY_VERSION, ExternalSpec,
     GoToSocialSpec, InspectorSpec, InstanceCounts, InstanceSpec, InstanceSpecKind, LabSpec,
     MAX_INSTANCES, MastodonResources, MastodonSpec, MisskeySpec, OLDEST_GOTOSOCIAL, OLDEST_MISSKEY,
-    Overrides, ParseOrValidationError, ValidationError, ValidationErrors,
+    Overrides, ParseOrValidationError, UnknownRuleHost, ValidationError, ValidationErrors,
 };
 pub use types::{
     Cidr, CidrError, Domain, ExternalUrl, Fqdn, InstanceName, LabName, MastodonVersion, NameError,

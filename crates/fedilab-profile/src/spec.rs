@@ -578,6 +578,51 @@ impl LabSpec {
     pub fn instance(&self, name: &str) -> Option<&InstanceSpec> {
         self.instances.iter().find(|i| i.name.as_str() == name)
     }
+
+    /// The profile's fault rules whose `host` or `from` names no instance
+    /// of the lab: a typo, most likely, since such a rule never fires
+    /// (unless a server attached later has that name).
+    pub fn fault_rules_naming_no_instance(&self) -> Vec<UnknownRuleHost<'_>> {
+        let known = |name: &str| {
+            self.instances
+                .iter()
+                .any(|i| fedilab_fault::host_is(i.host.as_str(), name))
+        };
+        let mut out = Vec::new();
+        for (index, rule) in self.inspector.faults.iter().enumerate() {
+            let m = &rule.matcher;
+            for (field, name) in [("host", &m.host), ("from", &m.from)] {
+                if let Some(name) = name.as_deref()
+                    && !known(name)
+                {
+                    out.push(UnknownRuleHost { index, field, name });
+                }
+            }
+        }
+        out
+    }
+}
+
+/// A fault rule's `host` or `from` that no instance of the lab has
+/// ([`LabSpec::fault_rules_naming_no_instance`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownRuleHost<'a> {
+    /// The rule's position in `inspector.faults`.
+    pub index: usize,
+    /// `host` or `from`.
+    pub field: &'static str,
+    /// The name the rule gives.
+    pub name: &'a str,
+}
+
+impl std::fmt::Display for UnknownRuleHost<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "inspector.faults[{}].match.{}: {:?} is no instance of this lab, so the rule never fires",
+            self.index, self.field, self.name
+        )
+    }
 }
 
 /// Either failure of [`LabSpec::from_yaml`].

@@ -453,6 +453,30 @@ fn inspector_fault_rules_read_as_the_apis_json() {
 }
 
 #[test]
+fn fault_rules_naming_no_instance_are_found() {
+    let spec = resolve(FAULTS, &NONE).expect("valid rules");
+    assert_eq!(spec.fault_rules_naming_no_instance(), []);
+    let yaml = r#"
+instances: [{}, {}]
+inspector:
+  faults:
+    - match: { host: mastodon3 }
+      action: { status: 503 }
+    - match: { host: mastodon2.fediverse.local, from: mastodon11 }
+      action: { status: 503 }
+"#;
+    let spec = resolve(yaml, &NONE).expect("valid rules");
+    let unknown = spec.fault_rules_naming_no_instance();
+    let found: Vec<(usize, &str, &str)> =
+        unknown.iter().map(|u| (u.index, u.field, u.name)).collect();
+    assert_eq!(found, [(0, "host", "mastodon3"), (1, "from", "mastodon11")]);
+    assert_eq!(
+        unknown[0].to_string(),
+        "inspector.faults[0].match.host: \"mastodon3\" is no instance of this lab, so the rule never fires"
+    );
+}
+
+#[test]
 fn bad_fault_rules_are_reported_at_their_field_with_the_rule() {
     let yaml = r#"
 name: Bad

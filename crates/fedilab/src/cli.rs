@@ -176,3 +176,11 @@ impl LabArgs {
         })
     }
 }
+
+/// Warns about fault rules whose `host` or `from` no instance of `spec`
+/// has (they are kept: a server attached later may have that name).
+pub fn warn_unknown_rule_hosts(spec: &LabSpec) {
+    for unknown in spec.fault_rules_naming_no_instance() {
+        eprintln!("warning: {unknown}");
+    }
+}

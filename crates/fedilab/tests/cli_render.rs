@@ -97,10 +97,26 @@ fn inspector_fault_rules_are_checked_by_render_and_change_no_object() {
     };
     let (a, b) = (render(&plain), render(&faulty));
     assert!(b.status.success(), "{}", stderr(&b));
+    assert!(!stderr(&b).contains("warning"), "{}", stderr(&b));
     assert_eq!(
         stdout(&a),
         stdout(&b),
         "rules live in the inspector, not in the cluster"
+    );
+
+    // A rule for a host the lab does not have renders, with a warning.
+    let typo_host = t.write(
+        "typo-host.yaml",
+        "instances: [{}, {}]\ninspector:\n  faults:\n    - match: { host: mastodon3 }\n      action: { status: 503 }\n",
+    );
+    let out = render(&typo_host);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(
+            "warning: inspector.faults[0].match.host: \"mastodon3\" is no instance of this lab"
+        ),
+        "{}",
+        stderr(&out)
     );
 
     let bad = t.write(

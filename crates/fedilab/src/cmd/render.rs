@@ -62,6 +62,7 @@ pub struct RenderArgs {
 /// a failed write to stdout.
 pub fn run(args: &RenderArgs) -> anyhow::Result<ExitCode> {
     let spec = args.lab.load()?;
+    crate::cli::warn_unknown_rule_hosts(&spec);
     let master_seed = match &args.seed {
         Some(text) => seed_from_text(text),
         None => {

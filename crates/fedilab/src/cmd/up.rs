@@ -101,6 +101,8 @@ pub fn run(args: &UpArgs) -> anyhow::Result<ExitCode> {
         }),
     };
     let plan = UpPlan::prepare(request).map_err(usage_or)?;
+    // Attached servers are in the plan's lab: a rule may name one.
+    crate::cli::warn_unknown_rule_hosts(plan.spec());
     let report = runtime(Threads::One)?.block_on(async {
         let cluster = connect_checked(&args.kube).await?;
         let timings = Timings::new(cluster.counter.clone());
