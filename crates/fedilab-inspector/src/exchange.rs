@@ -314,16 +314,15 @@ mod base64_bytes {
     }
 }
 
-#[cfg(test)]
 impl Exchange {
-    /// A request to `host` with these header fields and a whole body, not
-    /// answered yet: the record unit tests start from.
-    pub(crate) fn test_request(
+    /// A request not answered (yet), with no id or timings: what a fault
+    /// rule's matching analyses before forwarding.
+    pub(crate) fn unanswered(
         host: &str,
         method: &str,
         uri: &str,
-        headers: &[(&str, &str)],
-        body: &[u8],
+        headers: Headers,
+        body: Body,
     ) -> Self {
         Exchange {
             id: 0,
@@ -335,8 +334,8 @@ impl Exchange {
                 method: method.to_owned(),
                 uri: uri.to_owned(),
                 version: "HTTP/1.1".to_owned(),
-                headers: headers.iter().copied().collect(),
-                body: Body::test_whole(body),
+                headers,
+                body,
             },
             response: None,
             error: None,
@@ -344,6 +343,25 @@ impl Exchange {
             total_us: 0,
             upgrade: None,
         }
+    }
+
+    /// [`Exchange::unanswered`] with header fields and a whole body, the
+    /// record unit tests start from.
+    #[cfg(test)]
+    pub(crate) fn test_request(
+        host: &str,
+        method: &str,
+        uri: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Self {
+        Self::unanswered(
+            host,
+            method,
+            uri,
+            headers.iter().copied().collect(),
+            Body::test_whole(body),
+        )
     }
 }
 

@@ -36,7 +36,7 @@ use crate::capture::{
     Pending, RequestHead, ResponseHead, Side, TeeBody, record_headers, version_str,
 };
 use crate::config::SignatureConfig;
-use crate::exchange::{Body as ExBody, Exchange, Marks, RequestRecord, UpgradeRecord};
+use crate::exchange::{Body as ExBody, Exchange, Marks, UpgradeRecord};
 use crate::fault::{Corrupt, Effect, Faults, Rule};
 use crate::routes::{SharedRoutes, Target};
 use crate::store::Store;
@@ -883,30 +883,18 @@ fn analyze_request(
         OutBody::Incoming(_) => Bytes::new(),
     };
     let whole = matches!(body, OutBody::Full(_));
-    let ex = Exchange {
-        id: 0,
-        started_us: 0,
-        client: None,
-        host: host.to_owned(),
-        upstream: None,
-        request: RequestRecord {
-            method: method.as_str().to_owned(),
-            uri: pending_uri(uri),
-            version: "HTTP/1.1".to_owned(),
-            headers: pending.request_headers().clone(),
-            body: ExBody {
-                size: captured.len() as u64,
-                truncated: !whole,
-                complete: whole,
-                captured,
-            },
+    let ex = Exchange::unanswered(
+        host,
+        method.as_str(),
+        &pending_uri(uri),
+        pending.request_headers().clone(),
+        ExBody {
+            size: captured.len() as u64,
+            truncated: !whole,
+            complete: whole,
+            captured,
         },
-        response: None,
-        error: None,
-        headers_us: None,
-        total_us: 0,
-        upgrade: None,
-    };
+    );
     crate::analysis::analyze(&ex, &state.signatures)
 }
 
