@@ -250,8 +250,7 @@ pub(crate) fn change_removed(id: u64) -> FaultChange {
 }
 
 async fn remove_fault(State(st): State<AppState>, Path(id): Path<u64>) -> Response {
-    if st.api.proxy.faults.remove(id) {
-        st.api.store.record_change(change_removed(id));
+    if crate::remove_fault(&st.api.proxy.faults, &st.api.store, id) {
         StatusCode::NO_CONTENT.into_response()
     } else {
         api_error(StatusCode::NOT_FOUND, format!("no fault rule {id}"))

@@ -132,6 +132,16 @@ fn add_fault(
     Ok(rule)
 }
 
+/// Removes rule `id` and records the removal on the store's timeline;
+/// false when there is no such rule (any more).
+fn remove_fault(faults: &Faults, store: &Store, id: u64) -> bool {
+    let removed = faults.remove(id);
+    if removed {
+        store.record_change(api::change_removed(id));
+    }
+    removed
+}
+
 /// A running inspector: the proxy task, the UI/API task, and the store.
 #[derive(Debug)]
 pub struct Inspector {
@@ -266,11 +276,7 @@ impl Inspector {
     /// Removes fault rule `id` as `DELETE /api/faults/{id}` does, recorded
     /// on the timeline; false when there is no such rule (any more).
     pub fn remove_fault(&self, id: u64) -> bool {
-        let removed = self.faults.remove(id);
-        if removed {
-            self.store.record_change(api::change_removed(id));
-        }
-        removed
+        remove_fault(&self.faults, &self.store, id)
     }
 
     /// The analyzer (cached ActivityPub view and signature verdicts).
