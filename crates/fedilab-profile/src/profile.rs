@@ -50,8 +50,8 @@ pub struct InspectorProfile {
     /// action: {...}}` with one action (`delay_ms`, `status`, `reset`,
     /// `corrupt`, `duplicate`). `fedilab fault list` shows them and
     /// `fedilab fault remove` removes them, like any rule; an `up` with
-    /// changed rules replaces the previous ones. Ignored with `up
-    /// --no-inspector`.
+    /// changed rules replaces the previous ones. `up --no-inspector` warns
+    /// that they will not apply.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub faults: Option<Vec<fedilab_fault::RuleSpec>>,
 }
