@@ -15,6 +15,9 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Exit code for bad input: an invalid profile or flag (clap uses 2 too).
 pub const EXIT_USAGE: u8 = 2;
 
