@@ -25,26 +25,36 @@ pub(crate) const MAX_HEADER_BYTES: usize = 64 * 1024;
 
 /// Copies a header map for the record, bounded by [`MAX_HEADER_BYTES`].
 pub(crate) fn record_headers(map: &http::HeaderMap) -> Headers {
+    record_fields(map.len(), || {
+        map.iter().map(|(n, v)| (n.as_str(), v.as_bytes()))
+    })
+}
+
+/// Copies `count` header fields (each call of `fields` yields them, in
+/// order) for the record, names
+/// in lower case, values lossily decoded, bounded by [`MAX_HEADER_BYTES`]
+/// (a field beyond is replaced by one saying so).
+pub(crate) fn record_fields<'a, I>(count: usize, fields: impl Fn() -> I) -> Headers
+where
+    I: Iterator<Item = (&'a str, &'a [u8])>,
+{
     // Sized once: the head is one buffer.
-    let bytes: usize = map
-        .iter()
-        .map(|(n, v)| n.as_str().len() + v.len())
+    let bytes: usize = fields()
+        .map(|(n, v)| n.len() + v.len())
         .sum::<usize>()
         .min(MAX_HEADER_BYTES);
-    let mut out = Headers::with_capacity(map.len(), bytes);
+    let mut out = Headers::with_capacity(count, bytes);
     let mut budget = MAX_HEADER_BYTES;
-    for (name, value) in map {
-        let n = name.as_str();
-        let v = value.as_bytes();
-        let cost = n.len() + v.len();
+    for (name, value) in fields() {
+        let cost = name.len() + value.len();
         if cost > budget {
             out.push("x-inspector-truncated", "further headers not recorded");
             break;
         }
         budget -= cost;
-        match std::str::from_utf8(v) {
-            Ok(s) => out.push(n, s),
-            Err(_) => out.push(n, &String::from_utf8_lossy(v)),
+        match std::str::from_utf8(value) {
+            Ok(s) => out.push_lower(name, s),
+            Err(_) => out.push_lower(name, &String::from_utf8_lossy(value)),
         }
     }
     out
@@ -129,12 +139,7 @@ impl<B: HttpBody<Data = Bytes> + Unpin> TeeBody<B> {
 
     fn done(&mut self, complete: bool) {
         if let Some(pending) = self.pending.take() {
-            let body = self.capture.finish(complete);
-            let slot = match self.side {
-                Side::Request => &pending.request_body,
-                Side::Response => &pending.response_body,
-            };
-            let _ = slot.set(body);
+            pending.set_body(self.side, self.capture.finish(complete));
         }
     }
 }
@@ -180,12 +185,7 @@ impl<B> Drop for TeeBody<B> {
             // Never polled to the end: complete only if nothing was left
             // (the proxy marks empty bodies by their size hint).
             let complete = self.capture.size == 0 && pending.empty_ok(self.side);
-            let body = self.capture.finish(complete);
-            let slot = match self.side {
-                Side::Request => &pending.request_body,
-                Side::Response => &pending.response_body,
-            };
-            let _ = slot.set(body);
+            pending.set_body(self.side, self.capture.finish(complete));
         }
     }
 }
@@ -308,14 +308,26 @@ impl Pending {
         let _ = self.response_head.set(head);
     }
 
+    /// Records one body as it crossed the proxy (the first setting wins).
+    pub(crate) fn set_body(&self, side: Side, body: Body) {
+        let slot = match side {
+            Side::Request => &self.request_body,
+            Side::Response => &self.response_body,
+        };
+        let _ = slot.set(body);
+    }
+
     /// Records a response the proxy made itself, with its body.
     pub(crate) fn set_local_response(&self, head: ResponseHead, body: &Bytes) {
-        let _ = self.response_body.set(Body {
-            captured: body.clone(),
-            size: body.len() as u64,
-            truncated: false,
-            complete: true,
-        });
+        self.set_body(
+            Side::Response,
+            Body {
+                captured: body.clone(),
+                size: body.len() as u64,
+                truncated: false,
+                complete: true,
+            },
+        );
         self.set_response(head);
     }
 

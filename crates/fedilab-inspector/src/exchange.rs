@@ -37,10 +37,23 @@ impl Headers {
     /// Appends a field. A head beyond 4 GiB is not recorded further (the
     /// proxy keeps at most 64 KiB of a head).
     pub fn push(&mut self, name: &str, value: &str) {
+        self.push_field(name, value, false);
+    }
+
+    /// [`Headers::push`] with the name put in ASCII lower case.
+    pub fn push_lower(&mut self, name: &str, value: &str) {
+        self.push_field(name, value, true);
+    }
+
+    fn push_field(&mut self, name: &str, value: &str, lower: bool) {
         if self.text.len() + name.len() + value.len() > u32::MAX as usize {
             return;
         }
+        let start = self.text.len();
         self.text.push_str(name);
+        if lower && let Some(added) = self.text.get_mut(start..) {
+            added.make_ascii_lowercase();
+        }
         let name_end = self.text.len() as u32;
         self.text.push_str(value);
         self.ends.push((name_end, self.text.len() as u32));

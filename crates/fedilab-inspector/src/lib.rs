@@ -35,6 +35,7 @@ pub mod config;
 pub mod decode;
 mod dialect;
 pub mod exchange;
+mod fast;
 pub mod fault;
 pub mod filter;
 mod guard;

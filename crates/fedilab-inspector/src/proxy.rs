@@ -45,15 +45,18 @@ use crate::upstream::Upstreams;
 /// What the proxy hands back to hyper.
 pub(crate) type ProxyBody = BoxBody<Bytes, hyper::Error>;
 
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a client may take to send a request head (and stay idle
+/// between requests).
+pub(crate) const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Shared by every connection.
 #[derive(Debug)]
 pub(crate) struct ProxyState {
     pub(crate) routes: SharedRoutes,
     client: Client<HttpConnector, TeeBody<OutBody>>,
-    store: Arc<Store>,
-    max_body: usize,
+    pub(crate) store: Arc<Store>,
+    pub(crate) max_body: usize,
     pub(crate) faults: Arc<Faults>,
     signatures: SignatureConfig,
 }
@@ -272,33 +275,42 @@ async fn serve(listener: TcpListener, state: Arc<ProxyState>, mut shutdown: watc
             }
         };
         let _ = stream.set_nodelay(true);
-        let state = Arc::clone(&state);
-        tokio::spawn(async move {
-            let client = Arc::new(Peer::new(peer));
-            let (upstreams, drivers) = Upstreams::new(CONNECT_TIMEOUT);
-            let svc = {
-                let client = Arc::clone(&client);
-                service_fn(move |req| {
-                    let state = Arc::clone(&state);
-                    // An `Err` (a `reset` fault) ends the connection unanswered.
-                    handle(state, Arc::clone(&client), Arc::clone(&upstreams), req)
-                })
-            };
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(30))
-                .serve_connection(
-                    TokioIo::new(ClientStream {
-                        stream,
-                        peer: client,
-                    }),
-                    svc,
-                )
-                .with_upgrades();
-            if let Err(e) = drivers.beside(conn).await {
-                tracing::debug!(%peer, error = %e, "proxy connection ended with an error");
-            }
-        });
+        tokio::spawn(crate::fast::connection(Arc::clone(&state), stream, peer));
+    }
+}
+
+/// Serves the rest of a client connection with hyper, starting with the
+/// bytes the fast path already read from it (`read`).
+pub(crate) async fn serve_hyper(
+    state: Arc<ProxyState>,
+    stream: TcpStream,
+    read: Bytes,
+    client: Arc<Peer>,
+) {
+    let (upstreams, drivers) = Upstreams::new(CONNECT_TIMEOUT);
+    let svc = {
+        let client = Arc::clone(&client);
+        service_fn(move |req| {
+            let state = Arc::clone(&state);
+            // An `Err` (a `reset` fault) ends the connection unanswered.
+            handle(state, Arc::clone(&client), Arc::clone(&upstreams), req)
+        })
+    };
+    let peer = client.text.clone();
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .serve_connection(
+            TokioIo::new(ClientStream {
+                stream,
+                read,
+                peer: client,
+            }),
+            svc,
+        )
+        .with_upgrades();
+    if let Err(e) = drivers.beside(conn).await {
+        tracing::debug!(%peer, error = %e, "proxy connection ended with an error");
     }
 }
 
@@ -310,6 +322,12 @@ pub(crate) fn request_host(uri: &Uri, headers: &HeaderMap) -> String {
         .map(Authority::as_str)
         .or_else(|| headers.get(header::HOST).and_then(|v| v.to_str().ok()))
         .unwrap_or("");
+    normal_host(raw)
+}
+
+/// A Host value as routes name it: lower case, without port or trailing
+/// dot.
+pub(crate) fn normal_host(raw: &str) -> String {
     strip_port(raw).trim_end_matches('.').to_ascii_lowercase()
 }
 
@@ -368,18 +386,25 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
 /// A field that is only about the one connection it came on (those a
 /// Connection field names are found through it).
 fn is_hop_by_hop(name: &HeaderName) -> bool {
-    matches!(
-        name.as_str(),
-        "connection"
-            | "keep-alive"
-            | "proxy-authenticate"
-            | "proxy-authorization"
-            | "proxy-connection"
-            | "te"
-            | "trailer"
-            | "transfer-encoding"
-            | "upgrade"
-    )
+    is_hop_by_hop_name(name.as_str())
+}
+
+/// The fields that are only about one connection (RFC 9110 7.6.1).
+const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// [`is_hop_by_hop`] for a name in any case.
+pub(crate) fn is_hop_by_hop_name(name: &str) -> bool {
+    HOP_BY_HOP.iter().any(|h| h.eq_ignore_ascii_case(name))
 }
 
 /// The client end of a proxied connection, formatted once per connection
@@ -387,9 +412,9 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
 #[derive(Debug)]
 pub(crate) struct Peer {
     /// `ip:port`, as recorded.
-    text: String,
+    pub(crate) text: String,
     /// The address alone, as `X-Forwarded-For` gets it.
-    ip: HeaderValue,
+    pub(crate) ip: HeaderValue,
     /// A `reset` fault rule ends this connection with a TCP RST.
     reset: AtomicBool,
 }
@@ -405,11 +430,13 @@ impl Peer {
     }
 }
 
-/// The client's connection. When a `reset` fault rule fired, it is neither
-/// shut down nor closed gracefully: closing it with a zero linger time sends
-/// a TCP RST, as a crashed or overloaded server's kernel would.
+/// The client's connection, as hyper reads it: first the bytes the fast
+/// path had read, then the socket. When a `reset` fault rule fired, it is
+/// neither shut down nor closed gracefully: closing it with a zero linger
+/// time sends a TCP RST, as a crashed or overloaded server's kernel would.
 struct ClientStream {
     stream: TcpStream,
+    read: Bytes,
     peer: Arc<Peer>,
 }
 
@@ -433,7 +460,13 @@ impl AsyncRead for ClientStream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_read(cx, buf)
+        let this = self.get_mut();
+        if !this.read.is_empty() {
+            let n = this.read.len().min(buf.remaining());
+            buf.put_slice(&this.read.split_to(n));
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.stream).poll_read(cx, buf)
     }
 }
 
@@ -498,7 +531,7 @@ fn full(body: Bytes) -> ProxyBody {
     Full::new(body).map_err(|never| match never {}).boxed()
 }
 
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut out = e.to_string();
     let mut src = e.source();
     while let Some(s) = src {
@@ -573,7 +606,7 @@ fn unknown_host(
     )
 }
 
-fn bad_gateway(pending: &Pending, origin: &str, why: String) -> Response<ProxyBody> {
+pub(crate) fn bad_gateway(pending: &Pending, origin: &str, why: String) -> Response<ProxyBody> {
     let msg = format!("upstream {origin} failed: {why}");
     pending.set_error(msg.clone());
     local_response(
