@@ -393,14 +393,15 @@ impl Analyzer {
         Self { cfg, keys, watch }
     }
 
-    /// Learns the keys of every exchange recorded since the last call
-    /// (the background tick of `Inspector::start` calls this; so does
-    /// every verdict).
+    /// Learns the keys of every exchange recorded since the last call that
+    /// may carry some (the background tick of `Inspector::start` calls
+    /// this; so does every verdict).
     pub fn learn_keys(&self) {
         self.watch.catch_up();
     }
 
-    /// Exchanges the key watcher never read (evicted or cleared first).
+    /// Exchanges that may carry keys the watcher never read (it fell more
+    /// than the store's queue behind).
     pub fn keys_missed(&self) -> u64 {
         self.watch.missed()
     }

@@ -104,10 +104,9 @@ pub enum StartError {
     },
 }
 
-/// Learns keys from what the store recorded, every 100 ms, until
-/// shutdown. Off the hot path twice: the proxy pays nothing for it, and a
-/// batch (thousands of exchanges under load) runs on the blocking pool, not
-/// on a worker whose connections would wait for it.
+/// Learns keys from what the store queued for the watcher (the exchanges
+/// that may carry keys), every 100 ms, until shutdown, on the blocking
+/// pool, not on a worker whose connections would wait for it.
 async fn learn_keys(analyzer: Arc<Analyzer>, mut shutdown: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -30,6 +30,9 @@ const MAX_CHANGES: usize = 1000;
 /// Records waiting for the persistence thread; beyond this they are dropped
 /// from the file (never from memory) and counted.
 const PERSIST_QUEUE: usize = 8192;
+/// Entries waiting for the key watcher; beyond this the oldest are dropped
+/// from its queue (never from the store) and counted.
+pub(crate) const WATCH_QUEUE: usize = 8192;
 
 /// One stored exchange and a place for its analysis (filled on read by
 /// [`crate::Analyzer`]; the store never looks inside).
@@ -158,6 +161,15 @@ pub struct Store {
     inner: Mutex<Inner>,
     events: broadcast::Sender<StoreEvent>,
     persist: OnceLock<Persister>,
+    watch: OnceLock<Watch>,
+}
+
+/// The key watcher's queue: the entries it wants, as they are recorded.
+#[derive(Debug)]
+struct Watch {
+    wants: fn(&Exchange) -> bool,
+    queue: Mutex<VecDeque<Arc<Entry>>>,
+    dropped: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -192,6 +204,7 @@ impl Store {
             }),
             events,
             persist: OnceLock::new(),
+            watch: OnceLock::new(),
         }
     }
 
@@ -276,6 +289,16 @@ impl Store {
             (id, entry)
         };
         let _ = self.events.send(StoreEvent::Added(id));
+        if let Some(w) = self.watch.get()
+            && (w.wants)(&entry.exchange)
+        {
+            let mut queue = w.queue.lock().unwrap_or_else(|e| e.into_inner());
+            queue.push_back(Arc::clone(&entry));
+            if queue.len() > WATCH_QUEUE {
+                queue.pop_front();
+                w.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
         if let Some(p) = self.persist.get() {
             match p.tx.try_send(PersistMsg::Append(entry)) {
                 Ok(()) => {}
@@ -346,6 +369,37 @@ impl Store {
             inner.entries.range(from..).cloned().collect(),
             inner.next_id,
         )
+    }
+
+    /// From now on, queues every recorded entry that `wants` picks for one
+    /// watcher to take ([`Store::watched`]), so it never reads the store
+    /// under its lock; returns the entries held now that it picks. The
+    /// first call sets `wants`.
+    pub(crate) fn watch(&self, wants: fn(&Exchange) -> bool) -> Vec<Arc<Entry>> {
+        let _ = self.watch.set(Watch {
+            wants,
+            queue: Mutex::new(VecDeque::new()),
+            dropped: AtomicU64::new(0),
+        });
+        let mut held = self.snapshot();
+        held.retain(|e| wants(&e.exchange));
+        held
+    }
+
+    /// The entries queued for the watcher since the last call, oldest
+    /// first.
+    pub(crate) fn watched(&self) -> Vec<Arc<Entry>> {
+        self.watch.get().map_or_else(Vec::new, |w| {
+            let taken = std::mem::take(&mut *w.queue.lock().unwrap_or_else(|e| e.into_inner()));
+            taken.into()
+        })
+    }
+
+    /// Entries dropped from the watcher's queue because it fell behind.
+    pub(crate) fn watch_dropped(&self) -> u64 {
+        self.watch
+            .get()
+            .map_or(0, |w| w.dropped.load(Ordering::Relaxed))
     }
 
     /// Every entry held now, oldest first.

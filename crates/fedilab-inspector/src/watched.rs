@@ -19,7 +19,6 @@
 //! Bounded: at most [`MAX_KEYS`] key ids, [`MAX_VERSIONS`] versions each.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
@@ -73,15 +72,38 @@ fn mentions_keys(bytes: &[u8]) -> bool {
     FINDERS.iter().any(|f| f.find(bytes).is_some())
 }
 
+/// A successful JSON answer to a GET that may be an actor document.
+fn may_be_actor_document(ex: &Exchange) -> bool {
+    let req = &ex.request;
+    (req.method == "GET" || req.method == "HEAD")
+        && ex.response.as_ref().is_some_and(|r| {
+            (200..300).contains(&r.status)
+                && header(&r.headers, "content-type").is_some_and(|ct| ct.contains("json"))
+                && (header(&r.headers, "content-encoding").is_some()
+                    || mentions_keys(&r.body.captured))
+        })
+}
+
+/// A POST whose body may embed an actor with its keys.
+fn may_embed_actor(ex: &Exchange) -> bool {
+    let req = &ex.request;
+    req.method == "POST"
+        && (header(&req.headers, "content-encoding").is_some() || mentions_keys(&req.body.captured))
+}
+
+/// Whether an exchange may carry keys to learn: the store hands the
+/// watcher only these (a few header lookups and a scan of the captured
+/// body, on the recording thread).
+pub(crate) fn may_carry_keys(ex: &Exchange) -> bool {
+    may_be_actor_document(ex) || may_embed_actor(ex)
+}
+
 impl WatchedKeys {
     /// Learns the keys an exchange carries, if any.
     pub(crate) fn observe(&self, ex: &Exchange) {
         let req = &ex.request;
-        if (req.method == "GET" || req.method == "HEAD")
+        if may_be_actor_document(ex)
             && let Some(r) = &ex.response
-            && (200..300).contains(&r.status)
-            && header(&r.headers, "content-type").is_some_and(|ct| ct.contains("json"))
-            && (header(&r.headers, "content-encoding").is_some() || mentions_keys(&r.body.captured))
             && let Some(doc) = json_body(&r.body, &r.headers)
         {
             let at = ex
@@ -89,9 +111,7 @@ impl WatchedKeys {
                 .saturating_add(i64::try_from(ex.total_us).unwrap_or(0));
             self.learn(&doc, Some(url_of(ex)), at);
         }
-        if req.method == "POST"
-            && (header(&req.headers, "content-encoding").is_some()
-                || mentions_keys(&req.body.captured))
+        if may_embed_actor(ex)
             && let Some(doc) = json_body(&req.body, &req.headers)
         {
             // An actor embedded by its own server: `object` of an
@@ -201,55 +221,47 @@ impl WatchedKeys {
     }
 }
 
-/// Follows the store and feeds [`WatchedKeys`]: a cursor (the last id
-/// seen) read in batches, so the proxy's pushes pay nothing for it.
+/// Feeds [`WatchedKeys`] from the store: the exchanges that may carry
+/// keys, queued by the store as they are recorded (its
+/// [`Store::watch`](crate::store::Store::watch) queue), read in batches.
+///
+/// Not a cursor over the store: under load that read thousands of entries
+/// a tick under the store's lock, and the proxy's thread waited for it
+/// whenever the reader lost its core holding the lock (p99 latency under
+/// `bench-inspector.sh` was 2.5 times what it is with no watcher).
 #[derive(Debug)]
 pub(crate) struct KeyWatch {
     pub(crate) keys: WatchedKeys,
     store: Arc<Store>,
-    seen: Mutex<u64>,
-    missed: AtomicU64,
 }
 
 impl KeyWatch {
     /// Learns from what `store` holds already (a reloaded capture file),
-    /// then follows it.
+    /// then from what the store queues for it.
     pub(crate) fn new(store: Arc<Store>) -> Self {
         let watch = Self {
             keys: WatchedKeys::default(),
             store,
-            seen: Mutex::new(0),
-            missed: AtomicU64::new(0),
         };
-        watch.catch_up();
+        for e in watch.store.watch(may_carry_keys) {
+            watch.keys.observe(&e.exchange);
+        }
         watch
     }
 
-    /// Learns from every exchange recorded since the last call. Called
+    /// Learns from every exchange queued since the last call. Called
     /// before each verdict (so a verdict sees every actor document recorded
     /// before it is read) and on a background tick.
     pub(crate) fn catch_up(&self) {
-        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-        let (entries, next) = self.store.after(*seen);
-        let mut expected = *seen + 1;
-        let mut gone = 0;
-        for e in &entries {
-            // Ids skipped were evicted (or cleared) before this read.
-            gone += e.exchange.id.saturating_sub(expected);
-            expected = e.exchange.id + 1;
+        for e in self.store.watched() {
             self.keys.observe(&e.exchange);
         }
-        gone += next.saturating_sub(expected);
-        if *seen > 0 {
-            self.missed.fetch_add(gone, Ordering::Relaxed);
-        }
-        *seen = next.saturating_sub(1).max(*seen);
     }
 
-    /// Exchanges recorded but gone before the watcher read them (their
-    /// keys were not learned).
+    /// Exchanges that may carry keys, dropped from the queue unread
+    /// because the watcher fell behind.
     pub(crate) fn missed(&self) -> u64 {
-        self.missed.load(Ordering::Relaxed)
+        self.store.watch_dropped()
     }
 }
 
@@ -353,7 +365,7 @@ mod tests {
     }
 
     #[test]
-    fn the_watch_reads_new_exchanges_once_and_counts_those_it_never_saw() {
+    fn the_watch_learns_what_the_store_queues_even_once_evicted_and_counts_what_it_dropped() {
         let store = Store::new(crate::StoreLimits {
             max_exchanges: 2,
             max_bytes: usize::MAX,
@@ -361,28 +373,43 @@ mod tests {
         store.push(update([1; 32]));
         let watch = KeyWatch::new(Arc::clone(&store));
         let id = "https://a.test/users/u#ed";
-        assert_eq!(watch.keys.candidates(id, 0, 2).len(), 1);
-        // Read already: nothing new, nothing missed.
+        let learned = |from: i64, to: i64| -> Vec<[u8; 32]> {
+            watch
+                .keys
+                .candidates(id, from, to)
+                .iter()
+                .map(|k| ed(k))
+                .collect()
+        };
+        assert_eq!(learned(0, 2), [[1; 32]], "what the store held");
+        // Nothing new, nothing missed; an exchange without keys is not
+        // queued at all.
         watch.catch_up();
-        assert_eq!(watch.missed(), 0);
-        // Four more in a store of two: the first two are gone unread.
+        store.push(Exchange::test_request(
+            "b.test",
+            "POST",
+            "/inbox",
+            &[],
+            b"{}",
+        ));
+        assert!(store.watched().is_empty());
+        // Four more in a store of two: learned all the same.
         for k in 2..=5 {
             store.push(update([k; 32]));
         }
+        assert_eq!(store.stats().evicted, 4);
         watch.catch_up();
-        assert_eq!(watch.missed(), 2);
-        let keys: Vec<[u8; 32]> = watch
-            .keys
-            .candidates(id, 10, 20)
-            .iter()
-            .map(|k| ed(k))
-            .collect();
-        assert_eq!(keys, [[5; 32]]);
-        // A clear, then one more: nothing held was skipped.
-        store.clear();
-        store.push(update([6; 32]));
+        assert_eq!(watch.missed(), 0);
+        assert_eq!(learned(10, 20), [[5; 32]], "the newest from then on");
+        // A watcher far behind: the oldest beyond the queue are dropped
+        // and counted, the newest kept.
+        for _ in 0..crate::store::WATCH_QUEUE + 3 {
+            store.push(update([6; 32]));
+        }
+        store.push(update([7; 32]));
         watch.catch_up();
-        assert_eq!(watch.missed(), 2);
+        assert_eq!(watch.missed(), 4);
+        assert_eq!(learned(10, 20), [[7; 32]]);
     }
 
     #[test]
