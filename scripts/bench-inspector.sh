@@ -99,6 +99,15 @@ request = function() return wrk.format(nil, path) end
 EOF
 echo "request body: ${#body} bytes" >&2
 
+# Every port must be free: a proxy left over from another run would be
+# measured in place of the one started here.
+for p in $(seq "$BASE_PORT" $((BASE_PORT + 4))); do
+  if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+    echo "port $p is in use (another benchmark?): stop what listens there or set BASE_PORT" >&2
+    exit 1
+  fi
+done
+
 # --- nginx: the upstream and the plain reverse proxy -----------------------
 cat > "$BENCH_DIR/nginx.conf" <<EOF
 worker_processes 1;
@@ -183,6 +192,10 @@ variant() { # name: one run of one variant; prints its result line
     inspector|insp+rules|insp+delay)
       inspector_start
       wait_port "$INSPECT_PORT"
+      if ! kill -0 "$INSPECTOR_PID" 2>/dev/null; then
+        echo "the inspector did not start: $(tail -1 "$BENCH_DIR/inspector.log")" >&2
+        exit 1
+      fi
       case "$1" in
         insp+rules)
           fault_api POST /api/faults '{"match":{"host":"nowhere.example"},"action":{"status":503}}'
