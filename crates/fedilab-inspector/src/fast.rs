@@ -596,10 +596,16 @@ fn response_head(
         .iter()
         .map(|h| (at(h.name.as_bytes()), at(h.value)))
         .collect();
+    // The body goes as it came, so its Transfer-Encoding does too (not
+    // recorded, as hyper's path does not); a Content-Length beside chunked
+    // framing would contradict it and goes.
+    let chunked = matches!(framing, Framing::Chunked(_));
+    let stale_length = |n: &str| chunked && n.eq_ignore_ascii_case("content-length");
+    let kept = |n: &str| !is_hop_by_hop_name(n) && !named(n) && !stale_length(n);
     pending.set_response(ResponseHead {
         status,
         version: if http10 { "HTTP/1.0" } else { "HTTP/1.1" },
-        headers: record_head(buf, &fields, |n| !is_hop_by_hop_name(n) && !named(n)),
+        headers: record_head(buf, &fields, kept),
         empty: matches!(framing, Framing::Empty),
     });
     out.clear();
@@ -609,8 +615,7 @@ fn response_head(
     out.extend_from_slice(resp.reason.unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
     for h in resp.headers.iter() {
-        let framing_field = h.name.eq_ignore_ascii_case("transfer-encoding");
-        if framing_field || (!is_hop_by_hop_name(h.name) && !named(h.name)) {
+        if h.name.eq_ignore_ascii_case("transfer-encoding") || kept(h.name) {
             push_field(out, h.name.as_bytes(), h.value);
         }
     }

@@ -26,7 +26,8 @@ fn script(method: &str, path: &str) -> (Vec<u8>, bool) {
     let text = |s: &str| (s.as_bytes().to_vec(), false);
     match path {
         "/chunked" => text(
-            "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ntransfer-encoding: chunked\r\n\r\n\
+            "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ntransfer-encoding: chunked\r\n\
+             content-length: 99\r\n\r\n\
              5\r\nhello\r\n7;x=y\r\n, world\r\n0\r\nx-trailer: t\r\n\r\n",
         ),
         "/close" => (
@@ -173,6 +174,7 @@ async fn every_response_framing_is_relayed_and_recorded() {
     let got = text(&got);
     assert!(got.starts_with("HTTP/1.1 200 OK\r\n"), "{got}");
     assert!(got.contains("transfer-encoding: chunked\r\n"), "{got}");
+    assert!(!got.contains("content-length"), "chunked wins: {got}");
     assert!(got.ends_with("5\r\nhello\r\n7;x=y\r\n, world\r\n0\r\nx-trailer: t\r\n\r\n"));
     let e = lab.next_record().await;
     let resp = e.exchange.response.as_ref().expect("response");
