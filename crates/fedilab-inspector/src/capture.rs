@@ -73,14 +73,14 @@ pub(crate) fn version_str(v: http::Version) -> &'static str {
 
 /// A bounded copy of a body's first bytes.
 #[derive(Debug)]
-struct Capture {
+pub(crate) struct Capture {
     buf: Vec<u8>,
     size: u64,
     cap: usize,
 }
 
 impl Capture {
-    fn new(cap: usize, hint: &SizeHint) -> Self {
+    pub(crate) fn new(cap: usize, hint: &SizeHint) -> Self {
         let want = hint.exact().unwrap_or(hint.lower()).min(cap as u64) as usize;
         Self {
             buf: Vec::with_capacity(want),
@@ -89,7 +89,7 @@ impl Capture {
         }
     }
 
-    fn push(&mut self, data: &[u8]) {
+    pub(crate) fn push(&mut self, data: &[u8]) {
         self.size += data.len() as u64;
         let room = self.cap.saturating_sub(self.buf.len());
         let take = room.min(data.len());
@@ -98,7 +98,7 @@ impl Capture {
         }
     }
 
-    fn finish(&mut self, complete: bool) -> Body {
+    pub(crate) fn finish(&mut self, complete: bool) -> Body {
         let buf = std::mem::take(&mut self.buf);
         Body {
             truncated: (buf.len() as u64) < self.size,

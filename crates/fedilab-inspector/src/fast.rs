@@ -33,7 +33,7 @@ use http_body_util::BodyExt as _;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _, Interest};
 use tokio::net::TcpStream;
 
-use crate::capture::{Pending, RequestHead, ResponseHead, Side, record_fields};
+use crate::capture::{Capture, Pending, RequestHead, ResponseHead, Side, record_fields};
 use crate::exchange::{Body, Headers, Marks};
 use crate::proxy::{
     self, CONNECT_TIMEOUT, HEADER_READ_TIMEOUT, Peer, ProxyBody, ProxyState, is_hop_by_hop_name,
@@ -279,7 +279,7 @@ impl Conn {
         };
         let close_client = matches!(framing, Framing::Close);
         // The body, relayed as framed and captured up to the limit.
-        let mut capture = Capture::new(state.max_body);
+        let mut capture = Capture::new(state.max_body, &http_body::SizeHint::default());
         let mut at = head_len;
         let complete = loop {
             let avail = up.buf.get(at..).unwrap_or_default();
@@ -654,39 +654,6 @@ fn record_head(buf: &[u8], fields: &[Field], keep: impl Fn(&str) -> bool) -> Hea
             Some((*name, text(&fields.get(i)?.1)))
         })
     })
-}
-
-/// A bounded copy of a body's first bytes.
-struct Capture {
-    buf: Vec<u8>,
-    size: u64,
-    cap: usize,
-}
-
-impl Capture {
-    fn new(cap: usize) -> Self {
-        Self {
-            buf: Vec::new(),
-            size: 0,
-            cap,
-        }
-    }
-
-    fn push(&mut self, data: &[u8]) {
-        self.size += data.len() as u64;
-        let room = self.cap.saturating_sub(self.buf.len());
-        self.buf
-            .extend_from_slice(data.get(..room.min(data.len())).unwrap_or_default());
-    }
-
-    fn finish(self, complete: bool) -> Body {
-        Body {
-            truncated: (self.buf.len() as u64) < self.size,
-            captured: Bytes::from(self.buf),
-            size: self.size,
-            complete,
-        }
-    }
 }
 
 /// Finds the end of a chunked body (RFC 9112 7.1) fed in pieces, handing
