@@ -3,9 +3,10 @@
 //! persistence that is reloaded (and compacted) on restart.
 //!
 //! [`Store::push`] is on the proxy's hot path: it takes a lock for a
-//! `VecDeque` push and evictions, sends an id to the event channel and hands
-//! the record to the persistence thread with a non-blocking send. It does no
-//! serialisation and no analysis.
+//! `VecDeque` push and evictions, sends an id to the event channel, queues
+//! the record for the key watcher when the watcher's cheap test wants it
+//! (`Store::watch`) and hands it to the persistence thread with a
+//! non-blocking send. It does no serialisation and no analysis.
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
