@@ -5,8 +5,11 @@
 //! X-Forwarded-For / X-Forwarded-Proto), passes WebSocket upgrades through,
 //! and records every exchange into the store.
 //!
-//! Malformed requests get hyper's 400 (a bad request line or header) and
-//! only that connection closes. No ActivityPub parsing happens here.
+//! A connection starts on the fast path (`fast`), a small forwarder for
+//! plain requests; this module's hyper path serves it from the first
+//! request that is not plain. Malformed requests get hyper's 400 (a bad
+//! request line or header) and only that connection closes. No
+//! ActivityPub parsing happens here.
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
