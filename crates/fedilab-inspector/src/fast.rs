@@ -407,11 +407,8 @@ async fn write_response(
         .map(|b| b.to_bytes())
         .unwrap_or_default();
     let mut out = Vec::with_capacity(256 + body.len());
-    out.extend_from_slice(b"HTTP/1.1 ");
-    out.extend_from_slice(parts.status.as_str().as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(parts.status.canonical_reason().unwrap_or("").as_bytes());
-    out.extend_from_slice(b"\r\n");
+    let reason = parts.status.canonical_reason().unwrap_or("");
+    status_line(&mut out, parts.status.as_u16(), reason);
     for (name, value) in &parts.headers {
         push_field(&mut out, name.as_str().as_bytes(), value.as_bytes());
     }
@@ -423,6 +420,21 @@ async fn write_response(
     out.extend_from_slice(b"\r\n");
     out.extend_from_slice(&body);
     client.write_all(&out).await
+}
+
+/// Where `part`, a slice of `buf`, sits in it.
+fn span(buf: &[u8], part: &[u8]) -> Range<usize> {
+    let start = (part.as_ptr() as usize).saturating_sub(buf.as_ptr() as usize);
+    start..start + part.len()
+}
+
+/// `HTTP/1.1 {status} {reason}`, as the client gets it.
+fn status_line(out: &mut Vec<u8>, status: u16, reason: &str) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.to_string().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(reason.as_bytes());
+    out.extend_from_slice(b"\r\n");
 }
 
 fn push_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
@@ -448,10 +460,7 @@ fn parse_head(buf: &[u8], fields: &mut Vec<Field>) -> Parsed {
     if !target.starts_with('/') || method == "CONNECT" {
         return Parsed::Hyper;
     }
-    let at = |s: &[u8]| {
-        let start = (s.as_ptr() as usize).saturating_sub(buf.as_ptr() as usize);
-        start..start + s.len()
-    };
+    let at = |s: &[u8]| span(buf, s);
     fields.clear();
     let (mut body, mut host) = (None, None);
     for h in req.headers.iter() {
@@ -587,10 +596,7 @@ fn response_head(
             .iter()
             .any(|c| c.eq_ignore_ascii_case(name.as_bytes()))
     };
-    let at = |s: &[u8]| {
-        let start = (s.as_ptr() as usize).saturating_sub(buf.as_ptr() as usize);
-        start..start + s.len()
-    };
+    let at = |s: &[u8]| span(buf, s);
     let fields: Vec<Field> = resp
         .headers
         .iter()
@@ -609,11 +615,7 @@ fn response_head(
         empty: matches!(framing, Framing::Empty),
     });
     out.clear();
-    out.extend_from_slice(b"HTTP/1.1 ");
-    out.extend_from_slice(status.to_string().as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(resp.reason.unwrap_or("").as_bytes());
-    out.extend_from_slice(b"\r\n");
+    status_line(out, status, resp.reason.unwrap_or(""));
     for h in resp.headers.iter() {
         if h.name.eq_ignore_ascii_case("transfer-encoding") || kept(h.name) {
             push_field(out, h.name.as_bytes(), h.value);
