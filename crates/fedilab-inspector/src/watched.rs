@@ -233,6 +233,9 @@ impl WatchedKeys {
 pub(crate) struct KeyWatch {
     pub(crate) keys: WatchedKeys,
     store: Arc<Store>,
+    /// Held while a batch is learned: a verdict's catch-up that finds the
+    /// queue just taken by the tick waits for the tick to finish learning.
+    learning: Mutex<()>,
 }
 
 impl KeyWatch {
@@ -242,6 +245,7 @@ impl KeyWatch {
         let watch = Self {
             keys: WatchedKeys::default(),
             store,
+            learning: Mutex::new(()),
         };
         for e in watch.store.watch(may_carry_keys) {
             watch.keys.observe(&e.exchange);
@@ -253,6 +257,7 @@ impl KeyWatch {
     /// before each verdict (so a verdict sees every actor document recorded
     /// before it is read) and on a background tick.
     pub(crate) fn catch_up(&self) {
+        let _learning = self.learning.lock().unwrap_or_else(|e| e.into_inner());
         for e in self.store.watched() {
             self.keys.observe(&e.exchange);
         }
