@@ -117,9 +117,12 @@ fn select(api: &ApiState, filter: &Filter) -> Vec<Arc<Entry>> {
     let limit = filter.limit();
     let after = filter.after.unwrap_or(0);
     let (held, _) = api.store.after(after);
-    let matching = held
-        .into_iter()
-        .filter(|e| filter.matches(&e.exchange, &api.analyzer.analysis(&e.exchange, e.cache())));
+    let matching = held.into_iter().filter(|e| {
+        filter.matches(
+            e.exchange(),
+            &api.analyzer.analysis(e.exchange(), e.cache()),
+        )
+    });
     let mut chosen: Vec<Arc<Entry>> = if filter.after.is_some() {
         matching.take(limit).collect()
     } else {
@@ -136,20 +139,20 @@ fn select(api: &ApiState, filter: &Filter) -> Vec<Arc<Entry>> {
 /// id: a Follow before the Accept it caused, although the Accept completed
 /// (and got its id) first.
 fn by_start(entries: &mut [Arc<Entry>]) {
-    entries.sort_by_key(|e| (e.exchange.started_us, e.exchange.id));
+    entries.sort_by_key(|e| (e.exchange().started_us, e.exchange().id));
 }
 
 /// The polling cursor of a page: its highest id (not its last entry's,
 /// which is the latest to start).
 fn last_id(entries: &[Arc<Entry>]) -> Option<u64> {
-    entries.iter().map(|e| e.exchange.id).max()
+    entries.iter().map(|e| e.exchange().id).max()
 }
 
 async fn summaries(api: &ApiState, entries: &[Arc<Entry>]) -> Vec<ExchangeSummary> {
     join_all(entries.iter().map(|e| async move {
-        let a = api.analyzer.analysis(&e.exchange, e.cache());
-        let v = api.analyzer.verification(&e.exchange, e.cache()).await;
-        marked(view::summary(&e.exchange, &a, &v), e)
+        let a = api.analyzer.analysis(e.exchange(), e.cache());
+        let v = api.analyzer.verification(e.exchange(), e.cache()).await;
+        marked(view::summary(e.exchange(), &a, &v), e)
     }))
     .await
 }
@@ -175,9 +178,9 @@ async fn one(State(st): State<AppState>, Path(id): Path<u64>) -> Response {
         )
             .into_response();
     };
-    let a = st.api.analyzer.analysis(&e.exchange, e.cache());
-    let v = st.api.analyzer.verification(&e.exchange, e.cache()).await;
-    let mut detail = view::detail(&e.exchange, &a, &v);
+    let a = st.api.analyzer.analysis(e.exchange(), e.cache());
+    let v = st.api.analyzer.verification(e.exchange(), e.cache()).await;
+    let mut detail = view::detail(e.exchange(), &a, &v);
     detail.summary.marks = e.marks.clone();
     axum::Json(detail).into_response()
 }
@@ -300,7 +303,7 @@ async fn replay(State(st): State<AppState>, Path(id): Path<u64>, body: Bytes) ->
             format!("no exchange {id} (never recorded, evicted or deleted)"),
         );
     };
-    let ex = &e.exchange;
+    let ex = e.exchange();
     let conflict = |why: &str| api_error(StatusCode::CONFLICT, format!("exchange {id} {why}"));
     if ex.upgrade.is_some() {
         return conflict("is a connection upgrade (WebSocket); it cannot be replayed");
@@ -418,7 +421,7 @@ async fn servers(State(st): State<AppState>) -> Response {
                 .iter()
                 .map(|(prefix, target)| UpstreamView {
                     path_prefix: prefix.clone(),
-                    url: target.origin.clone(),
+                    url: target.origin.to_string(),
                 })
                 .collect(),
         })
@@ -430,9 +433,9 @@ async fn har_export(State(st): State<AppState>, Query(filter): Query<Filter>) ->
     let entries = select(&st.api, &filter);
     let api = &st.api;
     let items = join_all(entries.iter().map(|e| async move {
-        let a = api.analyzer.analysis(&e.exchange, e.cache());
-        let v = api.analyzer.verification(&e.exchange, e.cache()).await;
-        har::entry(&e.exchange, &e.marks, Some(&a), Some(&v))
+        let a = api.analyzer.analysis(e.exchange(), e.cache());
+        let v = api.analyzer.verification(e.exchange(), e.cache()).await;
+        har::entry(e.exchange(), &e.marks, Some(&a), Some(&v))
     }))
     .await;
     (
@@ -483,13 +486,17 @@ async fn events(
                     let Some(e) = s.st.api.store.get(id) else {
                         continue;
                     };
-                    let a = s.st.api.analyzer.analysis(&e.exchange, e.cache());
-                    if !s.filter.matches(&e.exchange, &a) {
+                    let a = s.st.api.analyzer.analysis(e.exchange(), e.cache());
+                    if !s.filter.matches(e.exchange(), &a) {
                         continue;
                     }
-                    let v = s.st.api.analyzer.verification(&e.exchange, e.cache()).await;
+                    let v =
+                        s.st.api
+                            .analyzer
+                            .verification(e.exchange(), e.cache())
+                            .await;
                     let data =
-                        serde_json::to_string(&marked(view::summary(&e.exchange, &a, &v), &e))
+                        serde_json::to_string(&marked(view::summary(e.exchange(), &a, &v), &e))
                             .unwrap_or_default();
                     return Some((
                         Ok(Event::default()
@@ -543,7 +550,7 @@ mod tests {
         by_start(&mut page);
         let order: Vec<(i64, u64)> = page
             .iter()
-            .map(|e| (e.exchange.started_us, e.exchange.id))
+            .map(|e| (e.exchange().started_us, e.exchange().id))
             .collect();
         assert_eq!(order, [(100, 2), (200, 4), (300, 1), (300, 3)]);
         assert_eq!(last_id(&page), Some(4), "not the last entry's id (3)");

@@ -33,11 +33,12 @@ use http_body_util::BodyExt as _;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _, Interest};
 use tokio::net::TcpStream;
 
-use crate::capture::{Capture, Pending, RequestHead, ResponseHead, Side, record_fields};
-use crate::exchange::{Body, Headers, Marks};
+use crate::capture::{Capture, ResponseHead, record_fields};
+use crate::exchange::Headers;
 use crate::proxy::{
     self, CONNECT_TIMEOUT, HEADER_READ_TIMEOUT, Peer, ProxyBody, ProxyState, is_hop_by_hop_name,
 };
+use crate::recorded::Recording;
 use crate::routes::Target;
 use crate::upstream::UpstreamError;
 
@@ -49,7 +50,7 @@ const MAX_FIELDS: usize = 100;
 const READ_CHUNK: usize = 16 * 1024;
 
 /// Where a field's name and value sit in a buffer.
-type Field = (Range<usize>, Range<usize>);
+pub(crate) type Field = (Range<usize>, Range<usize>);
 
 /// Serves one client connection: here while its requests qualify, then
 /// with hyper.
@@ -96,15 +97,15 @@ struct Upstream {
 }
 
 /// A qualifying request head, by positions in the client buffer.
-struct Head {
-    len: usize,
-    method: Range<usize>,
-    target: Range<usize>,
-    host: Range<usize>,
-    body: usize,
+pub(crate) struct Head {
+    pub(crate) len: usize,
+    pub(crate) method: Range<usize>,
+    pub(crate) target: Range<usize>,
+    pub(crate) host: Range<usize>,
+    pub(crate) body: usize,
 }
 
-enum Parsed {
+pub(crate) enum Parsed {
     Partial,
     Head(Head),
     Hyper,
@@ -119,7 +120,7 @@ enum Framing {
 }
 
 impl Conn {
-    async fn serve(&mut self, state: &ProxyState, peer: &Peer) -> Next {
+    async fn serve(&mut self, state: &ProxyState, peer: &Arc<Peer>) -> Next {
         let mut idle = pin!(tokio::time::sleep(HEADER_READ_TIMEOUT));
         loop {
             // A whole head, within the idle timeout. The timer moves at
@@ -169,7 +170,6 @@ impl Conn {
             {
                 return Next::Hyper;
             }
-            let (method, uri) = (method.to_owned(), uri.to_owned());
             let end = head.len + head.body;
             while self.buf.len() < end {
                 self.buf.reserve(end - self.buf.len());
@@ -178,38 +178,20 @@ impl Conn {
                     Ok(_) => {}
                 }
             }
-            let body = self.buf.get(head.len..end).unwrap_or_default();
-            let pending = Pending::new(
-                Arc::clone(&state.store),
-                RequestHead {
-                    started,
-                    client: Some(peer.text.clone()),
-                    host,
-                    upstream: Some(target.origin.clone()),
-                    method,
-                    uri,
-                    version: "HTTP/1.1",
-                    headers: record_head(&self.buf, &self.fields, |_| true),
-                    empty: body.is_empty(),
-                    marks: Marks::default(),
-                    notify: None,
-                },
-            );
-            pending.set_body(
-                Side::Request,
-                Body {
-                    captured: Bytes::copy_from_slice(body),
-                    size: body.len() as u64,
-                    truncated: false,
-                    complete: true,
-                },
+            let request = self.buf.get(..end).unwrap_or_default();
+            let recording = Recording::new(
+                &state.store,
+                started,
+                request,
+                &head,
+                &self.fields,
+                peer,
+                &target.origin,
             );
             let head_request = self.buf.get(head.method.clone()) == Some(b"HEAD".as_slice());
             upstream_request(&mut self.out, &self.buf, &head, &self.fields, peer);
             self.buf.drain(..end);
-            let go_on = self.exchange(state, &target, &pending, head_request).await;
-            drop(pending);
-            if !go_on {
+            if !self.exchange(state, &target, recording, head_request).await {
                 return Next::Close;
             }
         }
@@ -222,15 +204,13 @@ impl Conn {
         &mut self,
         state: &ProxyState,
         target: &Target,
-        pending: &Pending,
+        mut rec: Recording<'_>,
         head_request: bool,
     ) -> bool {
         let mut up = match self.send(&target.authority).await {
             Ok(up) => up,
             Err(e) => {
-                return self
-                    .bad_gateway(pending, target, proxy::error_chain(&e))
-                    .await;
+                return self.bad_gateway(rec, target, proxy::error_chain(&e)).await;
             }
         };
         // The response head (informational ones skipped).
@@ -246,33 +226,36 @@ impl Conn {
                     }
                     if status == 101 {
                         let why = "it switched protocols unasked".to_owned();
-                        return self.bad_gateway(pending, target, why).await;
+                        return self.bad_gateway(rec, target, why).await;
                     }
-                    let keep = response_head(&mut self.out, &up.buf, &resp, head_request, pending);
-                    match keep {
-                        Ok(keep) => break (n, keep),
-                        Err(why) => return self.bad_gateway(pending, target, why).await,
+                    match response_head(&mut self.out, &resp, head_request) {
+                        Ok((framing, reuse, watched)) => {
+                            let head = up.buf.get(..n).unwrap_or_default();
+                            rec.response(head, status, head_request, watched.json, watched.encoded);
+                            break (n, (framing, reuse));
+                        }
+                        Err(why) => return self.bad_gateway(rec, target, why).await,
                     }
                 }
                 Ok(httparse::Status::Partial) if up.buf.len() < MAX_HEAD => {}
                 Ok(httparse::Status::Partial) => {
                     let why = "its response head is too long".to_owned();
-                    return self.bad_gateway(pending, target, why).await;
+                    return self.bad_gateway(rec, target, why).await;
                 }
                 Err(e) => {
                     let why = format!("invalid response head: {e}");
-                    return self.bad_gateway(pending, target, why).await;
+                    return self.bad_gateway(rec, target, why).await;
                 }
             }
             up.buf.reserve(READ_CHUNK);
             match up.stream.read_buf(&mut up.buf).await {
                 Ok(0) => {
                     let why = "the connection closed before the response".to_owned();
-                    return self.bad_gateway(pending, target, why).await;
+                    return self.bad_gateway(rec, target, why).await;
                 }
                 Err(e) => {
                     let why = format!("reading the response failed: {e}");
-                    return self.bad_gateway(pending, target, why).await;
+                    return self.bad_gateway(rec, target, why).await;
                 }
                 Ok(_) => {}
             }
@@ -296,7 +279,7 @@ impl Conn {
                 Framing::Chunked(chunked) => match chunked.feed(avail, &mut |d| capture.push(d)) {
                     Ok(used) => (used, chunked.done()),
                     Err(()) => {
-                        pending.set_error(format!(
+                        rec.error(format!(
                             "upstream {} failed: invalid chunked body",
                             target.origin
                         ));
@@ -329,7 +312,7 @@ impl Conn {
         };
         let written = complete && self.client.write_all(&self.out).await.is_ok();
         self.out.clear();
-        pending.set_body(Side::Response, capture.finish(complete));
+        rec.response_body(capture.finish(complete));
         if complete && reuse && at == up.buf.len() {
             up.buf.clear();
             self.upstreams.push(up);
@@ -374,9 +357,12 @@ impl Conn {
 
     /// Answers 502 as the hyper path does, recording why.
     /// False when the client is gone.
-    async fn bad_gateway(&mut self, pending: &Pending, target: &Target, why: String) -> bool {
+    async fn bad_gateway(&mut self, rec: Recording<'_>, target: &Target, why: String) -> bool {
         self.out.clear();
-        let resp = proxy::bad_gateway(pending, &target.origin, why);
+        let Some(pending) = rec.into_pending() else {
+            return false;
+        };
+        let resp = proxy::bad_gateway(&pending, &target.origin, why);
         write_response(&mut self.client, resp).await.is_ok()
     }
 }
@@ -446,7 +432,7 @@ fn push_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
 
 /// Parses the head at the start of `buf`, keeping its fields' positions in
 /// `fields`; `Hyper` for anything this path leaves to hyper.
-fn parse_head(buf: &[u8], fields: &mut Vec<Field>) -> Parsed {
+pub(crate) fn parse_head(buf: &[u8], fields: &mut Vec<Field>) -> Parsed {
     let mut headers = [httparse::EMPTY_HEADER; MAX_FIELDS];
     let mut req = httparse::Request::new(&mut headers);
     let len = match req.parse(buf) {
@@ -544,17 +530,36 @@ fn upstream_request(out: &mut Vec<u8>, buf: &[u8], head: &Head, fields: &[Field]
     out.extend_from_slice(get(&(head.len..head.len + head.body)));
 }
 
-/// Records the response head into `pending` and writes the head the client
-/// gets into `out`. Returns how the body is framed and whether the
-/// upstream connection can carry another request, or why the head cannot
-/// be relayed.
-fn response_head(
-    out: &mut Vec<u8>,
-    buf: &[u8],
-    resp: &httparse::Response<'_, '_>,
-    head_request: bool,
-    pending: &Pending,
-) -> Result<(Framing, bool), String> {
+/// How a response is relayed, read from its head.
+struct Relay<'b> {
+    status: u16,
+    http10: bool,
+    framing: Framing,
+    /// The upstream connection can carry another request.
+    reuse: bool,
+    /// The tokens of its `Connection` fields.
+    connection: Vec<&'b [u8]>,
+}
+
+impl Relay<'_> {
+    /// Whether a field is relayed and recorded: not hop-by-hop, not named
+    /// by `Connection`, and not a `Content-Length` beside chunked framing
+    /// (which would contradict it). `Transfer-Encoding` is relayed (the
+    /// body goes as it came) but, as on hyper's path, not recorded.
+    fn keeps(&self, name: &str) -> bool {
+        let named = self
+            .connection
+            .iter()
+            .any(|c| c.eq_ignore_ascii_case(name.as_bytes()));
+        let stale_length = matches!(self.framing, Framing::Chunked(_))
+            && name.eq_ignore_ascii_case("content-length");
+        !is_hop_by_hop_name(name) && !named && !stale_length
+    }
+}
+
+/// Reads how a response is relayed from its head (RFC 9112 6.3), or why
+/// it cannot be.
+fn relay<'b>(resp: &httparse::Response<'_, 'b>, head_request: bool) -> Result<Relay<'b>, String> {
     let status = resp.code.unwrap_or(0);
     let http10 = resp.version == Some(0);
     let mut connection: Vec<&[u8]> = Vec::new();
@@ -591,47 +596,92 @@ fn response_head(
     let token = |t: &[u8]| connection.iter().any(|c| c.eq_ignore_ascii_case(t));
     let reuse =
         !matches!(framing, Framing::Close) && !token(b"close") && (!http10 || token(b"keep-alive"));
-    let named = |name: &str| {
-        connection
-            .iter()
-            .any(|c| c.eq_ignore_ascii_case(name.as_bytes()))
-    };
-    let at = |s: &[u8]| span(buf, s);
-    let fields: Vec<Field> = resp
-        .headers
-        .iter()
-        .map(|h| (at(h.name.as_bytes()), at(h.value)))
-        .collect();
-    // The body goes as it came, so its Transfer-Encoding does too (not
-    // recorded, as hyper's path does not); a Content-Length beside chunked
-    // framing would contradict it and goes.
-    let chunked = matches!(framing, Framing::Chunked(_));
-    let stale_length = |n: &str| chunked && n.eq_ignore_ascii_case("content-length");
-    let kept = |n: &str| !is_hop_by_hop_name(n) && !named(n) && !stale_length(n);
-    pending.set_response(ResponseHead {
+    Ok(Relay {
         status,
-        version: if http10 { "HTTP/1.0" } else { "HTTP/1.1" },
-        headers: record_head(buf, &fields, kept),
-        empty: matches!(framing, Framing::Empty),
-    });
+        http10,
+        framing,
+        reuse,
+        connection,
+    })
+}
+
+/// What the key watcher's test reads of a response head: its (first)
+/// recorded `Content-Type` mentions JSON; it has a `Content-Encoding`.
+#[derive(Clone, Copy)]
+struct Watched {
+    json: bool,
+    encoded: bool,
+}
+
+/// Writes the head the client gets into `out`. Returns how the body is
+/// framed, whether the upstream connection can carry another request and
+/// what the key watcher reads, or why the head cannot be relayed.
+fn response_head(
+    out: &mut Vec<u8>,
+    resp: &httparse::Response<'_, '_>,
+    head_request: bool,
+) -> Result<(Framing, bool, Watched), String> {
+    let relay = relay(resp, head_request)?;
+    let mut watched = Watched {
+        json: false,
+        encoded: false,
+    };
+    let mut typed = false;
     out.clear();
-    status_line(out, status, resp.reason.unwrap_or(""));
+    status_line(out, relay.status, resp.reason.unwrap_or(""));
     for h in resp.headers.iter() {
-        if h.name.eq_ignore_ascii_case("transfer-encoding") || kept(h.name) {
+        let kept = relay.keeps(h.name);
+        if kept && !typed && h.name.eq_ignore_ascii_case("content-type") {
+            typed = true;
+            watched.json = h.value.windows(4).any(|w| w == b"json");
+        }
+        watched.encoded |= kept && h.name.eq_ignore_ascii_case("content-encoding");
+        if kept || h.name.eq_ignore_ascii_case("transfer-encoding") {
             push_field(out, h.name.as_bytes(), h.value);
         }
     }
-    if matches!(framing, Framing::Close) {
+    if matches!(relay.framing, Framing::Close) {
         out.extend_from_slice(b"connection: close\r\n");
     }
     out.extend_from_slice(b"\r\n");
-    Ok((framing, reuse))
+    Ok((relay.framing, relay.reuse, watched))
+}
+
+/// The record of a response head the fast path relayed (`head`, as
+/// received), as [`response_head`] relayed it.
+pub(crate) fn recorded_response(head: &[u8], head_request: bool) -> ResponseHead {
+    let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
+    let mut resp = httparse::Response::new(&mut fields);
+    let parsed = resp.parse(head).is_ok_and(|s| s.is_complete());
+    match relay(&resp, head_request) {
+        Ok(relay) if parsed => {
+            let at = |s: &[u8]| span(head, s);
+            let fields: Vec<Field> = resp
+                .headers
+                .iter()
+                .map(|h| (at(h.name.as_bytes()), at(h.value)))
+                .collect();
+            ResponseHead {
+                status: relay.status,
+                version: if relay.http10 { "HTTP/1.0" } else { "HTTP/1.1" },
+                headers: record_head(head, &fields, |n| relay.keeps(n)),
+                empty: matches!(relay.framing, Framing::Empty),
+            }
+        }
+        // It was relayed, so it parses; this is never reached.
+        _ => ResponseHead {
+            status: resp.code.unwrap_or(0),
+            version: "HTTP/1.1",
+            headers: Headers::default(),
+            empty: false,
+        },
+    }
 }
 
 /// The fields to record, in the order hyper's `HeaderMap` keeps them (a
 /// name's fields together, names in order of first appearance), so a
 /// record reads the same whichever path served it.
-fn record_head(buf: &[u8], fields: &[Field], keep: impl Fn(&str) -> bool) -> Headers {
+pub(crate) fn record_head(buf: &[u8], fields: &[Field], keep: impl Fn(&str) -> bool) -> Headers {
     let text = |r: &Range<usize>| buf.get(r.clone()).unwrap_or_default();
     let names: Vec<&str> = fields
         .iter()

@@ -43,6 +43,7 @@ pub mod har;
 mod keys;
 pub mod markers;
 mod proxy;
+mod recorded;
 mod routes;
 pub mod signature;
 pub mod store;

@@ -106,7 +106,7 @@ async fn add(State(st): State<MarkerState>, body: axum::body::Bytes) -> Response
     if let Err(why) = check(&new) {
         return bad(why);
     }
-    let after = st.store.snapshot().last().map_or(0, |e| e.exchange.id);
+    let after = st.store.snapshot().last().map_or(0, |e| e.exchange().id);
     let marker = Marker {
         at: jiff::Timestamp::now().to_string(),
         kind: new.kind,

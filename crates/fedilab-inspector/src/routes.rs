@@ -16,7 +16,8 @@ use crate::config::{Route, ServerKind};
 #[derive(Debug, Clone)]
 pub(crate) struct Target {
     pub(crate) authority: Authority,
-    pub(crate) origin: String,
+    /// Shared: every record kept by the fast path holds it.
+    pub(crate) origin: Arc<str>,
 }
 
 /// One host's routes, longest prefix first.
@@ -53,7 +54,7 @@ impl RouteTable {
                 r.path_prefix.clone(),
                 Target {
                     authority,
-                    origin: r.upstream.origin(),
+                    origin: r.upstream.origin().into(),
                 },
             ));
         }
@@ -121,7 +122,7 @@ mod tests {
             "m1.test/api/v1/streaming=http://10.0.0.2:4000",
             "m1.test/api=http://10.0.0.3:3000",
         ]);
-        let to = |path| t.lookup("m1.test", path).map(|t| t.origin.as_str());
+        let to = |path| t.lookup("m1.test", path).map(|t| &*t.origin);
         assert_eq!(to("/users/alice"), Some("http://10.0.0.1:3000"));
         assert_eq!(to("/api/v1/streaming"), Some("http://10.0.0.2:4000"));
         assert_eq!(to("/api/v1/streaming/health"), Some("http://10.0.0.2:4000"));

@@ -23,6 +23,8 @@ use crate::analysis::Cache;
 use crate::api_types::FaultChange;
 use crate::config::StoreLimits;
 use crate::exchange::{Exchange, Marks};
+use crate::recorded::Recorded;
+use crate::watched::Signals;
 
 /// Memory charged per entry beyond the record itself: the cached analysis.
 const ENTRY_OVERHEAD: usize = 1024;
@@ -39,15 +41,50 @@ pub(crate) const WATCH_QUEUE: usize = 8192;
 /// [`crate::Analyzer`]; the store never looks inside).
 #[derive(Debug)]
 pub struct Entry {
-    /// The record.
-    pub exchange: Exchange,
+    id: u64,
+    record: Record,
     /// What the inspector did with it (fault rule, replay).
     pub marks: Marks,
     size: usize,
     cache: Cache,
 }
 
+/// A record as it was made, or as the fast path kept it (parsed on first
+/// read).
+#[derive(Debug)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "a kept record lives inline: one allocation fewer per record on the proxy's thread"
+)]
+enum Record {
+    Made(Box<Exchange>),
+    Kept(Recorded, OnceLock<Box<Exchange>>),
+}
+
 impl Entry {
+    /// The exchange's id.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The record (parsed on first read when the fast path kept it as
+    /// bytes).
+    pub fn exchange(&self) -> &Exchange {
+        match &self.record {
+            Record::Made(ex) => ex,
+            Record::Kept(kept, parsed) => parsed.get_or_init(|| Box::new(kept.exchange(self.id))),
+        }
+    }
+
+    /// What the key watcher's cheap test reads, without parsing a kept
+    /// record.
+    pub(crate) fn signals(&self) -> Signals<'_> {
+        match &self.record {
+            Record::Made(ex) => Signals::of(ex),
+            Record::Kept(kept, _) => kept.signals(),
+        }
+    }
+
     /// The bytes charged to the store for this entry.
     pub fn size(&self) -> usize {
         self.size
@@ -90,7 +127,7 @@ struct LineIn {
 
 fn line_of(entry: &Entry) -> Result<Vec<u8>, serde_json::Error> {
     serde_json::to_vec(&LineOut {
-        exchange: &entry.exchange,
+        exchange: entry.exchange(),
         marks: &entry.marks,
     })
 }
@@ -168,7 +205,7 @@ pub struct Store {
 /// The key watcher's queue: the entries it wants, as they are recorded.
 #[derive(Debug)]
 struct Watch {
-    wants: fn(&Exchange) -> bool,
+    wants: fn(&Signals<'_>) -> bool,
     queue: Mutex<VecDeque<Arc<Entry>>>,
     dropped: AtomicU64,
 }
@@ -281,17 +318,34 @@ impl Store {
     }
 
     /// [`Store::push`] with the inspector's marks.
-    pub fn push_marked(&self, exchange: Exchange, marks: Marks) -> u64 {
+    pub fn push_marked(&self, mut exchange: Exchange, marks: Marks) -> u64 {
+        self.push_record(|id| {
+            exchange.id = id;
+            let size = exchange.approx_size();
+            (Record::Made(Box::new(exchange)), marks, size)
+        })
+    }
+
+    /// Stores what the fast path kept of an exchange.
+    pub(crate) fn push_recorded(&self, kept: Recorded) -> u64 {
+        let size = kept.approx_size();
+        self.push_record(|_| (Record::Kept(kept, OnceLock::new()), Marks::default(), size))
+    }
+
+    /// Stores the record `make` makes for the next id, then tells
+    /// subscribers, the key watcher and the persistence thread.
+    fn push_record(&self, make: impl FnOnce(u64) -> (Record, Marks, usize)) -> u64 {
         let (id, entry) = {
             let mut inner = self.lock();
             let id = inner.next_id;
             inner.next_id += 1;
-            let entry = self.insert(&mut inner, exchange, marks, id);
+            let (record, marks, size) = make(id);
+            let entry = self.insert(&mut inner, record, marks, size, id);
             (id, entry)
         };
         let _ = self.events.send(StoreEvent::Added(id));
         if let Some(w) = self.watch.get()
-            && (w.wants)(&entry.exchange)
+            && (w.wants)(&entry.signals())
         {
             let mut queue = w.queue.lock().unwrap_or_else(|e| e.into_inner());
             queue.push_back(Arc::clone(&entry));
@@ -319,20 +373,28 @@ impl Store {
             return;
         }
         inner.next_id = id + 1;
-        self.insert(&mut inner, exchange, marks, id);
+        let size = exchange.approx_size();
+        self.insert(
+            &mut inner,
+            Record::Made(Box::new(exchange)),
+            marks,
+            size,
+            id,
+        );
     }
 
     fn insert(
         &self,
         inner: &mut Inner,
-        mut exchange: Exchange,
+        record: Record,
         marks: Marks,
+        size: usize,
         id: u64,
     ) -> Arc<Entry> {
-        exchange.id = id;
-        let size = exchange.approx_size() + ENTRY_OVERHEAD;
+        let size = size + ENTRY_OVERHEAD;
         let entry = Arc::new(Entry {
-            exchange,
+            id,
+            record,
             marks,
             size,
             cache: Cache::default(),
@@ -354,10 +416,7 @@ impl Store {
     /// The exchange with this id, if it is still held.
     pub fn get(&self, id: u64) -> Option<Arc<Entry>> {
         let inner = self.lock();
-        let idx = inner
-            .entries
-            .binary_search_by_key(&id, |e| e.exchange.id)
-            .ok()?;
+        let idx = inner.entries.binary_search_by_key(&id, |e| e.id).ok()?;
         inner.entries.get(idx).cloned()
     }
 
@@ -365,7 +424,7 @@ impl Store {
     /// next exchange will get (one lock, however many there are).
     pub fn after(&self, id: u64) -> (Vec<Arc<Entry>>, u64) {
         let inner = self.lock();
-        let from = inner.entries.partition_point(|e| e.exchange.id <= id);
+        let from = inner.entries.partition_point(|e| e.id <= id);
         (
             inner.entries.range(from..).cloned().collect(),
             inner.next_id,
@@ -376,14 +435,14 @@ impl Store {
     /// watcher to take ([`Store::watched`]), so it never reads the store
     /// under its lock; returns the entries held now that it picks. The
     /// first call sets `wants`.
-    pub(crate) fn watch(&self, wants: fn(&Exchange) -> bool) -> Vec<Arc<Entry>> {
+    pub(crate) fn watch(&self, wants: fn(&Signals<'_>) -> bool) -> Vec<Arc<Entry>> {
         let _ = self.watch.set(Watch {
             wants,
             queue: Mutex::new(VecDeque::new()),
             dropped: AtomicU64::new(0),
         });
         let mut held = self.snapshot();
-        held.retain(|e| wants(&e.exchange));
+        held.retain(|e| wants(&e.signals()));
         held
     }
 
@@ -630,8 +689,11 @@ mod tests {
         assert!(max_seen > 3 * 1024 * 1024);
         // Newest kept, oldest evicted, ids in order.
         let snap = store.snapshot();
-        assert_eq!(snap.last().map(|e| e.exchange.id), Some(100_000));
-        assert!(snap.windows(2).all(|w| w[0].exchange.id < w[1].exchange.id));
+        assert_eq!(snap.last().map(|e| e.exchange().id), Some(100_000));
+        assert!(
+            snap.windows(2)
+                .all(|w| w[0].exchange().id < w[1].exchange().id)
+        );
         assert!(store.get(1).is_none());
         assert!(store.get(100_000).is_some());
     }
@@ -645,7 +707,7 @@ mod tests {
         for _ in 0..25 {
             store.push(exchange(10));
         }
-        let ids: Vec<u64> = store.snapshot().iter().map(|e| e.exchange.id).collect();
+        let ids: Vec<u64> = store.snapshot().iter().map(|e| e.exchange().id).collect();
         assert_eq!(ids, (16..=25).collect::<Vec<_>>());
     }
 
@@ -671,10 +733,12 @@ mod tests {
         assert_eq!(lines, 8, "append-only while running");
 
         let store = Store::open(limits, &path).expect("reopen");
-        let ids: Vec<u64> = store.snapshot().iter().map(|e| e.exchange.id).collect();
+        let ids: Vec<u64> = store.snapshot().iter().map(|e| e.exchange().id).collect();
         assert_eq!(ids, vec![4, 5, 6, 7, 8]);
         assert_eq!(
-            store.get(8).map(|e| e.exchange.request.body.captured.len()),
+            store
+                .get(8)
+                .map(|e| e.exchange().request.body.captured.len()),
             Some(7)
         );
         assert_eq!(store.push(exchange(1)), 9);
@@ -713,7 +777,7 @@ mod tests {
         let snap = store.snapshot();
         assert_eq!(snap[0].marks, Marks::default());
         assert_eq!(snap[1].marks, marks);
-        assert_eq!(snap[1].exchange.request.body.captured.len(), 2);
+        assert_eq!(snap[1].exchange().request.body.captured.len(), 2);
     }
 
     #[test]

@@ -24,7 +24,9 @@ use std::sync::{Arc, Mutex};
 use serde_json::Value;
 
 use crate::analysis::json_body;
-use crate::exchange::{Exchange, header};
+use bytes::Bytes;
+
+use crate::exchange::{Exchange, Headers, header};
 use crate::keys::{ActorKey, document_keys};
 use crate::store::Store;
 use crate::view::url_of;
@@ -72,37 +74,74 @@ fn mentions_keys(bytes: &[u8]) -> bool {
     FINDERS.iter().any(|f| f.find(bytes).is_some())
 }
 
+/// What the watcher's cheap test reads of an exchange. The store computes
+/// it as it records, from a record or from the bytes the fast path kept
+/// (`crate::recorded`), so the test never needs the record parsed.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Signals<'a> {
+    pub(crate) method: &'a str,
+    pub(crate) request: Part<'a>,
+    /// The response's status and part, if there was one.
+    pub(crate) response: Option<(u16, Part<'a>)>,
+}
+
+/// One side of [`Signals`].
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Part<'a> {
+    /// Its (first) `Content-Type` mentions JSON.
+    pub(crate) json: bool,
+    /// It has a `Content-Encoding` (so its captured bytes cannot be
+    /// scanned).
+    pub(crate) encoded: bool,
+    /// The captured body.
+    pub(crate) body: &'a [u8],
+}
+
+impl<'a> Signals<'a> {
+    /// The signals of a record.
+    pub(crate) fn of(ex: &'a Exchange) -> Self {
+        let part = |headers: &Headers, body: &'a Bytes| Part {
+            json: header(headers, "content-type").is_some_and(|ct| ct.contains("json")),
+            encoded: header(headers, "content-encoding").is_some(),
+            body,
+        };
+        Signals {
+            method: &ex.request.method,
+            request: part(&ex.request.headers, &ex.request.body.captured),
+            response: ex
+                .response
+                .as_ref()
+                .map(|r| (r.status, part(&r.headers, &r.body.captured))),
+        }
+    }
+}
+
 /// A successful JSON answer to a GET that may be an actor document.
-fn may_be_actor_document(ex: &Exchange) -> bool {
-    let req = &ex.request;
-    (req.method == "GET" || req.method == "HEAD")
-        && ex.response.as_ref().is_some_and(|r| {
-            (200..300).contains(&r.status)
-                && header(&r.headers, "content-type").is_some_and(|ct| ct.contains("json"))
-                && (header(&r.headers, "content-encoding").is_some()
-                    || mentions_keys(&r.body.captured))
+fn may_be_actor_document(s: &Signals<'_>) -> bool {
+    (s.method == "GET" || s.method == "HEAD")
+        && s.response.is_some_and(|(status, r)| {
+            (200..300).contains(&status) && r.json && (r.encoded || mentions_keys(r.body))
         })
 }
 
 /// A POST whose body may embed an actor with its keys.
-fn may_embed_actor(ex: &Exchange) -> bool {
-    let req = &ex.request;
-    req.method == "POST"
-        && (header(&req.headers, "content-encoding").is_some() || mentions_keys(&req.body.captured))
+fn may_embed_actor(s: &Signals<'_>) -> bool {
+    s.method == "POST" && (s.request.encoded || mentions_keys(s.request.body))
 }
 
 /// Whether an exchange may carry keys to learn: the store hands the
-/// watcher only these (a few header lookups and a scan of the captured
-/// body, on the recording thread).
-pub(crate) fn may_carry_keys(ex: &Exchange) -> bool {
-    may_be_actor_document(ex) || may_embed_actor(ex)
+/// watcher only these (a scan of the captured body at most, on the
+/// recording thread).
+pub(crate) fn may_carry_keys(s: &Signals<'_>) -> bool {
+    may_be_actor_document(s) || may_embed_actor(s)
 }
 
 impl WatchedKeys {
     /// Learns the keys an exchange carries, if any.
     pub(crate) fn observe(&self, ex: &Exchange) {
         let req = &ex.request;
-        if may_be_actor_document(ex)
+        let signals = Signals::of(ex);
+        if may_be_actor_document(&signals)
             && let Some(r) = &ex.response
             && let Some(doc) = json_body(&r.body, &r.headers)
         {
@@ -111,7 +150,7 @@ impl WatchedKeys {
                 .saturating_add(i64::try_from(ex.total_us).unwrap_or(0));
             self.learn(&doc, Some(url_of(ex)), at);
         }
-        if may_embed_actor(ex)
+        if may_embed_actor(&signals)
             && let Some(doc) = json_body(&req.body, &req.headers)
         {
             // An actor embedded by its own server: `object` of an
@@ -248,7 +287,7 @@ impl KeyWatch {
             learning: Mutex::new(()),
         };
         for e in watch.store.watch(may_carry_keys) {
-            watch.keys.observe(&e.exchange);
+            watch.keys.observe(e.exchange());
         }
         watch
     }
@@ -259,7 +298,7 @@ impl KeyWatch {
     pub(crate) fn catch_up(&self) {
         let _learning = self.learning.lock().unwrap_or_else(|e| e.into_inner());
         for e in self.store.watched() {
-            self.keys.observe(&e.exchange);
+            self.keys.observe(e.exchange());
         }
     }
 

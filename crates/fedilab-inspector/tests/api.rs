@@ -11,9 +11,9 @@ use serde_json::Value;
 /// a signed Create(Note) M1 -> M2, a browser page on M1, a WebFinger
 /// lookup on M1, an unsigned Follow from bob (M2) to M1.
 async fn traffic(lab: &mut Lab) -> [u64; 4] {
-    let create = lab.post_signed_create(ALICE_KEY, 1).await.exchange.id;
+    let create = lab.post_signed_create(ALICE_KEY, 1).await.exchange().id;
     lab.send("GET", M1, "/about", &[], vec![]).await;
-    let about = lab.next_record().await.exchange.id;
+    let about = lab.next_record().await.exchange().id;
     lab.send(
         "GET",
         M1,
@@ -22,7 +22,7 @@ async fn traffic(lab: &mut Lab) -> [u64; 4] {
         vec![],
     )
     .await;
-    let webfinger = lab.next_record().await.exchange.id;
+    let webfinger = lab.next_record().await.exchange().id;
     let follow = br#"{"type":"Follow","actor":"https://mastodon2.fediverse.local/users/bob","object":"https://mastodon1.fediverse.local/users/alice"}"#;
     lab.send(
         "POST",
@@ -32,7 +32,7 @@ async fn traffic(lab: &mut Lab) -> [u64; 4] {
         follow.to_vec(),
     )
     .await;
-    let follow = lab.next_record().await.exchange.id;
+    let follow = lab.next_record().await.exchange().id;
     [create, about, webfinger, follow]
 }
 

@@ -59,9 +59,9 @@ fn undocumented(fields: &BTreeSet<String>) -> Vec<&String> {
 #[tokio::test]
 async fn every_document_parses_as_its_type_and_api_md_names_every_field() {
     let mut lab = lab(|_| {}).await;
-    let create = lab.post_signed_create(ALICE_KEY, 1).await.exchange.id;
+    let create = lab.post_signed_create(ALICE_KEY, 1).await.exchange().id;
     ws_echo(lab.proxy(), "hello").await;
-    let upgraded = lab.next_record().await.exchange.id;
+    let upgraded = lab.next_record().await.exchange().id;
 
     let mut fields = BTreeSet::new();
     let list = within(
@@ -100,7 +100,7 @@ async fn every_document_parses_as_its_type_and_api_md_names_every_field() {
         .await;
     let rule: RuleView = serde_json::from_slice(&rule.body).expect("a RuleView");
     keys(&serde_json::to_value(&rule).expect("json"), &mut fields);
-    let faulted = lab.post_signed_create(ALICE_KEY, 2).await.exchange.id;
+    let faulted = lab.post_signed_create(ALICE_KEY, 2).await.exchange().id;
     let replay = lab
         .api("POST", &format!("/api/exchanges/{create}/replay"))
         .await;

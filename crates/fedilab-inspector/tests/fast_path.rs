@@ -177,7 +177,7 @@ async fn every_response_framing_is_relayed_and_recorded() {
     assert!(!got.contains("content-length"), "chunked wins: {got}");
     assert!(got.ends_with("5\r\nhello\r\n7;x=y\r\n, world\r\n0\r\nx-trailer: t\r\n\r\n"));
     let e = lab.next_record().await;
-    let resp = e.exchange.response.as_ref().expect("response");
+    let resp = e.exchange().response.as_ref().expect("response");
     assert_eq!(&resp.body.captured[..], b"hello, world");
     assert!(resp.body.complete && !resp.body.truncated);
     let names: Vec<&str> = resp.headers.iter().map(|(n, _)| n).collect();
@@ -188,7 +188,7 @@ async fn every_response_framing_is_relayed_and_recorded() {
     let got = exchange(&mut c, &head, ends_with(b"\r\n\r\n")).await;
     assert_eq!(text(&got), "HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n");
     let e = lab.next_record().await;
-    assert_eq!(e.exchange.response.as_ref().map(|r| r.body.size), Some(0));
+    assert_eq!(e.exchange().response.as_ref().map(|r| r.body.size), Some(0));
     let got = exchange(&mut c, &get("/nothing"), ends_with(b"\r\n\r\n")).await;
     assert_eq!(text(&got), "HTTP/1.1 204 No Content\r\nx-a: 1\r\n\r\n");
     lab.next_record().await;
@@ -204,7 +204,7 @@ async fn every_response_framing_is_relayed_and_recorded() {
         .map_or(0, |p| p + 4);
     assert_eq!(got.len() - body_at, BIG);
     let e = lab.next_record().await;
-    let body = &e.exchange.response.as_ref().expect("response").body;
+    let body = &e.exchange().response.as_ref().expect("response").body;
     assert_eq!((body.captured.len(), body.size), (1024, BIG as u64));
     assert!(body.truncated && body.complete);
 
@@ -221,7 +221,7 @@ async fn every_response_framing_is_relayed_and_recorded() {
     assert!(got.contains("connection: close\r\n"), "{got}");
     assert!(got.ends_with("\r\n\r\nuntil the close"), "{got}");
     let e = lab.next_record().await;
-    let body = &e.exchange.response.as_ref().expect("response").body;
+    let body = &e.exchange().response.as_ref().expect("response").body;
     assert_eq!(&body.captured[..], b"until the close");
     assert!(body.complete);
 }
@@ -239,7 +239,7 @@ async fn pipelined_requests_are_answered_in_order_and_a_closing_upstream_is_left
     assert!(bye < ok && ok < none, "{got}");
     let mut paths = Vec::new();
     for _ in 0..3 {
-        paths.push(lab.next_record().await.exchange.request.uri.clone());
+        paths.push(lab.next_record().await.exchange().request.uri.clone());
     }
     assert_eq!(paths, ["/bye", "/x", "/nothing"]);
     // The upstream closed after /bye; /x went on a new connection.
@@ -253,7 +253,7 @@ async fn a_malformed_upstream_body_ends_the_connection_and_is_recorded() {
     let got = exchange(&mut c, &get("/bad"), |_| false).await;
     assert!(got.is_empty(), "nothing of a broken answer: {}", text(&got));
     let e = lab.next_record().await;
-    let ex = &e.exchange;
+    let ex = e.exchange();
     assert_eq!(ex.response.as_ref().map(|r| r.status), Some(200));
     assert_eq!(ex.response.as_ref().map(|r| r.body.complete), Some(false));
     let error = ex.error.as_deref().unwrap_or("");
@@ -275,7 +275,7 @@ async fn a_request_left_to_hyper_takes_the_rest_of_the_connection() {
     let got = exchange(&mut c, &chunked, ends_with(b"ok")).await;
     assert!(text(&got).starts_with("HTTP/1.1 200 OK"), "{}", text(&got));
     let e = lab.next_record().await;
-    assert_eq!(&e.exchange.request.body.captured[..], b"{}");
+    assert_eq!(&e.exchange().request.body.captured[..], b"{}");
     // And the next one on that connection too (hyper re-frames the body).
     let got = exchange(&mut c, &get("/x"), ends_with(b"ok")).await;
     assert!(text(&got).starts_with("HTTP/1.1 200 OK"), "{}", text(&got));
@@ -322,14 +322,14 @@ async fn a_record_reads_the_same_whichever_path_made_it() {
     exchange(&mut c, &post, ends_with(b"ok")).await;
     let hyper = loop {
         let e = lab.next_record().await;
-        if e.exchange.request.method == "POST" {
+        if e.exchange().request.method == "POST" {
             break e;
         }
     };
     assert!(hyper.marks.fault.is_none());
-    assert_eq!(comparable(&fast.exchange), comparable(&hyper.exchange));
+    assert_eq!(comparable(fast.exchange()), comparable(hyper.exchange()));
     let accepts: Vec<&str> = fast
-        .exchange
+        .exchange()
         .request
         .headers
         .iter()

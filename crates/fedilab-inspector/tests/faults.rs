@@ -100,11 +100,11 @@ async fn a_status_rule_answers_matching_requests_itself_as_often_as_its_count() 
         assert_eq!(reply.headers["x-fedilab-fault"], rule.to_string().as_str());
         assert_eq!(&reply.body[..], b"busy");
         assert_eq!(
-            &rec.exchange.request.body.captured[..],
+            &rec.exchange().request.body.captured[..],
             &body[..],
             "recorded"
         );
-        let d = detail(&lab, rec.exchange.id).await;
+        let d = detail(&lab, rec.exchange().id).await;
         assert_eq!(d["fault"]["rule"], rule);
         assert_eq!(
             d["fault"]["action"],
@@ -116,7 +116,7 @@ async fn a_status_rule_answers_matching_requests_itself_as_often_as_its_count() 
 
     let (reply, rec, _, _) = deliver(&mut lab, 3).await;
     assert_eq!(reply.status, 202, "the count is used up");
-    assert!(detail(&lab, rec.exchange.id).await.get("fault").is_none());
+    assert!(detail(&lab, rec.exchange().id).await.get("fault").is_none());
     assert_eq!(received(&log).len(), 2);
 
     let list = lab.api("GET", "/api/faults").await.json();
@@ -139,9 +139,9 @@ async fn a_delay_rule_holds_the_request_then_forwards_it() {
     assert_eq!(rec.marks.fault.as_ref().map(|f| f.rule), Some(rule));
     // The delay is part of the recorded duration (a lower bound only).
     assert!(
-        rec.exchange.total_us >= 150_000,
+        rec.exchange().total_us >= 150_000,
         "{}",
-        rec.exchange.total_us
+        rec.exchange().total_us
     );
 }
 
@@ -170,14 +170,14 @@ async fn a_reset_rule_closes_the_connection_unanswered() {
         result.map(|r| r.status())
     );
     let rec = lab.next_record().await;
-    assert!(rec.exchange.response.is_none());
+    assert!(rec.exchange().response.is_none());
     assert!(
-        rec.exchange
+        rec.exchange()
             .error
             .as_deref()
             .is_some_and(|e| e.contains(&format!("fault rule {rule}"))),
         "{:?}",
-        rec.exchange.error
+        rec.exchange().error
     );
     assert_eq!(rec.marks.fault.as_ref().map(|f| f.rule), Some(rule));
     assert!(received(&log).is_empty());
@@ -237,7 +237,7 @@ async fn corrupting_the_body_breaks_the_digest_at_the_receiver() {
     );
     serde_json::from_slice::<Value>(got).expect("still JSON");
     // The record holds what was forwarded: its verdict says why it fails.
-    let d = detail(&lab, rec.exchange.id).await;
+    let d = detail(&lab, rec.exchange().id).await;
     assert_eq!(d["verdict"], "invalid");
     assert_eq!(d["fault"]["action"]["corrupt"], "body");
 }
@@ -259,7 +259,7 @@ async fn corrupting_the_signature_breaks_its_check_at_the_receiver() {
     let signature = got.header("signature").expect("signature");
     assert_ne!(signature, sent(&headers, "signature"));
     assert_eq!(signature.len(), sent(&headers, "signature").len());
-    let d = detail(&lab, rec.exchange.id).await;
+    let d = detail(&lab, rec.exchange().id).await;
     assert_eq!(d["verdict"], "invalid");
     assert!(
         d["request"]["headers"]
@@ -295,7 +295,7 @@ async fn a_duplicate_rule_delivers_the_same_request_twice() {
         assert_eq!(rec.marks.fault.as_ref().map(|f| f.rule), Some(rule));
     }
     assert_eq!(
-        second.exchange.client.as_deref(),
+        second.exchange().client.as_deref(),
         Some("fedilab-inspector (duplicate)")
     );
 }
@@ -371,7 +371,7 @@ async fn the_api_validates_lists_and_removes_rules_and_keeps_a_timeline() {
         .as_array()
         .expect("entries")
         .iter()
-        .find(|e| e["_fedilab"]["id"] == rec.exchange.id)
+        .find(|e| e["_fedilab"]["id"] == rec.exchange().id)
         .expect("entry")
         .clone();
     assert_eq!(entry["_fedilab"]["fault"]["rule"], a);

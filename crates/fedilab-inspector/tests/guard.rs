@@ -98,7 +98,7 @@ async fn a_delete_without_browser_headers_is_a_curl_and_allowed() {
 #[tokio::test]
 async fn a_cross_site_page_can_neither_add_fault_rules_nor_replay() {
     let mut lab = lab(|_| {}).await;
-    let id = lab.post_signed_create(ALICE_KEY, 1).await.exchange.id;
+    let id = lab.post_signed_create(ALICE_KEY, 1).await.exchange().id;
     for path in [
         "/api/faults".to_owned(),
         format!("/api/exchanges/{id}/replay"),

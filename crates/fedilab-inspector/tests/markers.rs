@@ -18,7 +18,7 @@ async fn a_marker_sits_after_the_last_exchange_and_clear_empties_the_recording()
     assert_eq!(reply.json()["markers"], serde_json::json!([]));
     lab.send("GET", M1, "/about", &[], vec![]).await;
     lab.next_record().await;
-    let last = lab.inspector.store().snapshot()[0].exchange.id;
+    let last = lab.inspector.store().snapshot()[0].exchange().id;
 
     client::mark(lab.ui(), "reset", "reset to fresh at 12:03:04", T)
         .await

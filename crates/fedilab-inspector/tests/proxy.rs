@@ -65,7 +65,7 @@ async fn forwards_requests_byte_for_byte_and_records_them() {
     assert_eq!(get("x-forwarded-proto").as_deref(), Some("http"));
 
     let rec = lab.next_record().await;
-    let ex = &rec.exchange;
+    let ex = rec.exchange();
     assert_eq!(ex.host, M1);
     assert_eq!(ex.request.method, "PUT");
     assert_eq!(ex.request.uri, "/echo?b=2&a=%20x&a=1");
@@ -91,12 +91,15 @@ async fn unknown_host_gets_a_502_page_naming_the_known_hosts() {
     assert!(page.contains(M1) && page.contains(M2), "{page}");
     let rec = lab.next_record().await;
     assert!(
-        rec.exchange
+        rec.exchange()
             .error
             .as_deref()
             .is_some_and(|e| e.contains("no route"))
     );
-    assert_eq!(rec.exchange.response.as_ref().map(|r| r.status), Some(502));
+    assert_eq!(
+        rec.exchange().response.as_ref().map(|r| r.status),
+        Some(502)
+    );
 }
 
 #[tokio::test]
@@ -113,12 +116,12 @@ async fn an_unreachable_upstream_gets_a_502_and_is_recorded() {
     assert_eq!(reply.status, 502);
     let rec = lab.next_record().await;
     assert!(
-        rec.exchange
+        rec.exchange()
             .error
             .as_deref()
             .is_some_and(|e| e.contains("failed")),
         "{:?}",
-        rec.exchange.error
+        rec.exchange().error
     );
 }
 
@@ -159,7 +162,7 @@ async fn a_websocket_echo_passes_through_and_is_logged_once() {
     let reply = ws_echo(lab.proxy(), "hello through the inspector").await;
     assert_eq!(reply, "hello through the inspector");
     let rec = lab.next_record().await;
-    let ex = &rec.exchange;
+    let ex = rec.exchange();
     assert_eq!(ex.host, WS);
     assert_eq!(ex.response.as_ref().map(|r| r.status), Some(101));
     let up = ex.upgrade.as_ref().expect("upgrade record");
@@ -177,7 +180,7 @@ async fn bodies_beyond_the_capture_limit_are_forwarded_whole_and_kept_truncated(
     let reply = lab.send("GET", M1, "/big", &[], vec![]).await;
     assert_eq!(reply.body.len(), 3 * 1024 * 1024);
     let rec = lab.next_record().await;
-    let body = &rec.exchange.response.as_ref().expect("response").body;
+    let body = &rec.exchange().response.as_ref().expect("response").body;
     assert_eq!(body.size, 3 * 1024 * 1024);
     assert_eq!(body.captured.len(), 64 * 1024);
     assert!(body.truncated && body.complete);
@@ -208,7 +211,10 @@ async fn the_store_stays_within_its_limits_through_the_proxy() {
     assert_eq!(stats.recorded, 300, "{stats:?}");
     assert_eq!(stats.evicted, 250, "{stats:?}");
     let snap = lab.inspector.store().snapshot();
-    assert!(snap.windows(2).all(|w| w[0].exchange.id < w[1].exchange.id));
+    assert!(
+        snap.windows(2)
+            .all(|w| w[0].exchange().id < w[1].exchange().id)
+    );
 }
 
 #[tokio::test]
@@ -219,7 +225,7 @@ async fn persisted_exchanges_come_back_after_a_restart() {
     first
         .send("POST", M2, "/users/bob/inbox", &[], create_note(7))
         .await;
-    let id = first.next_record().await.exchange.id;
+    let id = first.next_record().await.exchange().id;
     let config = fedilab_inspector::InspectorConfig {
         routes: vec![route(M1, first.upstream), route(M2, first.upstream)],
         persist: Some(file.clone()),
@@ -233,9 +239,9 @@ async fn persisted_exchanges_come_back_after_a_restart() {
     let mut second = start_inspector(config, upstream).await;
     let back = second.inspector.store().get(id).expect("reloaded");
     assert_eq!(
-        &back.exchange.request.body.captured[..],
+        &back.exchange().request.body.captured[..],
         &create_note(7)[..]
     );
     second.send("GET", M1, "/about", &[], vec![]).await;
-    assert!(second.next_record().await.exchange.id > id);
+    assert!(second.next_record().await.exchange().id > id);
 }

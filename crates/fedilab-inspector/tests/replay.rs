@@ -27,7 +27,7 @@ async fn detail(lab: &Lab, id: u64) -> Value {
 #[tokio::test]
 async fn an_unchanged_replay_keeps_every_header_and_still_verifies() {
     let (mut lab, log) = replay_lab().await;
-    let original = lab.post_signed_create(ALICE_KEY, 7).await.exchange.id;
+    let original = lab.post_signed_create(ALICE_KEY, 7).await.exchange().id;
     let reply = lab
         .api("POST", &format!("/api/exchanges/{original}/replay"))
         .await;
@@ -82,7 +82,7 @@ async fn an_unchanged_replay_keeps_every_header_and_still_verifies() {
 #[tokio::test]
 async fn an_edited_replay_is_marked_and_fails_the_receivers_check() {
     let (mut lab, log) = replay_lab().await;
-    let original = lab.post_signed_create(ALICE_KEY, 8).await.exchange.id;
+    let original = lab.post_signed_create(ALICE_KEY, 8).await.exchange().id;
     let edit = serde_json::json!({
         "body": {"type": "Create", "actor": ALICE, "object": {"type": "Note", "content": "edited"}},
         "headers": {"x-lab-note": "edited by hand", "user-agent": null},
@@ -135,7 +135,7 @@ async fn replays_of_what_cannot_be_replayed_are_refused() {
         .api("POST", &format!("/api/exchanges/{ws}/replay"))
         .await;
     assert_eq!(reply.status, 409, "a WebSocket upgrade");
-    let create = lab.post_signed_create(ALICE_KEY, 1).await.exchange.id;
+    let create = lab.post_signed_create(ALICE_KEY, 1).await.exchange().id;
     let reply = lab
         .api_json(
             "POST",

@@ -31,7 +31,7 @@ async fn prefix_routes_servers_list_and_a_route_swap_that_keeps_recordings() {
     assert_eq!(about.status, 200);
     let first = lab.next_record().await;
     assert_eq!(
-        first.exchange.upstream.as_deref(),
+        first.exchange().upstream.as_deref(),
         Some(format!("http://{}", lab.upstream).as_str())
     );
     let streaming = lab
@@ -40,7 +40,7 @@ async fn prefix_routes_servers_list_and_a_route_swap_that_keeps_recordings() {
     assert_eq!(streaming.status, 502);
     let second = lab.next_record().await;
     assert_eq!(
-        second.exchange.upstream.as_deref(),
+        second.exchange().upstream.as_deref(),
         Some(format!("http://{dead}").as_str())
     );
 

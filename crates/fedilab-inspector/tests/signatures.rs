@@ -17,10 +17,10 @@ async fn deliver(
     assert_eq!(reply.status, 202);
     let entry = lab.next_record().await;
     let analyzer = lab.inspector.analyzer();
-    let a = (*analyzer.analysis(&entry.exchange, entry.cache())).clone();
+    let a = (*analyzer.analysis(entry.exchange(), entry.cache())).clone();
     let v = (*within(
         "verification",
-        analyzer.verification(&entry.exchange, entry.cache()),
+        analyzer.verification(entry.exchange(), entry.cache()),
     )
     .await)
         .clone();
@@ -337,7 +337,7 @@ async fn a_target_signed_with_its_fragment_is_named_as_the_cause() {
         "verification",
         lab.inspector
             .analyzer()
-            .verification(&entry.exchange, entry.cache()),
+            .verification(entry.exchange(), entry.cache()),
     )
     .await;
     assert_eq!(codes(&v), [ProblemCode::BadSignature], "{:?}", v.problems);

@@ -217,7 +217,7 @@ async fn the_ui_shows_a_signed_create_note_live_with_its_verdict() {
         0
     );
 
-    let id = lab.post_signed_create(ALICE_KEY, 42).await.exchange.id;
+    let id = lab.post_signed_create(ALICE_KEY, 42).await.exchange().id;
     // And one signed with the wrong key, for contrast in the screenshot.
     lab.post_signed_create(MALLORY_KEY, 43).await;
 
@@ -281,7 +281,7 @@ async fn the_ui_shows_a_signed_create_note_live_with_its_verdict() {
         .into_bytes();
     let headers = inbox_cavage(&key(ALICE_KEY), &signed).headers();
     lab.send("POST", M2, INBOX, &headers, sent).await;
-    let tampered = lab.next_record().await.exchange.id;
+    let tampered = lab.next_record().await.exchange().id;
     cdp.wait_for(&format!(
         "!!document.querySelector('tr.row[data-id=\"{tampered}\"]')"
     ))
@@ -605,7 +605,7 @@ async fn the_ui_adds_fault_rules_marks_what_they_touch_orders_by_start_and_repla
     assert!(d.contains("(edited") && d.contains("invalid"), "{d}");
     assert!(d.contains("x-lab-note"), "{d}");
     let entry = lab.inspector.store().get(edited).expect("stored");
-    assert!(String::from_utf8_lossy(&entry.exchange.request.body.captured).contains("Edited"));
+    assert!(String::from_utf8_lossy(&entry.exchange().request.body.captured).contains("Edited"));
     assert_eq!(entry.marks.replay_of, Some(quick));
     let dir = screenshot_dir();
     cdp.screenshot(&dir.join("fedilab-inspector-faults.png"))

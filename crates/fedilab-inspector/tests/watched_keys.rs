@@ -130,7 +130,7 @@ async fn signed_actor_fetch(lab: &mut Lab) {
 async fn deliver(lab: &mut Lab, headers: Vec<(String, String)>, body: Vec<u8>) -> u64 {
     let reply = lab.send("POST", M2, INBOX, &headers, body).await;
     assert_eq!(reply.status, 202);
-    lab.next_record().await.exchange.id
+    lab.next_record().await.exchange().id
 }
 
 async fn verdict(lab: &Lab, id: u64) -> Verification {
@@ -138,7 +138,7 @@ async fn verdict(lab: &Lab, id: u64) -> Verification {
     let analyzer = lab.inspector.analyzer();
     (*within(
         "verification",
-        analyzer.verification(&entry.exchange, entry.cache()),
+        analyzer.verification(entry.exchange(), entry.cache()),
     )
     .await)
         .clone()
