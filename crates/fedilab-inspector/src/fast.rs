@@ -178,6 +178,11 @@ impl Conn {
                     Ok(_) => {}
                 }
             }
+            let head_request = self.buf.get(head.method.clone()) == Some(b"HEAD".as_slice());
+            upstream_request(&mut self.out, &self.buf, &head, &self.fields, peer);
+            // Sent before it is recorded: the upstream works on it while the
+            // record is made.
+            let sent = self.send(&target.authority).await;
             let request = self.buf.get(..end).unwrap_or_default();
             let recording = Recording::new(
                 &state.store,
@@ -188,26 +193,27 @@ impl Conn {
                 peer,
                 &target.origin,
             );
-            let head_request = self.buf.get(head.method.clone()) == Some(b"HEAD".as_slice());
-            upstream_request(&mut self.out, &self.buf, &head, &self.fields, peer);
             self.buf.drain(..end);
-            if !self.exchange(state, &target, recording, head_request).await {
+            if !self
+                .exchange(state, sent, &target, recording, head_request)
+                .await
+            {
                 return Next::Close;
             }
         }
     }
 
-    /// Sends the request in `out` to `target` and relays its response,
-    /// recording both into `pending`. False when the client connection
-    /// cannot go on.
+    /// Relays the response to the request `sent` to `target`, recording
+    /// it into `rec`. False when the client connection cannot go on.
     async fn exchange(
         &mut self,
         state: &ProxyState,
+        sent: Result<Upstream, UpstreamError>,
         target: &Target,
         mut rec: Recording<'_>,
         head_request: bool,
     ) -> bool {
-        let mut up = match self.send(&target.authority).await {
+        let mut up = match sent {
             Ok(up) => up,
             Err(e) => {
                 return self.bad_gateway(rec, target, proxy::error_chain(&e)).await;
