@@ -17,14 +17,15 @@
 //! client (header maps built and written again, a body channel per
 //! request) cost about as much CPU per request as the kernel's socket work,
 //! and a lone forwarder on httparse served the same load with a quarter
-//! less CPU than a bare hyper proxy. Both paths record through the same
-//! [`Pending`], so a record reads the same whichever path served it.
+//! less CPU than a bare hyper proxy. hyper's path records through a
+//! `Pending`; this one keeps the bytes it saw (`crate::recorded`), parsed
+//! when read by the functions here that it forwards with, so a record
+//! reads the same whichever path served it.
 
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::pin::pin;
 use std::sync::Arc;
-use std::time::Instant;
 
 use bytes::Bytes;
 use futures_util::FutureExt as _;
@@ -38,7 +39,7 @@ use crate::exchange::Headers;
 use crate::proxy::{
     self, CONNECT_TIMEOUT, HEADER_READ_TIMEOUT, Peer, ProxyBody, ProxyState, is_hop_by_hop_name,
 };
-use crate::recorded::Recording;
+use crate::recorded::{Recording, Started};
 use crate::routes::Target;
 use crate::upstream::UpstreamError;
 
@@ -145,7 +146,7 @@ impl Conn {
                     () = &mut idle => return Next::Close,
                 }
             };
-            let started = Instant::now();
+            let started = Started::now();
             let text = |r: &Range<usize>| {
                 self.buf
                     .get(r.clone())

@@ -226,6 +226,24 @@ impl Recorded {
     }
 }
 
+/// When a request started, on both clocks.
+#[derive(Clone, Copy)]
+pub(crate) struct Started {
+    /// For durations.
+    pub(crate) at: Instant,
+    /// Wall-clock microseconds since the Unix epoch, for the record.
+    pub(crate) unix_us: i64,
+}
+
+impl Started {
+    pub(crate) fn now() -> Self {
+        Self {
+            at: Instant::now(),
+            unix_us: jiff::Timestamp::now().as_microsecond(),
+        }
+    }
+}
+
 /// The record of the exchange the fast path is serving: it goes to the
 /// store when it is dropped, as a [`Pending`] does.
 pub(crate) struct Recording<'a> {
@@ -241,7 +259,7 @@ impl<'a> Recording<'a> {
     /// `fields` parsed from it), bound for `upstream`.
     pub(crate) fn new(
         store: &'a Arc<Store>,
-        started: Instant,
+        started: Started,
         request: &[u8],
         head: &Head,
         fields: &[Field],
@@ -263,7 +281,7 @@ impl<'a> Recording<'a> {
         let pos = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
         Self {
             store,
-            started,
+            started: started.at,
             generations: (generation, OWN),
             kept: Some(Recorded {
                 head_len: pos(head.len),
@@ -272,7 +290,7 @@ impl<'a> Recording<'a> {
                 method: (pos(head.method.start), pos(head.method.end)),
                 request_json: json,
                 request_encoded: encoded,
-                started_us: jiff::Timestamp::now().as_microsecond(),
+                started_us: started.unix_us,
                 total_us: 0,
                 headers_us: None,
                 client: Arc::clone(client),
@@ -390,7 +408,7 @@ mod tests {
         {
             let mut rec = Recording::new(
                 &store,
-                Instant::now(),
+                Started::now(),
                 request,
                 &head,
                 &fields,
@@ -419,12 +437,19 @@ mod tests {
         let ex = entry.exchange();
         assert_eq!(ex.id, entry.id());
         assert_eq!(
-            (ex.request.method.as_str(), ex.request.uri.as_str(), ex.host.as_str()),
+            (
+                ex.request.method.as_str(),
+                ex.request.uri.as_str(),
+                ex.host.as_str()
+            ),
             ("POST", "/users/b/inbox?x=1", "m2.test")
         );
         let names: Vec<&str> = ex.request.headers.iter().map(|(n, _)| n).collect();
         // Lower case, a name's fields together, as hyper's path records.
-        assert_eq!(names, ["host", "content-type", "x-two", "x-two", "content-length"]);
+        assert_eq!(
+            names,
+            ["host", "content-type", "x-two", "x-two", "content-length"]
+        );
         assert_eq!(&ex.request.body.captured[..], b"{\"a\":\"b\"}");
         assert_eq!(ex.client.as_deref(), Some("127.0.0.1:4000"));
         assert_eq!(ex.upstream.as_deref(), Some("http://127.0.0.1:9"));

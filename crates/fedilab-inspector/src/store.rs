@@ -2,11 +2,13 @@
 //! and by bytes (oldest evicted first), with optional append-only JSON-lines
 //! persistence that is reloaded (and compacted) on restart.
 //!
-//! [`Store::push`] is on the proxy's hot path: it takes a lock for a
-//! `VecDeque` push and evictions, sends an id to the event channel, queues
-//! the record for the key watcher when the watcher's cheap test wants it
-//! (`Store::watch`) and hands it to the persistence thread with a
-//! non-blocking send. It does no serialisation and no analysis.
+//! Storing is on the proxy's hot path ([`Store::push`] for a record hyper's
+//! path made, `push_recorded` for the bytes the fast path kept, which are
+//! parsed when first read): it takes a lock for a `VecDeque` push and
+//! evictions, sends an id to the event channel, queues the entry for the
+//! key watcher when the watcher's cheap test wants it (`Store::watch`) and
+//! hands it to the persistence thread with a non-blocking send. It does no
+//! parsing, no serialisation and no analysis.
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};

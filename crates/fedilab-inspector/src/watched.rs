@@ -21,11 +21,10 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
+use bytes::Bytes;
 use serde_json::Value;
 
 use crate::analysis::json_body;
-use bytes::Bytes;
-
 use crate::exchange::{Exchange, Headers, header};
 use crate::keys::{ActorKey, document_keys};
 use crate::store::Store;
