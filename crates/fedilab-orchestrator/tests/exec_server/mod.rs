@@ -523,7 +523,7 @@ where
     // Stdin in its own task: a command blocked on a full stdout pipe must
     // not stop us from reading that pipe.
     let (chunks_tx, mut chunks_rx) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
-    let reader = tokio::spawn(async move {
+    let mut reader = tokio::spawn(async move {
         let mut chunks_tx = Some(chunks_tx);
         while let Some(Ok(message)) = rx.next().await {
             let Message::Binary(data) = message else {
@@ -574,7 +574,15 @@ where
     };
     let _ = tx.send(status).await;
     let _ = tx.close().await;
-    reader.abort();
+    // Finish the close handshake as an API server does, reading what the
+    // client still sends: closing a socket with unread bytes resets it,
+    // and a reset can reach the client before the status it was sent.
+    if tokio::time::timeout(Duration::from_secs(5), &mut reader)
+        .await
+        .is_err()
+    {
+        reader.abort();
+    }
 }
 
 /// Every await of a test is bounded: a broken exec fails, never hangs.
