@@ -42,6 +42,7 @@ use crate::proxy::{
 use crate::recorded::{Recording, Started};
 use crate::routes::Target;
 use crate::upstream::UpstreamError;
+use crate::watched::json_type;
 
 /// A head longer than this goes to hyper (which has its own limit).
 const MAX_HEAD: usize = 64 * 1024;
@@ -640,7 +641,7 @@ fn response_head(
         let kept = relay.keeps(h.name);
         if kept && !typed && h.name.eq_ignore_ascii_case("content-type") {
             typed = true;
-            watched.json = h.value.windows(4).any(|w| w == b"json");
+            watched.json = json_type(h.value);
         }
         watched.encoded |= kept && h.name.eq_ignore_ascii_case("content-encoding");
         if kept || h.name.eq_ignore_ascii_case("transfer-encoding") {

@@ -33,7 +33,7 @@ use crate::exchange::{Body, Exchange, Marks, RequestRecord, ResponseRecord};
 use crate::fast::{self, Field, Head, Parsed};
 use crate::proxy::{self, Peer};
 use crate::store::Store;
-use crate::watched::{Part, Signals};
+use crate::watched::{Part, Signals, json_type};
 
 /// The size of a chunk of kept bytes.
 const CHUNK: usize = 256 * 1024;
@@ -277,7 +277,7 @@ impl<'a> Recording<'a> {
             .iter()
             .find(|f| named(f, b"content-type"))
             .and_then(|f| request.get(f.1.clone()))
-            .is_some_and(|v| v.windows(4).any(|w| w == b"json"));
+            .is_some_and(json_type);
         let pos = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
         Self {
             store,

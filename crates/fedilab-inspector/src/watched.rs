@@ -100,7 +100,7 @@ impl<'a> Signals<'a> {
     /// The signals of a record.
     pub(crate) fn of(ex: &'a Exchange) -> Self {
         let part = |headers: &Headers, body: &'a Bytes| Part {
-            json: header(headers, "content-type").is_some_and(|ct| ct.contains("json")),
+            json: header(headers, "content-type").is_some_and(|ct| json_type(ct.as_bytes())),
             encoded: header(headers, "content-encoding").is_some(),
             body,
         };
@@ -113,6 +113,11 @@ impl<'a> Signals<'a> {
                 .map(|r| (r.status, part(&r.headers, &r.body.captured))),
         }
     }
+}
+
+/// Whether a `Content-Type` value names JSON (any `+json` type too).
+pub(crate) fn json_type(content_type: &[u8]) -> bool {
+    content_type.windows(4).any(|w| w == b"json")
 }
 
 /// A successful JSON answer to a GET that may be an actor document.
