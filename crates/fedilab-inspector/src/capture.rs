@@ -17,6 +17,7 @@ use crate::exchange::{
     Body, Exchange, Headers, Marks, RequestRecord, ResponseRecord, UpgradeRecord,
 };
 use crate::fault::FaultMark;
+use crate::recorded::Started;
 use crate::store::Store;
 
 /// Total bytes of header names and values kept per head; the rest is
@@ -232,7 +233,8 @@ pub(crate) struct Pending {
 /// The request head, as the proxy read it.
 #[derive(Debug)]
 pub(crate) struct RequestHead {
-    pub(crate) started: Instant,
+    /// When the request arrived.
+    pub(crate) started: Started,
     pub(crate) client: Option<String>,
     pub(crate) host: String,
     pub(crate) upstream: Option<String>,
@@ -252,8 +254,8 @@ impl Pending {
     pub(crate) fn new(store: Arc<Store>, head: RequestHead) -> Arc<Self> {
         Arc::new(Self {
             store,
-            started: head.started,
-            started_us: jiff::Timestamp::now().as_microsecond(),
+            started: head.started.at,
+            started_us: head.started.unix_us,
             client: head.client,
             host: head.host,
             upstream: head.upstream,

@@ -17,7 +17,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -41,6 +41,7 @@ use crate::capture::{
 use crate::config::SignatureConfig;
 use crate::exchange::{Body as ExBody, Exchange, Marks, UpgradeRecord};
 use crate::fault::{Corrupt, Effect, Faults, Rule};
+use crate::recorded::Started;
 use crate::routes::{SharedRoutes, Target};
 use crate::store::Store;
 use crate::upstream::Upstreams;
@@ -637,7 +638,7 @@ async fn handle(
     upstreams: Arc<Upstreams>,
     mut req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, FaultReset> {
-    let started = Instant::now();
+    let started = Started::now();
     let host = request_host(req.uri(), req.headers());
     let target = state.routes.load().lookup(&host, req.uri().path()).cloned();
     let pq = path_and_query(req.uri());
@@ -1032,7 +1033,7 @@ pub(crate) async fn send_recorded(
         let pending = Pending::new(
             Arc::clone(&state.store),
             RequestHead {
-                started: Instant::now(),
+                started: Started::now(),
                 client: Some(client.to_owned()),
                 host: out.host,
                 upstream: Some(target.origin.to_string()),

@@ -227,7 +227,7 @@ impl Recorded {
 }
 
 /// When a request started, on both clocks.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug)]
 pub(crate) struct Started {
     /// For durations.
     pub(crate) at: Instant,
@@ -248,7 +248,7 @@ impl Started {
 /// store when it is dropped, as a [`Pending`] does.
 pub(crate) struct Recording<'a> {
     store: &'a Arc<Store>,
-    started: Instant,
+    started: Started,
     /// The chunks the request and the response head were kept in.
     generations: (u64, u64),
     kept: Option<Recorded>,
@@ -281,7 +281,7 @@ impl<'a> Recording<'a> {
         let pos = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
         Self {
             store,
-            started: started.at,
+            started,
             generations: (generation, OWN),
             kept: Some(Recorded {
                 head_len: pos(head.len),
@@ -311,7 +311,7 @@ impl<'a> Recording<'a> {
         json: bool,
         encoded: bool,
     ) {
-        let at = elapsed_us(self.started);
+        let at = elapsed_us(self.started.at);
         if let Some(r) = &mut self.kept {
             let (kept, generation) = keep(head);
             r.response_head = kept;
@@ -371,7 +371,7 @@ impl<'a> Recording<'a> {
 impl Drop for Recording<'_> {
     fn drop(&mut self) {
         if let Some(mut kept) = self.kept.take() {
-            kept.total_us = elapsed_us(self.started);
+            kept.total_us = elapsed_us(self.started.at);
             let (request, response) = self.generations;
             kept.request = keep_current(kept.request, request);
             kept.response_head = keep_current(kept.response_head, response);
@@ -389,6 +389,40 @@ mod tests {
     use super::*;
     use crate::config::StoreLimits;
     use crate::exchange::header;
+
+    #[test]
+    fn an_answer_of_the_proxys_own_is_recorded_from_the_requests_start() {
+        // A 502 after a slow connect: the record starts when the request
+        // arrived, not when the proxy gave up, so the list (ordered by
+        // start) shows it where it happened.
+        let store = Store::new(StoreLimits {
+            max_exchanges: 10,
+            max_bytes: 1 << 20,
+        });
+        let request: &[u8] = b"GET /users/b HTTP/1.1\r\nHost: m2.test\r\n\r\n";
+        let mut fields = Vec::new();
+        let Parsed::Head(head) = fast::parse_head(request, &mut fields) else {
+            panic!("a plain request")
+        };
+        let waited = std::time::Duration::from_secs(5);
+        let arrived = Started {
+            at: Instant::now()
+                .checked_sub(waited)
+                .unwrap_or_else(Instant::now),
+            unix_us: jiff::Timestamp::now().as_microsecond() - 5_000_000,
+        };
+        let peer = Arc::new(Peer::new(([127, 0, 0, 1], 4000).into()));
+        let upstream: Arc<str> = "http://127.0.0.1:9".into();
+        let rec = Recording::new(&store, arrived, request, &head, &fields, &peer, &upstream);
+        drop(rec.into_pending());
+        let entries = store.snapshot();
+        let [entry] = entries.as_slice() else {
+            panic!("one record")
+        };
+        let ex = entry.exchange();
+        assert_eq!(ex.started_us, arrived.unix_us);
+        assert!(ex.total_us >= 5_000_000, "{}", ex.total_us);
+    }
 
     #[test]
     fn a_kept_record_reads_as_it_was_seen() {
