@@ -17,7 +17,6 @@ use crate::exchange::{
     Body, Exchange, Headers, Marks, RequestRecord, ResponseRecord, UpgradeRecord,
 };
 use crate::fault::FaultMark;
-use crate::recorded::Started;
 use crate::store::Store;
 
 /// Total bytes of header names and values kept per head; the rest is
@@ -228,6 +227,25 @@ pub(crate) struct Pending {
     /// The request headers as forwarded, when a fault changed them.
     forwarded_headers: OnceLock<Headers>,
     notify: Option<tokio::sync::oneshot::Sender<u64>>,
+}
+
+/// When a request arrived, on both clocks (read together, before anything
+/// is sent on).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Started {
+    /// For durations.
+    pub(crate) at: Instant,
+    /// Wall-clock microseconds since the Unix epoch, for the record.
+    pub(crate) unix_us: i64,
+}
+
+impl Started {
+    pub(crate) fn now() -> Self {
+        Self {
+            at: Instant::now(),
+            unix_us: jiff::Timestamp::now().as_microsecond(),
+        }
+    }
 }
 
 /// The request head, as the proxy read it.

@@ -34,12 +34,12 @@ use http_body_util::BodyExt as _;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _, Interest};
 use tokio::net::TcpStream;
 
-use crate::capture::{Capture, ResponseHead, record_fields};
+use crate::capture::{Capture, ResponseHead, Started, record_fields};
 use crate::exchange::Headers;
 use crate::proxy::{
     self, CONNECT_TIMEOUT, HEADER_READ_TIMEOUT, Peer, ProxyBody, ProxyState, is_hop_by_hop_name,
 };
-use crate::recorded::{Recording, Started};
+use crate::recorded::Recording;
 use crate::routes::Target;
 use crate::upstream::UpstreamError;
 use crate::watched::json_type;

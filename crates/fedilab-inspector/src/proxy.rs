@@ -36,12 +36,11 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use crate::capture::{
-    Pending, RequestHead, ResponseHead, Side, TeeBody, record_headers, version_str,
+    Pending, RequestHead, ResponseHead, Side, Started, TeeBody, record_headers, version_str,
 };
 use crate::config::SignatureConfig;
 use crate::exchange::{Body as ExBody, Exchange, Marks, UpgradeRecord};
 use crate::fault::{Corrupt, Effect, Faults, Rule};
-use crate::recorded::Started;
 use crate::routes::{SharedRoutes, Target};
 use crate::store::Store;
 use crate::upstream::Upstreams;

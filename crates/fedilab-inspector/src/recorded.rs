@@ -28,7 +28,7 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 
-use crate::capture::{Pending, RequestHead, Side};
+use crate::capture::{Pending, RequestHead, Side, Started};
 use crate::exchange::{Body, Exchange, Marks, RequestRecord, ResponseRecord};
 use crate::fast::{self, Field, Head, Parsed};
 use crate::proxy::{self, Peer};
@@ -223,24 +223,6 @@ impl Recorded {
             body,
         };
         (request, proxy::normal_host(text(h.host.clone())))
-    }
-}
-
-/// When a request started, on both clocks.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Started {
-    /// For durations.
-    pub(crate) at: Instant,
-    /// Wall-clock microseconds since the Unix epoch, for the record.
-    pub(crate) unix_us: i64,
-}
-
-impl Started {
-    pub(crate) fn now() -> Self {
-        Self {
-            at: Instant::now(),
-            unix_us: jiff::Timestamp::now().as_microsecond(),
-        }
     }
 }
 
